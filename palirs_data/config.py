@@ -1,0 +1,158 @@
+"""Typed, strict configuration: one pydantic model per ``params.yaml`` section.
+
+Unknown keys are errors, wrong types are errors, and every error is one line naming the file
+and the dotted key (``params.yaml: sample.fmax_eVA: Input should be a valid number``). Each stage
+reads only its own sections (see ``STAGE_PARAMS`` in each stage script, checked against
+``dvc.yaml`` by the tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from palirs_data.errors import PalirsInputError
+from palirs_data.molecules import Molecule, check_name
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CustomMolecule(Strict):
+    """A user's molecule: a SMILES string or an XYZ file (path relative to the repository)."""
+
+    name: str
+    smiles: str | None = None
+    xyz: Path | None = None
+    charge_e: int = 0
+    multiplicity: int = Field(1, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_name(v, where="molecules.custom")
+
+    def molecule(self) -> Molecule:
+        if (self.smiles is None) == (self.xyz is None):
+            raise PalirsInputError(
+                f"molecules.custom '{self.name}': give exactly one of smiles or xyz"
+            )
+        return Molecule(self.name, self.smiles, self.xyz, self.charge_e, self.multiplicity)
+
+
+class MoleculesConfig(Strict):
+    names: list[str] = Field(default_factory=lambda: ["methanol"])
+    custom: list[CustomMolecule] = Field(default_factory=list)
+    seed: int = 0  # RDKit embedding seed
+
+
+class XtbSettings(Strict):
+    """GFN-xTB through tblite (ASE calculator ``tblite.ase.TBLite``)."""
+
+    method: Literal["GFN2-xTB", "GFN1-xTB", "IPEA1-xTB"] = "GFN2-xTB"
+    accuracy: float = Field(1.0, gt=0)
+    electronic_temperature_K: float = Field(300.0, ge=0)
+    max_iterations: int = Field(250, ge=1)
+
+
+class PyscfSettings(Strict):
+    """Kohn-Sham DFT with PySCF: analytic gradients, dipole from the density."""
+
+    xc: str = "pbe"
+    basis: str = "def2-svp"
+    density_fit: bool = True
+    auxbasis: str | None = None  # None: PySCF's default fitting basis for ``basis``
+    grid_level: int = Field(3, ge=0, le=9)
+    dispersion: Literal["d3bj", "d3zero", "d4"] | None = None
+    conv_tol: float = Field(1e-9, gt=0)
+    max_cycle: int = Field(100, ge=1)
+    threads: int = Field(1, ge=1)
+
+
+class AseSettings(Strict):
+    """Any ASE calculator, by import path (``package.module.Class`` or ``package.module:Class``)
+    and keyword arguments; it must implement energy, forces and dipole."""
+
+    calculator: str = ""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    safer_kwargs: dict[str, Any] | None = None  # merged into kwargs for the one retry
+
+
+class LabelerConfig(Strict):
+    method: Literal["xtb", "pyscf", "ase"] = "xtb"
+    xtb: XtbSettings = XtbSettings()
+    pyscf: PyscfSettings = PyscfSettings()
+    ase: AseSettings = AseSettings()
+
+
+class SampleConfig(Strict):
+    fmax_eVA: float = Field(0.001, gt=0)  # BFGS convergence: max force, eV/Å
+    max_steps: int = Field(2000, ge=1)
+    hessian_step_A: float = Field(0.01, gt=0, le=0.1)  # finite-difference displacement, Å
+    temperature_K: float = Field(300.0, gt=0)  # amplitude of the normal-mode samples
+    frames_per_mode: int = Field(10, ge=2)
+
+    @field_validator("frames_per_mode")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError("must be even (odd counts repeat geometries along a mode)")
+        return v
+
+
+class LabelConfig(Strict):
+    chunk_size: int = Field(10, ge=1)  # single points per Dask task (and per checkpoint)
+    max_failure_ratio: float = Field(0.05, ge=0, le=1)
+    retry_failed: bool = True  # retry a failed single point once with safer settings
+    checkpoint_dir: Path = Path("data/.checkpoints")
+
+
+class ComputeConfig(Strict):
+    """Where fan-out work runs. ``scheduler_address`` (or env ``PALIRS_SCHEDULER_ADDRESS``)
+    selects an existing Dask scheduler; otherwise a local cluster of ``n_workers`` processes."""
+
+    scheduler_address: str | None = None
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+
+
+class Params(Strict):
+    molecules: MoleculesConfig = MoleculesConfig()
+    labeler: LabelerConfig = LabelerConfig()
+    sample: SampleConfig = SampleConfig()
+    label: LabelConfig = LabelConfig()
+    compute: ComputeConfig = ComputeConfig()
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{path}: {key}: {msg}"
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate ``params.yaml``; one-line :class:`PalirsInputError` on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise PalirsInputError(f"{path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PalirsInputError(f"{path}: not valid YAML{where}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise PalirsInputError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise PalirsInputError(_format_error(path, exc)) from None

@@ -1,0 +1,236 @@
+"""The trajectory store: MD trajectories in one Zarr (v3) store, one group per trajectory.
+
+Layout of a store::
+
+    store.zarr/
+      <key>/                    group, one trajectory; key = "<molecule>/<T>K/<replica>"
+        positions_A             (n_frames, n_atoms, 3) float64, Å
+        velocities_A_fs         (n_frames, n_atoms, 3) float64, Å/fs
+        dipole_eA               (n_frames, 3) float64, e·Å
+        energy_eV               (n_frames,) float64, eV (committee-mean potential energy)
+        force_std_max_eVA       (n_frames,) float64, eV/Å (max over atoms of |committee std|)
+        force_rel_dev           (n_frames,) float64 (committee force std / force magnitude)
+        time_fs                 (n_frames,) float64, fs
+      attrs: n_frames (committed), numbers, molecule, timestep_fs, temperature_K, models, ...
+
+Every array is chunked along frames and registered (:data:`ARRAYS`): its per-frame shape and
+dtype are checked on each append. A trajectory holds the subset of arrays it was created with;
+each append gives all of them for the same number of frames. The attribute ``n_frames`` is
+written last, after every array has grown, so it is the commit point: a process killed in the
+middle of an append leaves arrays longer than ``n_frames``, and reopening the store for writing
+trims them back, so the store is always consistent and a run resumes from its last committed
+frame.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from palirs_data.errors import PalirsInputError
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Per-frame shape (``"n_atoms"`` stands for the trajectory's atom count), dtype, unit."""
+
+    frame_shape: tuple[int | str, ...]
+    dtype: str
+    unit: str
+
+
+ARRAYS: dict[str, ArraySpec] = {
+    "positions_A": ArraySpec(("n_atoms", 3), "float64", "Å"),
+    "velocities_A_fs": ArraySpec(("n_atoms", 3), "float64", "Å/fs"),
+    "dipole_eA": ArraySpec((3,), "float64", "e·Å"),
+    "energy_eV": ArraySpec((), "float64", "eV"),
+    "force_std_max_eVA": ArraySpec((), "float64", "eV/Å"),
+    "force_rel_dev": ArraySpec((), "float64", "1"),
+    "time_fs": ArraySpec((), "float64", "fs"),
+}
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,+()-]{0,127}$")
+
+
+def trajectory_key(molecule: str, temperature_K: float, replica: int) -> str:
+    """Group key of a trajectory, e.g. ``carbon_monoxide/300K/0``."""
+    name = re.sub(r"[^A-Za-z0-9_.,+()-]", "_", molecule.replace(" ", "_"))
+    return f"{name}/{temperature_K:g}K/{int(replica)}"
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not parts or not all(_SEGMENT.match(p) and p not in {".", ".."} for p in parts):
+        raise PalirsInputError(f"invalid trajectory key {key!r}")
+    return key
+
+
+class Trajectory:
+    """One trajectory group: checked appends, committed frame count, reads."""
+
+    def __init__(self, group: zarr.Group, key: str) -> None:
+        self._g = group
+        self.key = key
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        return dict(self._g.attrs)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self._g.attrs["n_frames"])
+
+    @property
+    def numbers(self) -> np.ndarray:
+        return np.asarray(self._g.attrs["numbers"], dtype=np.int16)
+
+    @property
+    def array_names(self) -> list[str]:
+        return list(self._g.attrs["arrays"])
+
+    def _frame_shape(self, name: str) -> tuple[int, ...]:
+        n = len(self._g.attrs["numbers"])
+        return tuple(n if d == "n_atoms" else int(d) for d in ARRAYS[name].frame_shape)
+
+    def append(self, **arrays: np.ndarray) -> int:
+        """Append frames: every registered array of this trajectory, same frame count.
+
+        Returns the new committed frame count.
+        """
+        names = set(self.array_names)
+        if set(arrays) != names:
+            missing, extra = sorted(names - set(arrays)), sorted(set(arrays) - names)
+            raise ValueError(f"trajectory {self.key}: append needs exactly {sorted(names)} "
+                             f"(missing {missing}, unexpected {extra})")
+        n_new = None
+        checked = {}
+        for name, value in arrays.items():
+            spec = ARRAYS[name]
+            data = np.asarray(value, dtype=spec.dtype)
+            expected = self._frame_shape(name)
+            if data.shape[1:] != expected:
+                raise ValueError(f"trajectory {self.key}: array '{name}' frames have shape "
+                                 f"{data.shape[1:]}, expected {expected}")
+            if n_new is None:
+                n_new = data.shape[0]
+            elif data.shape[0] != n_new:
+                raise ValueError(f"trajectory {self.key}: arrays disagree on the number of "
+                                 f"frames ({name} has {data.shape[0]}, others {n_new})")
+            checked[name] = data
+        if not n_new:
+            return self.n_frames
+        start = self.n_frames
+        for name, data in checked.items():
+            arr = self._g[name]
+            arr.resize((start + n_new, *arr.shape[1:]))
+            arr[start:start + n_new] = data
+        self._g.attrs["n_frames"] = start + n_new  # commit point
+        return start + n_new
+
+    def read(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
+        """Committed frames ``[start:stop]`` of array ``name``."""
+        if name not in self.array_names:
+            raise KeyError(f"trajectory {self.key} has no array '{name}'")
+        s = slice(start, stop).indices(self.n_frames)
+        return np.asarray(self._g[name][s[0]:s[1]])
+
+    def last(self, name: str) -> np.ndarray:
+        """The last committed frame of array ``name``."""
+        if self.n_frames == 0:
+            raise IndexError(f"trajectory {self.key} is empty")
+        return self.read(name, self.n_frames - 1)[0]
+
+    def truncate(self, n_frames: int) -> None:
+        """Drop frames after ``n_frames`` (e.g. those after a guard stopped a run)."""
+        n_frames = max(0, min(int(n_frames), self.n_frames))
+        self._g.attrs["n_frames"] = n_frames
+        self._trim()
+
+    def _trim(self) -> None:
+        n = self.n_frames
+        for name in self.array_names:
+            arr = self._g[name]
+            if arr.shape[0] != n:
+                arr.resize((n, *arr.shape[1:]))
+
+    def set_attrs(self, **attrs: Any) -> None:
+        self._g.attrs.update(attrs)
+
+
+class TrajectoryStore:
+    """A Zarr v3 store of trajectories (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | Path, mode: str = "a") -> None:
+        self.path = Path(path)
+        if mode == "r" and not self.path.exists():
+            raise PalirsInputError(f"{self.path}: no such trajectory store")
+        try:
+            self._root = zarr.open_group(store=str(self.path), mode=mode, zarr_format=3)
+        except Exception as exc:
+            raise PalirsInputError(f"{self.path}: not a Zarr v3 trajectory store ({exc})") from None
+        self._writable = mode != "r"
+
+    def keys(self) -> list[str]:
+        """Keys of all trajectories in the store."""
+        out = []
+
+        def walk(group: zarr.Group, prefix: str) -> None:
+            for name, child in group.groups():
+                key = f"{prefix}{name}"
+                if "n_frames" in child.attrs:
+                    out.append(key)
+                else:
+                    walk(child, f"{key}/")
+
+        walk(self._root, "")
+        return sorted(out)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys()
+
+    def __getitem__(self, key: str) -> Trajectory:
+        _check_key(key)
+        try:
+            group = self._root[key]
+        except KeyError:
+            raise KeyError(f"{self.path}: no trajectory '{key}'") from None
+        traj = Trajectory(group, key)
+        if self._writable:
+            traj._trim()  # drop frames of an interrupted append
+        return traj
+
+    def create(self, key: str, *, numbers: Sequence[int], molecule: str, timestep_fs: float,
+               temperature_K: float | None, arrays: Iterable[str] = tuple(ARRAYS),
+               chunk_frames: int = 256, **attrs: Any) -> Trajectory:
+        """Create an empty trajectory; ``attrs`` are stored too (e.g. ``models``, ``seed``)."""
+        _check_key(key)
+        arrays = list(arrays)
+        unknown = [a for a in arrays if a not in ARRAYS]
+        if unknown:
+            raise ValueError(f"unknown trajectory arrays {unknown}; choose from {list(ARRAYS)}")
+        if key in self:
+            raise ValueError(f"{self.path}: trajectory '{key}' exists already")
+        group = self._root.require_group(key)
+        n_atoms = len(numbers)
+        for name in arrays:
+            frame = tuple(n_atoms if d == "n_atoms" else int(d)
+                          for d in ARRAYS[name].frame_shape)
+            arr = group.create_array(name, shape=(0, *frame), chunks=(chunk_frames, *frame),
+                                     dtype=ARRAYS[name].dtype, fill_value=np.nan)
+            arr.attrs["unit"] = ARRAYS[name].unit
+        group.attrs.update(dict(
+            attrs, numbers=[int(z) for z in numbers], molecule=molecule,
+            timestep_fs=float(timestep_fs),
+            temperature_K=None if temperature_K is None else float(temperature_K),
+            arrays=arrays, n_frames=0))
+        return Trajectory(group, key)
+
+    def open_or_create(self, key: str, **kwargs: Any) -> Trajectory:
+        """The existing trajectory ``key`` (to continue it) or a new one."""
+        return self[key] if key in self else self.create(key, **kwargs)

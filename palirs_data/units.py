@@ -1,0 +1,27 @@
+"""Units and conversions, defined once.
+
+Inside palirs-data every quantity is in Å, eV, fs, K, e·Å (dipoles) and cm⁻¹ (wavenumbers).
+Conversions happen at the edges (a label source's native units, a user's file) and use the
+constants below, which all derive from :mod:`ase.units` (CODATA 2014 in ASE).
+"""
+
+from __future__ import annotations
+
+from ase import units as _u
+
+#: Hartree in eV.
+HARTREE_EV: float = _u.Hartree
+#: Bohr radius in Å.
+BOHR_A: float = _u.Bohr
+#: Forces: Hartree/Bohr in eV/Å.
+HARTREE_PER_BOHR_EVA: float = _u.Hartree / _u.Bohr
+#: Dipoles: e·Bohr (atomic unit) in e·Å.
+EBOHR_EA: float = _u.Bohr
+#: Dipoles: one Debye in e·Å (ase.units.Debye is expressed in e·Å).
+DEBYE_EA: float = _u.Debye
+#: Boltzmann constant in eV/K.
+KB_EV_PER_K: float = _u.kB
+#: One femtosecond in ASE's internal time unit (Å·sqrt(amu/eV)).
+FS_ASE: float = _u.fs
+#: A mode energy ħω in eV divided by this gives the wavenumber in cm⁻¹.
+INVCM_EV: float = _u.invcm

@@ -1,0 +1,49 @@
+"""label: single points (energy, forces, dipole) for every unlabelled structure of a table.
+
+Fans out over Dask (local cluster, or an existing scheduler); checkpoints each finished chunk,
+so a killed run resumes without relabelling; writes the labelled table atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from palirs_data import structures
+from palirs_data.cli import run_stage
+from palirs_data.compute import dask_client
+from palirs_data.config import load_params
+from palirs_data.labeling import clear_checkpoint, label_table
+
+STAGE_PARAMS = ("labeler", "label")
+#: read but result-neutral: where the work runs (not tracked by DVC).
+RUNTIME_PARAMS = ("compute",)
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
+    input: Path = typer.Option(Path("data/sample/normal_modes.parquet"),
+                               help="Structure table to label."),
+    output: Path = typer.Option(Path("data/labelled/normal_modes.parquet"),
+                                help="Output: the same table with labels."),
+) -> None:
+    """Label every pending structure of INPUT with the configured label source."""
+
+    def body() -> str:
+        p = load_params(params)
+        table = structures.read_table(input)
+        with dask_client(p.compute) as client:
+            report = label_table(table, labeler_config=p.labeler, config=p.label, client=client)
+        structures.write_table(report.table, output)
+        clear_checkpoint(report.checkpoint)
+        return f"{report.summary()} -> {output}"
+
+    run_stage("label", body)
+
+
+if __name__ == "__main__":
+    app()
