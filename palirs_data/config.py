@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from palirs_data.errors import PalirsInputError
 from palirs_data.molecules import Molecule, check_name
@@ -34,13 +35,27 @@ class CustomMolecule(Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        return check_name(v, where="molecules.custom")
+        return check_name(v, where="")
+
+    @field_validator("smiles")
+    @classmethod
+    def _parsable(cls, v: str | None) -> str | None:
+        if v is not None:
+            from rdkit import Chem, RDLogger
+
+            RDLogger.DisableLog("rdApp.*")
+            mol = Chem.MolFromSmiles(v)
+            if mol is None or mol.GetNumAtoms() == 0:
+                raise ValueError(f"RDKit rejects SMILES {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CustomMolecule:
+        if (self.smiles is None) == (self.xyz is None):
+            raise ValueError(f"'{self.name}': give exactly one of smiles or xyz")
+        return self
 
     def molecule(self) -> Molecule:
-        if (self.smiles is None) == (self.xyz is None):
-            raise PalirsInputError(
-                f"molecules.custom '{self.name}': give exactly one of smiles or xyz"
-            )
         return Molecule(self.name, self.smiles, self.xyz, self.charge_e, self.multiplicity)
 
 
@@ -131,7 +146,7 @@ class Params(Strict):
 def _format_error(path: Path, exc: ValidationError) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or "<top level>"
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     return f"{path}: {key}: {msg}"

@@ -88,8 +88,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ,'()+_.-]{0,63}$")
 def check_name(name: str, *, where: str) -> str:
     """Return ``name`` if it is a safe molecule name, else raise naming ``where``."""
     if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        prefix = f"{where}: " if where else ""
         raise PalirsInputError(
-            f"{where}: invalid molecule name {name!r} (letters, digits, space and ,'()+_.- ; "
+            f"{prefix}invalid molecule name {name!r} (letters, digits, space and ,'()+_.- ; "
             "at most 64 characters, starting with a letter or digit)"
         )
     return name

@@ -349,6 +349,8 @@ def read_structures_file(
         raise PalirsInputError(f"{path}: no such file")
     try:
         images = read(path, index=":", format="extxyz")
+    except KeyError as exc:  # ASE's symbol lookup
+        raise PalirsInputError(f"{path}: unknown element {exc.args[0]!r}") from None
     except Exception as exc:  # ASE raises many types for malformed files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PalirsInputError(f"{path}: malformed XYZ file ({reason})") from None

@@ -1,0 +1,160 @@
+"""Labelling a table: fan-out, checkpoints, resume after SIGKILL, failure accounting."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import molecule
+
+from conftest import run_stage, write_params
+from palirs_data import structures
+from palirs_data.config import ComputeConfig, LabelConfig, LabelerConfig
+from palirs_data.errors import StageFailed
+from palirs_data.labelers import make_labeler
+from palirs_data.labeling import checkpoint_dir, label_table, load_checkpoint
+from palirs_data.structures import Structure
+
+
+def _water_table(n: int, *, broken: int = 0):
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(n):
+        atoms = molecule("H2O")
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        if i < broken:
+            atoms.positions[1] = atoms.positions[0]
+        rows.append(Structure.from_atoms(atoms, molecule="water", source="normal_modes"))
+    return structures.to_table(rows)
+
+
+def test_in_process_labels_match_direct_single_points(tmp_path):
+    table = _water_table(7)
+    report = label_table(table, labeler_config=LabelerConfig(),
+                         config=LabelConfig(chunk_size=3, checkpoint_dir=tmp_path))
+    assert (report.n_pending, report.n_computed, report.n_failed) == (7, 7, 0)
+    labeler = make_labeler(LabelerConfig())
+    for s in structures.from_table(report.table):
+        ref = labeler.label(s.to_atoms())
+        assert s.label_status == "ok" and s.label_method == "xtb"
+        assert s.energy_eV == pytest.approx(ref.energy_eV, abs=1e-9)
+        assert json.loads(s.label_settings)["method"] == "GFN2-xTB"
+    # the input order is kept
+    assert report.table.column("structure_id").equals(table.column("structure_id"))
+
+
+def test_checkpoint_is_reused_and_only_missing_structures_are_labelled(tmp_path):
+    table = _water_table(6)
+    config = LabelConfig(chunk_size=2, checkpoint_dir=tmp_path)
+    first = label_table(table.slice(0, 4), labeler_config=LabelerConfig(), config=config)
+    assert first.n_computed == 4
+    second = label_table(table, labeler_config=LabelerConfig(), config=config)
+    assert (second.n_resumed, second.n_computed) == (4, 2)
+    # other settings never reuse these labels
+    other = LabelerConfig(xtb={"accuracy": 0.5})
+    assert checkpoint_dir(config, other) != checkpoint_dir(config, LabelerConfig())
+
+
+def test_failures_are_recorded_and_the_ratio_enforced(tmp_path):
+    table = _water_table(4, broken=1)
+    lenient = LabelConfig(chunk_size=2, checkpoint_dir=tmp_path / "a", max_failure_ratio=0.5)
+    report = label_table(table, labeler_config=LabelerConfig(), config=lenient)
+    rows = structures.from_table(report.table)
+    assert report.n_failed == 1 and rows[0].label_status == "failed"
+    assert "Too close" in rows[0].label_error
+    assert all(r.label_status == "ok" for r in rows[1:])
+    strict = LabelConfig(chunk_size=2, checkpoint_dir=tmp_path / "b", max_failure_ratio=0.1)
+    with pytest.raises(StageFailed, match="1 of 4 single points failed"):
+        label_table(table, labeler_config=LabelerConfig(), config=strict)
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def test_real_scheduler_and_worker_processes_label_a_table(tmp_path):
+    """A Dask scheduler and a worker started as separate processes on 127.0.0.1."""
+    from palirs_data.compute import dask_client
+
+    dask = str(Path(sys.executable).parent / "dask")
+    sched_file = tmp_path / "scheduler.json"
+    procs = [_start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                     "--no-dashboard", "--scheduler-file", str(sched_file)],
+                    tmp_path / "scheduler.log")]
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        procs.append(_start([dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+                             "--no-dashboard", "--name", "outside-worker"],
+                            tmp_path / "worker.log"))
+        table = _water_table(9)
+        with dask_client(ComputeConfig(scheduler_address=address)) as client:
+            client.wait_for_workers(1, timeout=60)
+            workers = client.scheduler_info()["workers"]
+            assert [w["name"] for w in workers.values()] == ["outside-worker"]
+            worker_pids = set(client.run(os.getpid).values())
+            assert os.getpid() not in worker_pids  # the work ran in another process
+            report = label_table(table, labeler_config=LabelerConfig(),
+                                 config=LabelConfig(chunk_size=4, checkpoint_dir=tmp_path),
+                                 client=client)
+        assert report.n_computed == 9 and report.n_failed == 0
+        serial = label_table(table, labeler_config=LabelerConfig(),
+                             config=LabelConfig(checkpoint_dir=tmp_path / "serial"))
+        np.testing.assert_allclose(report.table.column("energy_eV").to_numpy(),
+                                   serial.table.column("energy_eV").to_numpy(), atol=1e-9)
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)
+
+
+def test_label_stage_killed_and_rerun_resumes_without_relabelling(tmp_path):
+    """SIGKILL the label stage mid-run; the re-run labels only what is missing."""
+    slow = {"method": "ase", "ase": {"calculator": "slow_calc.SlowTBLite",
+                                     "kwargs": {"delay_s": 0.04, "verbosity": 0}}}
+    params = write_params(tmp_path / "params.yaml", molecules={"names": ["methanol"]},
+                          labeler=slow, label={"chunk_size": 4},
+                          compute={"n_workers": 1})
+    out = run_stage("sample", "--params", str(params), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    samples = tmp_path / "data/sample/normal_modes.parquet"
+    output = tmp_path / "data/labelled/normal_modes.parquet"
+    ckpt = tmp_path / "data/.checkpoints"
+    env = dict(os.environ, PYTHONPATH=f"{Path(__file__).parent}")
+    stage = Path(__file__).resolve().parents[1] / "stages/label.py"
+    proc = subprocess.Popen([sys.executable, str(stage), "--params", str(params)], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(ckpt.glob("*/chunk-*.parquet"))) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the stage and its Dask workers
+    proc.wait()
+    assert not output.exists()  # nothing half-written
+    (directory,) = list(ckpt.iterdir())
+    done = load_checkpoint(directory)
+    assert 20 <= len(done) < 120
+
+    rerun = run_stage("label", "--params", str(params), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(done)} from checkpoint, {120 - len(done)} computed, 0 failed" in rerun.stdout
+    table = structures.read_table(output)
+    assert table.num_rows == 120
+    assert set(table.column("label_status").to_pylist()) == {"ok"}
+    # the resumed labels are the labels: equal to a fresh, uninterrupted labelling
+    fresh = label_table(structures.read_table(samples), labeler_config=LabelerConfig(),
+                        config=LabelConfig(checkpoint_dir=tmp_path / "fresh"))
+    np.testing.assert_allclose(table.column("energy_eV").to_numpy(),
+                               fresh.table.column("energy_eV").to_numpy(), atol=1e-8)
+    assert not directory.exists()  # the checkpoint is cleared once the output is written

@@ -1,0 +1,166 @@
+"""Stages as a user runs them: bad input gets one line and no output; dvc.yaml agrees."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import REPO, run_stage, write_params
+from palirs_data.config import Params, load_params
+
+OUTPUTS = ["data/sample/normal_modes.parquet", "data/sample/equilibrium.parquet",
+           "data/sample/frequencies.parquet"]
+
+
+def _assert_clean_failure(result, tmp_path: Path, *expected: str) -> None:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr  # one line, no traceback
+    assert lines[0].startswith("error: ")
+    for text in expected:
+        assert text in lines[0], lines[0]
+    leftovers = [p for p in (tmp_path / "data").rglob("*") if p.is_file()] \
+        if (tmp_path / "data").exists() else []
+    assert leftovers == []
+
+
+def _xyz(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mol.xyz"
+    path.write_text(text)
+    return path
+
+
+BAD_XYZ = {
+    "malformed": ("3\n\nO 0 0\nH 0 0 0.96\n", "malformed XYZ file"),
+    "unknown element": ("2\n\nXx 0 0 0\nH 0 0 0.96\n", "unknown element 'Xx'"),
+    "nan coordinates": ("2\n\nO 0 0 nan\nH 0 0 0.96\n", "NaN or infinite coordinates"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_XYZ))
+def test_bad_xyz_file(tmp_path, case):
+    text, message = BAD_XYZ[case]
+    xyz = _xyz(tmp_path, text)
+    params = write_params(tmp_path / "params.yaml",
+                          molecules={"names": ["mine"], "custom": [{"name": "mine",
+                                                                    "xyz": str(xyz)}]})
+    result = run_stage("sample", "--params", str(params), cwd=tmp_path)
+    _assert_clean_failure(result, tmp_path, str(xyz), message)
+
+
+BAD_PARAMS = {
+    "rejected smiles": ({"molecules": {"names": ["bad"], "custom": [
+        {"name": "bad", "smiles": "C1CC(("}]}}, "molecules.custom.0.smiles: RDKit rejects SMILES"),
+    "empty molecule list": ({"molecules": {"names": []}},
+                            "molecules.names: the molecule list is empty"),
+    "unknown molecule": ({"molecules": {"names": ["unobtainium"]}},
+                         "unknown molecule 'unobtainium'"),
+    "unknown label method": ({"labeler": {"method": "xtbb"}},
+                             "labeler.method: Input should be 'xtb', 'pyscf' or 'ase'"),
+    "unknown key": ({"sample": {"fmax": 0.01}}, "sample.fmax: unknown key"),
+    "unknown section": ({"sampel": {}}, "sampel: unknown key"),
+    "wrong type": ({"sample": {"fmax_eVA": "tight"}},
+                   "sample.fmax_eVA: Input should be a valid number"),
+    "odd frames": ({"sample": {"frames_per_mode": 7}}, "sample.frames_per_mode"),
+    "unsafe name": ({"molecules": {"names": ["x"], "custom": [
+        {"name": "../../x", "smiles": "C"}]}}, "invalid molecule name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PARAMS))
+def test_bad_params(tmp_path, case):
+    sections, message = BAD_PARAMS[case]
+    params = write_params(tmp_path / "params.yaml", **sections)
+    result = run_stage("sample", "--params", str(params), cwd=tmp_path)
+    _assert_clean_failure(result, tmp_path, str(params), message)
+
+
+def test_missing_and_unparsable_params(tmp_path):
+    result = run_stage("sample", "--params", "absent.yaml", cwd=tmp_path)
+    _assert_clean_failure(result, tmp_path, "absent.yaml: no such file")
+    (tmp_path / "p.yaml").write_text("sample: [unclosed\n")
+    result = run_stage("sample", "--params", "p.yaml", cwd=tmp_path)
+    _assert_clean_failure(result, tmp_path, "p.yaml: not valid YAML")
+
+
+def test_label_refuses_a_broken_table(tmp_path):
+    import pyarrow as pa
+
+    broken = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"structure_id": ["x"]}), broken)
+    params = write_params(tmp_path / "params.yaml")
+    result = run_stage("label", "--params", str(params), "--input", str(broken), cwd=tmp_path)
+    _assert_clean_failure(result, tmp_path, str(broken), "missing column 'molecule'")
+
+
+def test_sample_then_label_writes_labelled_tables(tmp_path):
+    params = write_params(tmp_path / "params.yaml", molecules={"names": ["water"]},
+                          compute={"n_workers": 1})
+    sample = run_stage("sample", "--params", str(params), cwd=tmp_path)
+    assert sample.returncode == 0, sample.stderr
+    assert "1 molecules, 3 reference frequencies, 30 samples" in sample.stdout
+    label = run_stage("label", "--params", str(params), cwd=tmp_path)
+    assert label.returncode == 0, label.stderr
+    assert "30 computed, 0 failed" in label.stdout
+    from palirs_data.structures import read_table
+
+    table = read_table(tmp_path / "data/labelled/normal_modes.parquet")
+    assert set(table.column("label_status").to_pylist()) == {"ok"}
+    assert not [p for p in (tmp_path / "data").rglob(".*tmp*")]  # no temporaries left
+
+
+# --- dvc.yaml, the stage scripts and params.yaml agree ----------------------------------
+
+def _load_stage(name: str):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _dvc_stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("name", sorted(_dvc_stages()))
+def test_dvc_yaml_matches_stage_script(name):
+    stage = _dvc_stages()[name]
+    module = _load_stage(name)
+    # params: what DVC tracks is what the stage declares as result-determining
+    assert sorted(stage["params"]) == sorted(module.STAGE_PARAMS)
+    # every option in cmd is an option of the script, and every output option is an out
+    options = dict(re.findall(r"--([\w-]+) (\S+)", stage["cmd"]))
+    signature = inspect.signature(module.main).parameters
+    assert set(options) <= set(signature), set(options) - set(signature)
+    assert f"stages/{name}.py" in stage["cmd"] and f"stages/{name}.py" in stage["deps"]
+    for option, value in options.items():
+        default = signature[option.replace("-", "_")].default.default
+        assert Path(value) == Path(default), (option, value, default)  # script defaults = dvc
+        help_text = signature[option.replace("-", "_")].default.help or ""
+        if help_text.startswith("Output"):
+            assert value in stage["outs"], (option, value)
+        elif option != "params":
+            assert value in stage["deps"], (option, value)
+
+
+def test_params_yaml_sections_are_all_used_and_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params == Params(**yaml.safe_load((REPO / "params.yaml").read_text()))
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    used = set()
+    for name in _dvc_stages():
+        module = _load_stage(name)
+        used |= set(module.STAGE_PARAMS) | set(module.RUNTIME_PARAMS)
+    assert set(raw) == used == set(Params.model_fields)
+
+
+def test_stage_help_works():
+    for name in _dvc_stages():
+        result = run_stage(name, "--help", cwd=REPO)
+        assert result.returncode == 0 and "--params" in result.stdout

@@ -1,0 +1,95 @@
+"""The Zarr trajectory store: registered shapes, chunked appends, consistency after a crash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from palirs_data.trajectory import ARRAYS, TrajectoryStore, trajectory_key
+
+
+def _frames(n, n_atoms=3, start=0):
+    rng = np.random.default_rng(start)
+    return dict(positions_A=rng.normal(size=(n, n_atoms, 3)),
+                velocities_A_fs=rng.normal(size=(n, n_atoms, 3)),
+                dipole_eA=rng.normal(size=(n, 3)), energy_eV=rng.normal(size=n),
+                force_std_max_eVA=rng.random(n), force_rel_dev=rng.random(n),
+                time_fs=0.5 * np.arange(start, start + n))
+
+
+def _new(path, **kw):
+    store = TrajectoryStore(path)
+    key = trajectory_key("water", 300, 0)
+    traj = store.create(key, numbers=[8, 1, 1], molecule="water", timestep_fs=0.5,
+                        temperature_K=300.0, chunk_frames=8, models=["m0", "m1", "m2"], **kw)
+    return store, key, traj
+
+
+def test_append_and_read_back(tmp_path):
+    store, key, traj = _new(tmp_path / "t.zarr")
+    a, b = _frames(5), _frames(7, start=5)
+    traj.append(**a)
+    assert traj.append(**b) == 12
+    again = TrajectoryStore(tmp_path / "t.zarr", mode="r")[key]
+    np.testing.assert_array_equal(again.read("positions_A"),
+                                  np.concatenate([a["positions_A"], b["positions_A"]]))
+    np.testing.assert_array_equal(again.last("time_fs"), 0.5 * 11)
+    assert again.attrs["models"] == ["m0", "m1", "m2"] and again.attrs["timestep_fs"] == 0.5
+    raw = zarr.open_group(str(tmp_path / "t.zarr"), mode="r")[key]["positions_A"]
+    assert raw.chunks == (8, 3, 3)  # chunked along frames
+    assert raw.attrs["unit"] == "Å"
+
+
+def test_append_checks_registered_shapes(tmp_path):
+    _, _, traj = _new(tmp_path / "t.zarr")
+    bad = _frames(4, n_atoms=2)
+    with pytest.raises(ValueError, match="'positions_A' frames have shape"):
+        traj.append(**bad)
+    uneven = _frames(4)
+    uneven["energy_eV"] = uneven["energy_eV"][:3]
+    with pytest.raises(ValueError, match="disagree on the number of frames"):
+        traj.append(**uneven)
+    partial = _frames(4)
+    del partial["dipole_eA"]
+    with pytest.raises(ValueError, match="missing \\['dipole_eA'\\]"):
+        traj.append(**partial)
+    assert traj.n_frames == 0
+
+
+def test_interrupted_append_is_trimmed_on_reopen(tmp_path):
+    path = tmp_path / "t.zarr"
+    store, key, traj = _new(path)
+    traj.append(**_frames(6))
+    # a crash mid-append: some arrays grew, the commit (n_frames) never happened
+    group = zarr.open_group(str(path), mode="a")[key]
+    group["positions_A"].resize((10, 3, 3))
+    group["positions_A"][6:10] = 99.0
+    group["energy_eV"].resize((9,))
+    reopened = TrajectoryStore(path)[key]
+    assert reopened.n_frames == 6
+    for name in ARRAYS:
+        assert group[name].shape[0] == 6
+    reopened.append(**_frames(2, start=6))  # and it continues where it stopped
+    assert reopened.n_frames == 8
+    assert not (reopened.read("positions_A") == 99.0).any()
+
+
+def test_subset_of_arrays_and_truncate(tmp_path):
+    store = TrajectoryStore(tmp_path / "t.zarr")
+    traj = store.create("co/500K/1", numbers=[6, 8], molecule="co", timestep_fs=0.5,
+                        temperature_K=500.0, arrays=["positions_A", "time_fs"])
+    traj.append(positions_A=np.zeros((10, 2, 3)), time_fs=np.arange(10.0))
+    traj.truncate(4)
+    assert traj.n_frames == 4 and traj.read("time_fs").tolist() == [0, 1, 2, 3]
+    with pytest.raises(KeyError):
+        traj.read("dipole_eA")
+    assert store.keys() == ["co/500K/1"]
+    assert store.open_or_create("co/500K/1").n_frames == 4
+
+
+def test_keys_are_sanitised(tmp_path):
+    assert trajectory_key("carbon monoxide", 300, 2) == "carbon_monoxide/300K/2"
+    store = TrajectoryStore(tmp_path / "t.zarr")
+    with pytest.raises(Exception, match="invalid trajectory key"):
+        store.create("../escape/1", numbers=[1], molecule="x", timestep_fs=1, temperature_K=1)
