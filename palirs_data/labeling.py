@@ -1,7 +1,8 @@
 """Labelling a structure table: fan-out, checkpoints, retries and failure accounting.
 
 :func:`label_table` labels every ``pending`` row of a structure table with the configured label
-source. Single points are grouped in chunks (``label.chunk_size``); each chunk is one Dask task,
+source. Single points are grouped in chunks (at most ``label.chunk_size``, fewer when needed so
+that each worker gets at least 4); each chunk is one Dask task,
 or runs in-process when no client is given. Each finished chunk is checkpointed at once as a
 small Parquet table in a directory keyed by the label settings, so a killed run, re-run with
 the same settings, labels only what is missing and never labels a structure twice.
@@ -15,12 +16,15 @@ with its error; it never stops the other structures. If the failed fraction exce
 from __future__ import annotations
 
 import hashlib
+import math
 import logging
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from palirs_data import structures
 from palirs_data.config import LabelConfig, LabelerConfig
@@ -57,10 +61,14 @@ def label_one(labeler: Labeler, s: Structure, *, retry: bool) -> Structure:
                    energy_eV=None, forces_eVA=None, dipole_eA=None)
 
 
-def label_chunk(rows: list[Structure], config: LabelerConfig, retry: bool) -> list[Structure]:
-    """Label a chunk of structures (the unit of work sent to a Dask worker)."""
+def label_chunk(rows: list[Structure], config: LabelerConfig, retry: bool) -> pa.Table:
+    """Label a chunk of structures (the unit of work sent to a Dask worker).
+
+    Returns a validated structure table, built on the worker so that the process collecting
+    results only concatenates Arrow tables.
+    """
     labeler = make_labeler(config)
-    return [label_one(labeler, s, retry=retry) for s in rows]
+    return structures.to_table([label_one(labeler, s, retry=retry) for s in rows])
 
 
 def checkpoint_dir(config: LabelConfig, labeler_config: LabelerConfig) -> Path:
@@ -74,18 +82,22 @@ def checkpoint_dir(config: LabelConfig, labeler_config: LabelerConfig) -> Path:
     return config.checkpoint_dir / f"label-{labeler.method}-{digest}"
 
 
-def load_checkpoint(directory: Path) -> dict[str, Structure]:
-    """Labelled rows already checkpointed in ``directory``, by structure id."""
-    done: dict[str, Structure] = {}
-    for path in sorted(directory.glob("chunk-*.parquet")):
-        for s in structures.from_table(structures.read_table(path)):
-            done[s.structure_id] = s
-    return done
+def load_checkpoint(directory: Path) -> pa.Table:
+    """Labelled rows already checkpointed in ``directory`` (one structure table)."""
+    tables = [structures.read_table(p) for p in sorted(directory.glob("chunk-*.parquet"))]
+    if not tables:
+        return structures.empty_table()
+    table = pa.concat_tables(tables)
+    # a chunk re-run after a crash may repeat rows of a chunk file written just before it
+    _, first = np.unique(table.column("structure_id").to_numpy(zero_copy_only=False),
+                         return_index=True)
+    return table.take(np.sort(first))
 
 
-def _write_chunk(directory: Path, rows: list[Structure]) -> None:
-    digest = hashlib.sha256("".join(s.structure_id for s in rows).encode()).hexdigest()[:16]
-    structures.write_table(structures.to_table(rows), directory / f"chunk-{digest}.parquet")
+def _write_chunk(directory: Path, table: pa.Table) -> None:
+    ids = "".join(table.column("structure_id").to_pylist())
+    digest = hashlib.sha256(ids.encode()).hexdigest()[:16]
+    structures.write_table(table, directory / f"chunk-{digest}.parquet")
 
 
 @dataclass
@@ -104,6 +116,16 @@ class LabelReport:
                 f"({self.n_retried_ok} needed the safer retry)")
 
 
+def chunk_size(n_todo: int, n_workers: int, largest: int) -> int:
+    """Single points per task: at most ``largest``, and small enough that every worker gets
+    at least 4 tasks (load balance; a slow structure cannot hold up a whole worker's share)."""
+    return max(1, min(largest, math.ceil(n_todo / (4 * max(1, n_workers)))))
+
+
+def _ids(table: pa.Table) -> np.ndarray:
+    return table.column("structure_id").to_numpy(zero_copy_only=False)
+
+
 def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: LabelConfig,
                 client=None) -> LabelReport:
     """Label all pending rows of ``table`` (see module docstring).
@@ -111,35 +133,45 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     ``client``: a ``distributed.Client`` to fan out over, or None to run in this process.
     Returns the full table (all rows, input order) with labels filled in.
     """
-    rows = structures.from_table(table)
-    pending = [s for s in rows if s.label_status == "pending"]
+    is_pending = pc.equal(table.column("label_status"), "pending")
+    pending = table.filter(is_pending)
     ckpt = checkpoint_dir(config, labeler_config)
     ckpt.mkdir(parents=True, exist_ok=True)
-    wanted = {s.structure_id for s in pending}
-    done = {k: v for k, v in load_checkpoint(ckpt).items() if k in wanted}
-    n_resumed = len(done)
-    todo = [s for s in pending if s.structure_id not in done]
-    chunks = [todo[i:i + config.chunk_size] for i in range(0, len(todo), config.chunk_size)]
-    log.info("label: %d pending, %d from checkpoint %s, %d in %d chunks", len(pending),
-             n_resumed, ckpt, len(todo), len(chunks))
+    resumed = load_checkpoint(ckpt)
+    resumed = resumed.filter(pc.is_in(resumed.column("structure_id"),
+                                      value_set=pending.column("structure_id")))
+    todo_table = pending.filter(pc.invert(pc.is_in(pending.column("structure_id"),
+                                                   value_set=resumed.column("structure_id"))))
+    todo = structures.from_table(todo_table)
+    n_workers = len(client.scheduler_info()["workers"]) if client is not None else 1
+    size = chunk_size(len(todo), n_workers, config.chunk_size)
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    log.info("label: %d pending, %d from checkpoint %s, %d in %d chunks", pending.num_rows,
+             resumed.num_rows, ckpt, len(todo), len(chunks))
+    labelled = [resumed]
     with make_progress() as bar:
-        task = bar.add_task("label", total=len(pending), completed=n_resumed)
+        task = bar.add_task("label", total=pending.num_rows, completed=resumed.num_rows)
         for result in _run_chunks(chunks, labeler_config, config.retry_failed, client):
             _write_chunk(ckpt, result)
-            done.update((s.structure_id, s) for s in result)
-            bar.advance(task, len(result))
-    out = [done.get(s.structure_id, s) for s in rows]
-    labelled = [done[sid] for sid in wanted]
-    n_failed = sum(s.label_status == "failed" for s in labelled)
-    n_retried = sum(s.label_status == "ok" and s.label_attempts > 1 for s in labelled)
-    report = LabelReport(structures.to_table(out), len(pending), n_resumed, len(todo),
-                         n_failed, n_retried, ckpt)
-    if pending and n_failed / len(pending) > config.max_failure_ratio:
-        worst = next(s for s in labelled if s.label_status == "failed")
+            labelled.append(result)
+            bar.advance(task, result.num_rows)
+    new = pa.concat_tables(labelled)
+    merged = pa.concat_tables([table.filter(pc.invert(is_pending)), new])
+    position = {sid: i for i, sid in enumerate(_ids(merged))}
+    merged = merged.take([position[sid] for sid in _ids(table)])  # input order
+    out = structures.validate_table(merged, where="<labelled>")
+    failed = pc.equal(new.column("label_status"), "failed")
+    n_failed = pc.sum(failed).as_py() or 0
+    retried = pc.and_(pc.equal(new.column("label_status"), "ok"),
+                      pc.greater(new.column("label_attempts"), 1))
+    report = LabelReport(out, pending.num_rows, resumed.num_rows, len(todo), n_failed,
+                         pc.sum(retried).as_py() or 0, ckpt)
+    if pending.num_rows and n_failed / pending.num_rows > config.max_failure_ratio:
+        worst = new.filter(failed).slice(0, 1).to_pylist()[0]
         raise StageFailed(
-            f"label: {n_failed} of {len(pending)} single points failed "
+            f"label: {n_failed} of {pending.num_rows} single points failed "
             f"(> label.max_failure_ratio {config.max_failure_ratio}); first: molecule "
-            f"'{worst.molecule}' structure {worst.structure_id}: {worst.label_error}")
+            f"'{worst['molecule']}' structure {worst['structure_id']}: {worst['label_error']}")
     return report
 
 

@@ -41,14 +41,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
@@ -185,7 +185,7 @@ class Structure:
         )
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        row = {name: getattr(self, name) for name in _STRUCTURE_FIELDS}
         for key in ("numbers", "positions_A", "forces_eVA", "dipole_eA"):
             if row[key] is not None:
                 row[key] = np.asarray(row[key]).tolist()
@@ -196,10 +196,6 @@ _STRUCTURE_FIELDS = tuple(f.name for f in fields(Structure))
 assert set(_STRUCTURE_FIELDS) == set(STRUCTURE_SCHEMA.names), "Structure and schema disagree"
 
 
-def _none_if_nan(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
 def to_table(structures: Iterable[Structure]) -> pa.Table:
     """Build a validated structure table from rows."""
     rows = [s.to_row() for s in structures]
@@ -207,13 +203,51 @@ def to_table(structures: Iterable[Structure]) -> pa.Table:
     return validate_table(table, where="<in memory>")
 
 
+def _ragged(column: pa.ChunkedArray, width: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened values and per-row lengths of a list column (null rows have length 0).
+
+    ``width`` 3 flattens a list of fixed-size-3 lists into (total, 3).
+    """
+    arr = column.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+    values = arr.flatten()
+    if width > 1:
+        values = values.flatten()
+    flat = values.to_numpy(zero_copy_only=False)
+    return (flat.reshape(-1, width) if width > 1 else flat), lengths.astype(np.int64)
+
+
+def _fixed3(column: pa.ChunkedArray) -> np.ndarray:
+    """(n_rows, 3) float64 of a fixed-size-3 column; null rows are NaN."""
+    arr = column.combine_chunks()
+    out = np.full((len(arr), 3), np.nan)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    if valid.any():
+        out[valid] = arr.filter(arr.is_valid()).flatten().to_numpy(
+            zero_copy_only=False).reshape(-1, 3)
+    return out
+
+
+def _split(values: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
 def from_table(table: pa.Table) -> list[Structure]:
     """Rows of a (validated) structure table as :class:`Structure` objects."""
+    z_flat, n_atoms = _ragged(table.column("numbers"))
+    pos_flat, _ = _ragged(table.column("positions_A"), 3)
+    f_flat, f_len = _ragged(table.column("forces_eVA"), 3)
+    dipoles = _fixed3(table.column("dipole_eA"))
+    has_dipole = table.column("dipole_eA").is_valid().to_numpy(zero_copy_only=False)
+    scalars = {name: table.column(name).to_pylist() for name in STRUCTURE_SCHEMA.names
+               if name not in ("numbers", "positions_A", "forces_eVA", "dipole_eA")}
+    forces = _split(f_flat, f_len)
     out = []
-    for row in table.to_pylist():
-        for key in ("temperature_K", "force_std_max_eVA", "force_rel_dev", "energy_eV"):
-            row[key] = _none_if_nan(row[key])
-        out.append(Structure(**row))
+    for i, (z, pos) in enumerate(zip(_split(z_flat, n_atoms), _split(pos_flat, n_atoms))):
+        row = {name: values[i] for name, values in scalars.items()}
+        out.append(Structure(numbers=z, positions_A=pos,
+                             forces_eVA=forces[i] if f_len[i] else None,
+                             dipole_eA=dipoles[i] if has_dipole[i] else None, **row))
     return out
 
 
@@ -221,8 +255,9 @@ def empty_table() -> pa.Table:
     return STRUCTURE_SCHEMA.empty_table()
 
 
-def _fail(where: str, row: int, sid: str, what: str) -> None:
-    raise PalirsInputError(f"{where}: row {row} (structure {sid}): {what}")
+def _first(mask: np.ndarray) -> int | None:
+    idx = np.flatnonzero(mask)
+    return int(idx[0]) if idx.size else None
 
 
 def validate_table(table: pa.Table, *, where: str) -> pa.Table:
@@ -230,50 +265,70 @@ def validate_table(table: pa.Table, *, where: str) -> pa.Table:
 
     Checks: positions and labels finite and of matching shapes, atomic numbers known, status
     values allowed, labelled rows complete, structure ids unique and consistent with the
-    structure they name. Returns the table in schema column order.
+    structure they name. Returns the table in schema column order. Vectorised over rows (the
+    id check hashes each row's arrays); the first offending row is named.
     """
     table = check_schema(table, STRUCTURE_SCHEMA, where=where)
-    cols = table.to_pydict()
-    seen: set[str] = set()
-    for i in range(table.num_rows):
-        sid = cols["structure_id"][i]
-        z = np.asarray(cols["numbers"][i], dtype=np.int64)
-        pos = np.asarray(cols["positions_A"][i], dtype=np.float64)
-        if z.size == 0:
-            _fail(where, i, sid, "has no atoms")
-        if ((z < 1) | (z > MAX_Z)).any():
-            _fail(where, i, sid, f"unknown atomic number {int(z[(z < 1) | (z > MAX_Z)][0])}")
-        if pos.shape != (z.size, 3):
-            _fail(where, i, sid, f"positions_A has shape {pos.shape}, expected ({z.size}, 3)")
-        if not np.isfinite(pos).all():
-            _fail(where, i, sid, "positions_A contains NaN or infinite values")
-        expected_id = structure_id(z, pos, cols["charge_e"][i], cols["multiplicity"][i])
-        if sid != expected_id:
-            _fail(where, i, sid, "structure_id does not match its species and positions")
-        if sid in seen:
-            _fail(where, i, sid, "duplicate structure_id")
-        seen.add(sid)
-        if cols["multiplicity"][i] < 1:
-            _fail(where, i, sid, "multiplicity must be >= 1")
-        if cols["source"][i] not in SOURCES:
-            _fail(where, i, sid, f"unknown source '{cols['source'][i]}'; one of {SOURCES}")
-        status = cols["label_status"][i]
-        if status not in LABEL_STATUSES:
-            _fail(where, i, sid, f"label_status '{status}' is not one of {LABEL_STATUSES}")
-        if status == "ok":
-            energy = cols["energy_eV"][i]
-            forces, dipole = cols["forces_eVA"][i], cols["dipole_eA"][i]
-            if energy is None or forces is None or dipole is None or not cols["label_method"][i]:
-                _fail(where, i, sid, "label_status is 'ok' but a label or the method is missing")
-            if not math.isfinite(energy):
-                _fail(where, i, sid, "energy_eV is not finite")
-            f = np.asarray(forces, dtype=np.float64)
-            if f.shape != (z.size, 3) or not np.isfinite(f).all():
-                _fail(where, i, sid, "forces_eVA has the wrong shape or non-finite values")
-            if not np.isfinite(np.asarray(dipole, dtype=np.float64)).all():
-                _fail(where, i, sid, "dipole_eA is not finite")
-        elif status == "failed" and not cols["label_error"][i]:
-            _fail(where, i, sid, "label_status is 'failed' but label_error is empty")
+    n = table.num_rows
+    if n == 0:
+        return table
+    ids = table.column("structure_id").to_pylist()
+
+    def fail(row: int, what: str) -> None:
+        raise PalirsInputError(f"{where}: row {row} (structure {ids[row]}): {what}")
+
+    def check(mask: np.ndarray, what: str) -> None:
+        row = _first(mask)
+        if row is not None:
+            fail(row, what)
+
+    z_flat, n_atoms = _ragged(table.column("numbers"))
+    pos_flat, n_pos = _ragged(table.column("positions_A"), 3)
+    row_of_atom = np.repeat(np.arange(n), n_atoms)
+    check(n_atoms == 0, "has no atoms")
+    bad_z = (z_flat < 1) | (z_flat > MAX_Z)
+    if bad_z.any():
+        i = int(np.flatnonzero(bad_z)[0])
+        fail(int(row_of_atom[i]), f"unknown atomic number {int(z_flat[i])}")
+    check(n_pos != n_atoms, "positions_A has a different number of atoms than numbers")
+    check(np.bincount(row_of_atom, weights=~np.isfinite(pos_flat).all(axis=1),
+                      minlength=n) > 0, "positions_A contains NaN or infinite values")
+    charges = table.column("charge_e").to_numpy()
+    mults = table.column("multiplicity").to_numpy()
+    check(mults < 1, "multiplicity must be >= 1")
+    for i, (z, pos) in enumerate(zip(_split(z_flat, n_atoms), _split(pos_flat, n_atoms))):
+        if ids[i] != structure_id(z, pos, int(charges[i]), int(mults[i])):
+            fail(i, "structure_id does not match its species and positions")
+    _, first, counts = np.unique(np.asarray(ids), return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = np.sort(np.flatnonzero(counts > 1))
+        fail(int(np.sort(first[dup])[0]), "duplicate structure_id")
+    source = table.column("source")
+    check(~pc.is_in(source, value_set=pa.array(SOURCES)).to_numpy(zero_copy_only=False),
+          f"unknown source; one of {SOURCES}")
+    status = np.asarray(table.column("label_status").to_pylist(), dtype=object)
+    bad = _first(~np.isin(status, LABEL_STATUSES))
+    if bad is not None:
+        fail(bad, f"label_status '{status[bad]}' is not one of {LABEL_STATUSES}")
+    ok = status == "ok"
+    energy = table.column("energy_eV").to_numpy(zero_copy_only=False).astype(np.float64)
+    method = table.column("label_method").to_pylist()
+    has_labels = (table.column("energy_eV").is_valid().to_numpy(zero_copy_only=False)
+                  & table.column("forces_eVA").is_valid().to_numpy(zero_copy_only=False)
+                  & table.column("dipole_eA").is_valid().to_numpy(zero_copy_only=False)
+                  & np.array([bool(m) for m in method]))
+    check(ok & ~has_labels, "label_status is 'ok' but a label or the method is missing")
+    check(ok & ~np.isfinite(energy), "energy_eV is not finite")
+    f_flat, f_len = _ragged(table.column("forces_eVA"), 3)
+    check(ok & (f_len != n_atoms), "forces_eVA has the wrong shape")
+    f_bad = np.bincount(np.repeat(np.arange(n), f_len),
+                        weights=~np.isfinite(f_flat).all(axis=1), minlength=n) > 0
+    check(ok & f_bad, "forces_eVA has non-finite values")
+    check(ok & ~np.isfinite(_fixed3(table.column("dipole_eA"))).all(axis=1),
+          "dipole_eA is not finite")
+    errors = table.column("label_error").to_pylist()
+    check((status == "failed") & ~np.array([bool(e) for e in errors]),
+          "label_status is 'failed' but label_error is empty")
     return table
 
 

@@ -143,12 +143,12 @@ def test_label_stage_killed_and_rerun_resumes_without_relabelling(tmp_path):
     proc.wait()
     assert not output.exists()  # nothing half-written
     (directory,) = list(ckpt.iterdir())
-    done = load_checkpoint(directory)
-    assert 20 <= len(done) < 120
+    done = load_checkpoint(directory).num_rows
+    assert 20 <= done < 120
 
     rerun = run_stage("label", "--params", str(params), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{len(done)} from checkpoint, {120 - len(done)} computed, 0 failed" in rerun.stdout
+    assert f"{done} from checkpoint, {120 - done} computed, 0 failed" in rerun.stdout
     table = structures.read_table(output)
     assert table.num_rows == 120
     assert set(table.column("label_status").to_pylist()) == {"ok"}
@@ -158,3 +158,11 @@ def test_label_stage_killed_and_rerun_resumes_without_relabelling(tmp_path):
     np.testing.assert_allclose(table.column("energy_eV").to_numpy(),
                                fresh.table.column("energy_eV").to_numpy(), atol=1e-8)
     assert not directory.exists()  # the checkpoint is cleared once the output is written
+
+
+def test_chunks_balance_the_workers():
+    from palirs_data.labeling import chunk_size
+
+    assert chunk_size(120, 2, 50) == 15  # the demo: 8 tasks for 2 workers
+    assert chunk_size(100_000, 2, 50) == 50
+    assert chunk_size(3, 8, 50) == 1
