@@ -72,6 +72,10 @@ class XtbSettings(Strict):
     accuracy: float = Field(1.0, gt=0)
     electronic_temperature_K: float = Field(300.0, ge=0)
     max_iterations: int = Field(250, ge=1)
+    # OpenMP threads per process. 1 makes labels bitwise reproducible (threaded reductions
+    # sum in varying order) and costs nothing for small molecules; parallelism comes from
+    # the Dask workers.
+    threads: int = Field(1, ge=1)
 
 
 class PyscfSettings(Strict):

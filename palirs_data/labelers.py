@@ -69,6 +69,15 @@ def _version(package: str) -> str:
     return importlib.metadata.version(package)
 
 
+def _limit_openmp_threads(threads: int) -> None:
+    """Set the OpenMP thread count of this process (tblite's libgomp must be loaded first:
+    OpenMP reads OMP_NUM_THREADS only once, so the limit is set through threadpoolctl)."""
+    import tblite.interface  # noqa: F401  (loads libtblite and its OpenMP runtime)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="openmp")
+
+
 class _CalculatorLabeler:
     """Shared single-point logic: run the calculator, check the results are finite."""
 
@@ -112,6 +121,7 @@ class XtbLabeler(_CalculatorLabeler):
 
     def __init__(self, settings: XtbSettings) -> None:
         self._s = settings
+        _limit_openmp_threads(settings.threads)
 
     def settings(self, *, safer: bool = False) -> dict[str, Any]:
         s = {
@@ -121,6 +131,7 @@ class XtbLabeler(_CalculatorLabeler):
             "electronic_temperature_K": self._s.electronic_temperature_K,
             "max_iterations": self._s.max_iterations,
             "mixer_damping": 0.4,
+            "threads": self._s.threads,
         }
         if safer:
             s["max_iterations"] = max(1000, 4 * self._s.max_iterations)

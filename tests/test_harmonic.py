@@ -91,3 +91,12 @@ def test_linear_and_nonlinear_mode_counts():
                           ("ammonia", 6)]:
         atoms = molecules.build_atoms(molecules.CATALOGUE[name])
         assert harmonic.n_vibrational_modes(atoms) == n_modes, name
+
+
+def test_sampling_is_bitwise_reproducible(methanol_sample):
+    """Same inputs, same bytes: DVC hashes outputs, so a re-run must not differ in the last bit
+    (threaded xTB reductions would; the labeler pins its OpenMP threads)."""
+    mols = molecules.resolve(["methanol"], [], where="test")
+    again = sample_molecules(mols, make_labeler(LabelerConfig()), SampleConfig())
+    assert again.samples.equals(methanol_sample.samples)
+    assert again.frequencies.equals(methanol_sample.frequencies)
