@@ -19,6 +19,7 @@ import hashlib
 import math
 import logging
 import shutil
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,8 +37,11 @@ from palirs_data.structures import Structure
 log = logging.getLogger(__name__)
 
 
-def label_one(labeler: Labeler, s: Structure, *, retry: bool) -> Structure:
-    """Label one structure; a failure is recorded in the returned row, never raised."""
+def label_one(labeler: Labeler, s: Structure, *, retry: bool) -> tuple[Structure, float]:
+    """Label one structure; a failure is recorded in the returned row, never raised.
+
+    Returns the row and the seconds spent in the label source (all attempts)."""
+    seconds = 0.0
     attempts = [False, True] if retry and labeler.has_safer() else [False]
     errors: list[str] = []
     for safer in attempts:
@@ -45,6 +49,7 @@ def label_one(labeler: Labeler, s: Structure, *, retry: bool) -> Structure:
         try:
             lab = labeler.label(s.to_atoms(), charge_e=s.charge_e, multiplicity=s.multiplicity,
                                 safer=safer)
+            seconds += lab.seconds
         except Exception as exc:  # any failure of the QM code is data, not a crash
             first = str(exc).splitlines()[0] if str(exc) else ""
             errors.append(f"{'safer' if safer else 'default'} settings: "
@@ -53,22 +58,24 @@ def label_one(labeler: Labeler, s: Structure, *, retry: bool) -> Structure:
         return replace(s, label_status="ok", label_method=labeler.method,
                        label_settings=settings, label_error=None,
                        label_attempts=s.label_attempts + len(errors) + 1,
-                       label_seconds=lab.seconds, energy_eV=lab.energy_eV,
-                       forces_eVA=lab.forces_eVA, dipole_eA=lab.dipole_eA)
+                       energy_eV=lab.energy_eV, forces_eVA=lab.forces_eVA,
+                       dipole_eA=lab.dipole_eA), seconds
     return replace(s, label_status="failed", label_method=labeler.method,
                    label_settings=settings, label_error="; ".join(errors),
-                   label_attempts=s.label_attempts + len(errors), label_seconds=None,
-                   energy_eV=None, forces_eVA=None, dipole_eA=None)
+                   label_attempts=s.label_attempts + len(errors),
+                   energy_eV=None, forces_eVA=None, dipole_eA=None), seconds
 
 
-def label_chunk(rows: list[Structure], config: LabelerConfig, retry: bool) -> pa.Table:
+def label_chunk(rows: list[Structure], config: LabelerConfig, retry: bool
+                ) -> tuple[pa.Table, float]:
     """Label a chunk of structures (the unit of work sent to a Dask worker).
 
     Returns a validated structure table, built on the worker so that the process collecting
-    results only concatenates Arrow tables.
+    results only concatenates Arrow tables, and the seconds spent in the label source.
     """
     labeler = make_labeler(config)
-    return structures.to_table([label_one(labeler, s, retry=retry) for s in rows])
+    results = [label_one(labeler, s, retry=retry) for s in rows]
+    return structures.to_table([r for r, _ in results]), sum(t for _, t in results)
 
 
 def checkpoint_dir(config: LabelConfig, labeler_config: LabelerConfig) -> Path:
@@ -109,6 +116,18 @@ class LabelReport:
     n_failed: int
     n_retried_ok: int  # succeeded only with safer settings
     checkpoint: Path
+    label_seconds: float  # time spent in the label source by this run's single points
+    wall_seconds: float  # wall time of this run's labelling
+
+    def metrics(self) -> dict[str, float | int]:
+        """Figures for ``metrics/label.json`` (timings vary between runs; tables do not)."""
+        per_point = self.label_seconds / self.n_computed if self.n_computed else None
+        return {"n_pending": self.n_pending, "n_resumed": self.n_resumed,
+                "n_computed": self.n_computed, "n_failed": self.n_failed,
+                "n_retried_ok": self.n_retried_ok,
+                "seconds_per_single_point": per_point,
+                "single_points_per_second": (self.n_computed / self.wall_seconds
+                                             if self.n_computed and self.wall_seconds else None)}
 
     def summary(self) -> str:
         return (f"{self.n_pending} to label: {self.n_resumed} from checkpoint, "
@@ -149,12 +168,16 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     log.info("label: %d pending, %d from checkpoint %s, %d in %d chunks", pending.num_rows,
              resumed.num_rows, ckpt, len(todo), len(chunks))
     labelled = [resumed]
+    spent = 0.0
+    start = time.perf_counter()
     with make_progress() as bar:
         task = bar.add_task("label", total=pending.num_rows, completed=resumed.num_rows)
-        for result in _run_chunks(chunks, labeler_config, config.retry_failed, client):
+        for result, seconds in _run_chunks(chunks, labeler_config, config.retry_failed, client):
             _write_chunk(ckpt, result)
             labelled.append(result)
+            spent += seconds
             bar.advance(task, result.num_rows)
+    wall = time.perf_counter() - start
     new = pa.concat_tables(labelled)
     merged = pa.concat_tables([table.filter(pc.invert(is_pending)), new])
     position = {sid: i for i, sid in enumerate(_ids(merged))}
@@ -165,7 +188,7 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     retried = pc.and_(pc.equal(new.column("label_status"), "ok"),
                       pc.greater(new.column("label_attempts"), 1))
     report = LabelReport(out, pending.num_rows, resumed.num_rows, len(todo), n_failed,
-                         pc.sum(retried).as_py() or 0, ckpt)
+                         pc.sum(retried).as_py() or 0, ckpt, spent, wall)
     if pending.num_rows and n_failed / pending.num_rows > config.max_failure_ratio:
         worst = new.filter(failed).slice(0, 1).to_pylist()[0]
         raise StageFailed(

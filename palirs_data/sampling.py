@@ -49,7 +49,7 @@ def sample_molecules(mols: list[molecules.Molecule], labeler: Labeler, config: S
             result.atoms, molecule=mol.name, source="equilibrium",
             charge_e=mol.charge_e, multiplicity=mol.multiplicity,
             label_status="ok", label_method=labeler.method, label_settings=settings,
-            label_attempts=1, label_seconds=label.seconds, energy_eV=label.energy_eV,
+            label_attempts=1, energy_eV=label.energy_eV,
             forces_eVA=label.forces_eVA, dipole_eA=label.dipole_eA)
         minima.append(minimum)
         for k, freq in enumerate(result.frequencies_cm1):

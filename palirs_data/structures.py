@@ -28,13 +28,14 @@ label_method           string | null                label source (``xtb``, ``pys
 label_settings         string | null                JSON of the settings actually used
 label_error            string | null                error text of a failed single point
 label_attempts         int16                        single-point attempts made so far
-label_seconds          float64 | null               wall time of the successful attempt, s
 energy_eV              float64 | null               reference energy, eV
 forces_eVA             list<fixed 3 float64> | null reference forces (n,3), eV/Å
 dipole_eA              fixed 3 float64 | null       reference dipole, e·Å
 =====================  ===========================  ==========================================
 
 Reference labels carry these names only; model predictions use other names (``pred_…``).
+The table holds nothing that varies between identical runs (no timings), so DVC hashes of
+re-computed tables are stable; label timings go to ``metrics/label.json``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,6 @@ STRUCTURE_SCHEMA = pa.schema(
         pa.field("label_settings", pa.string()),
         pa.field("label_error", pa.string()),
         pa.field("label_attempts", pa.int16(), nullable=False),
-        pa.field("label_seconds", pa.float64()),
         pa.field("energy_eV", pa.float64()),
         pa.field("forces_eVA", pa.list_(_VEC3)),
         pa.field("dipole_eA", _VEC3),
@@ -126,7 +126,6 @@ class Structure:
     label_settings: str | None = None
     label_error: str | None = None
     label_attempts: int = 0
-    label_seconds: float | None = None
     energy_eV: float | None = None
     forces_eVA: np.ndarray | None = None
     dipole_eA: np.ndarray | None = None

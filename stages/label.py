@@ -6,11 +6,13 @@ so a killed run resumes without relabelling; writes the labelled table atomicall
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from palirs_data import structures
+from palirs_data.atomic import write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.compute import dask_client
 from palirs_data.config import load_params
@@ -30,6 +32,8 @@ def main(
                                help="Structure table to label."),
     output: Path = typer.Option(Path("data/labelled/normal_modes.parquet"),
                                 help="Output: the same table with labels."),
+    metrics: Path = typer.Option(Path("metrics/label.json"),
+                                 help="Output metrics: counts and timings of this run."),
 ) -> None:
     """Label every pending structure of INPUT with the configured label source."""
 
@@ -39,6 +43,7 @@ def main(
         with dask_client(p.compute) as client:
             report = label_table(table, labeler_config=p.labeler, config=p.label, client=client)
         structures.write_table(report.table, output)
+        write_text_atomic(metrics, json.dumps(report.metrics(), indent=2) + "\n")
         clear_checkpoint(report.checkpoint)
         return f"{report.summary()} -> {output}"
 

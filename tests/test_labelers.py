@@ -108,8 +108,8 @@ def test_ase_labeler_rejects_bad_import_path():
 def test_scf_failure_is_retried_with_safer_settings(water):
     # 2 SCF iterations cannot converge; the safer retry (1000 iterations, more damping) can.
     labeler = make_labeler(LabelerConfig(method="xtb", xtb=XtbSettings(max_iterations=2)))
-    row = label_one(labeler, Structure.from_atoms(water, molecule="water", source="user"),
-                    retry=True)
+    row, _ = label_one(labeler, Structure.from_atoms(water, molecule="water", source="user"),
+                       retry=True)
     assert row.label_status == "ok"
     assert row.label_attempts == 2
     assert '"max_iterations": 1000' in row.label_settings
@@ -121,8 +121,8 @@ def test_failed_single_point_is_recorded_not_raised(water):
     broken = water.copy()
     broken.positions[1] = broken.positions[0]  # two atoms on top of each other
     labeler = make_labeler(LabelerConfig(method="xtb"))
-    row = label_one(labeler, Structure.from_atoms(broken, molecule="water", source="user"),
-                    retry=True)
+    row, _ = label_one(labeler, Structure.from_atoms(broken, molecule="water", source="user"),
+                       retry=True)
     assert row.label_status == "failed"
     assert row.label_attempts == 2
     assert "default settings" in row.label_error and "safer settings" in row.label_error

@@ -113,6 +113,11 @@ def test_sample_then_label_writes_labelled_tables(tmp_path):
     table = read_table(tmp_path / "data/labelled/normal_modes.parquet")
     assert set(table.column("label_status").to_pylist()) == {"ok"}
     assert not [p for p in (tmp_path / "data").rglob(".*tmp*")]  # no temporaries left
+    import json
+
+    metrics = json.loads((tmp_path / "metrics/label.json").read_text())
+    assert metrics["n_computed"] == 30 and metrics["n_failed"] == 0
+    assert 0 < metrics["seconds_per_single_point"] < 1.0  # xTB on water: about a millisecond
 
 
 # --- dvc.yaml, the stage scripts and params.yaml agree ----------------------------------
@@ -143,7 +148,10 @@ def test_dvc_yaml_matches_stage_script(name):
         default = signature[option.replace("-", "_")].default.default
         assert Path(value) == Path(default), (option, value, default)  # script defaults = dvc
         help_text = signature[option.replace("-", "_")].default.help or ""
-        if help_text.startswith("Output"):
+        metrics = [next(iter(m)) if isinstance(m, dict) else m for m in stage.get("metrics", [])]
+        if help_text.startswith("Output metrics"):
+            assert value in metrics, (option, value)
+        elif help_text.startswith("Output"):
             assert value in stage["outs"], (option, value)
         elif option != "params":
             assert value in stage["deps"], (option, value)
