@@ -369,14 +369,9 @@ def write_extxyz(table: pa.Table, path: str | Path, *, only_labelled: bool = Tru
     for s in from_table(table):
         if only_labelled and s.label_status != "ok":
             continue
-        atoms = Atoms(numbers=s.numbers, positions=s.positions_A)
-        atoms.info.update(
-            structure_id=s.structure_id,
-            molecule=s.molecule,
-            config_type=s.molecule,
-            charge=s.charge_e,
-            multiplicity=s.multiplicity,
-        )
+        atoms = s.to_atoms()
+        atoms.calc = None  # labels go under mace-torch's keys, not as calculator results
+        atoms.info["config_type"] = s.molecule
         if s.label_status == "ok":
             atoms.info[EXTXYZ_KEYS["energy"]] = s.energy_eV
             atoms.info[EXTXYZ_KEYS["dipole"]] = np.asarray(s.dipole_eA)
