@@ -141,12 +141,67 @@ class ComputeConfig(Strict):
     threads_per_worker: int = Field(1, ge=1)
 
 
+class MaceModelConfig(Strict):
+    """MACE architecture (mace-torch). The paper's full setting: 128 channels, max_L 1,
+    r_max 3.0 Å, 2 interactions, correlation order 2; the demo uses fewer channels."""
+
+    num_channels: int = Field(16, ge=1)
+    max_L: int = Field(1, ge=0, le=3)
+    r_max_A: float = Field(3.0, gt=0)
+    num_interactions: int = Field(2, ge=1)
+    correlation: int = Field(2, ge=1)
+    num_radial_basis: int = Field(8, ge=1)
+
+
+class MaceTrainingConfig(Strict):
+    """mace-torch training settings, passed to ``mace_run_train``."""
+
+    max_num_epochs: int = Field(200, ge=1)
+    batch_size: int = Field(10, ge=1)
+    lr: float = Field(0.01, gt=0)
+    energy_weight: float = Field(1.0, ge=0)
+    forces_weight: float = Field(100.0, ge=0)
+    patience: int = Field(50, ge=1)
+    ema: bool = True
+    default_dtype: Literal["float64", "float32"] = "float64"
+    threads: int = Field(2, ge=1)  # torch threads per training process
+    foundation_model: Path | None = None  # a local .model file to fine-tune; never downloaded
+    extra_args: list[str] = Field(default_factory=list)  # further mace_run_train flags
+
+
+class CommitteeConfig(Strict):
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    valid_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 0
+    elements: list[str] = Field(default_factory=lambda: ["H", "C", "N", "O"], min_length=1)
+    model: MaceModelConfig = MaceModelConfig()
+    training: MaceTrainingConfig = MaceTrainingConfig()
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("committee seeds must differ")
+        return v
+
+    @field_validator("elements")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from ase.data import atomic_numbers
+
+        unknown = [e for e in v if e not in atomic_numbers]
+        if unknown:
+            raise ValueError(f"unknown element {unknown[0]!r}")
+        return v
+
+
 class Params(Strict):
     molecules: MoleculesConfig = MoleculesConfig()
     labeler: LabelerConfig = LabelerConfig()
     sample: SampleConfig = SampleConfig()
     label: LabelConfig = LabelConfig()
     compute: ComputeConfig = ComputeConfig()
+    committee: CommitteeConfig = CommitteeConfig()
 
 
 def _format_error(path: Path, exc: ValidationError) -> str:

@@ -25,3 +25,7 @@ KB_EV_PER_K: float = _u.kB
 FS_ASE: float = _u.fs
 #: A mode energy ħω in eV divided by this gives the wavenumber in cm⁻¹.
 INVCM_EV: float = _u.invcm
+#: An acceleration F/m in eV/(Å·amu) expressed in Å/fs².
+ACCEL_EV_A_AMU_IN_A_FS2: float = _u.fs**2
+#: A kinetic energy m·v² with m in amu and v in Å/fs, expressed in eV.
+AMU_A2_FS2_IN_EV: float = 1.0 / _u.fs**2

@@ -41,3 +41,41 @@ def run_stage(stage: str, *args: str, cwd: Path, env: dict | None = None,
     full_env.update(env or {})
     return subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py"), *args],
                           cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+TINY_MODEL = {"num_channels": 8, "max_L": 1, "r_max_A": 3.0, "num_interactions": 2,
+              "correlation": 2, "num_radial_basis": 6}
+
+
+@pytest.fixture(scope="session")
+def methanol_data(tmp_path_factory):
+    """Methanol with GFN2-xTB: minimum, 120 labelled normal-mode samples, E0s."""
+    from palirs_data import molecules
+    from palirs_data.config import LabelConfig, LabelerConfig, SampleConfig
+    from palirs_data.e0s import isolated_atom_energies
+    from palirs_data.labelers import make_labeler
+    from palirs_data.labeling import label_table
+    from palirs_data.sampling import sample_molecules
+
+    tmp = tmp_path_factory.mktemp("methanol")
+    labeler = make_labeler(LabelerConfig())
+    result = sample_molecules(molecules.resolve(["methanol"], [], where="test"), labeler,
+                              SampleConfig())
+    labelled = label_table(result.samples, labeler_config=LabelerConfig(),
+                           config=LabelConfig(checkpoint_dir=tmp / "ckpt")).table
+    e0s = isolated_atom_energies(labeler, ["H", "C", "N", "O"])
+    return {"result": result, "labelled": labelled, "e0s": e0s}
+
+
+@pytest.fixture(scope="session")
+def tiny_committee(tmp_path_factory, methanol_data):
+    """Three tiny MACE models trained by mace-torch on the methanol samples (a few epochs)."""
+    from palirs_data.committee import Committee, train_committee
+    from palirs_data.config import CommitteeConfig
+
+    tmp = tmp_path_factory.mktemp("committee")
+    config = CommitteeConfig(model=TINY_MODEL, training={"max_num_epochs": 6, "lr": 0.01})
+    report = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
+                             config=config, out_dir=tmp / "models", work_dir=tmp / "work")
+    return {"report": report, "committee": Committee.load([m.model for m in report.members]),
+            "paths": [m.model for m in report.members]}

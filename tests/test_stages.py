@@ -123,7 +123,8 @@ def test_sample_then_label_writes_labelled_tables(tmp_path):
 # --- dvc.yaml, the stage scripts and params.yaml agree ----------------------------------
 
 def _load_stage(name: str):
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    script = REPO / "stages" / f"{name.replace('-', '_')}.py"
+    spec = importlib.util.spec_from_file_location(f"stage_{name.replace('-', '_')}", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -143,16 +144,20 @@ def test_dvc_yaml_matches_stage_script(name):
     options = dict(re.findall(r"--([\w-]+) (\S+)", stage["cmd"]))
     signature = inspect.signature(module.main).parameters
     assert set(options) <= set(signature), set(options) - set(signature)
-    assert f"stages/{name}.py" in stage["cmd"] and f"stages/{name}.py" in stage["deps"]
+    script = f"stages/{name.replace('-', '_')}.py"
+    assert script in stage["cmd"] and script in stage["deps"]
     for option, value in options.items():
         default = signature[option.replace("-", "_")].default.default
         assert Path(value) == Path(default), (option, value, default)  # script defaults = dvc
         help_text = signature[option.replace("-", "_")].default.help or ""
-        metrics = [next(iter(m)) if isinstance(m, dict) else m for m in stage.get("metrics", [])]
-        if help_text.startswith("Output metrics"):
+        metrics = [next(iter(m)) if isinstance(m, dict) else m
+                   for m in stage.get("metrics", []) + stage.get("plots", [])]
+        if help_text.startswith(("Output metrics", "Output plots")):
             assert value in metrics, (option, value)
         elif help_text.startswith("Output"):
             assert value in stage["outs"], (option, value)
+        elif help_text.startswith("Scratch"):
+            assert value.startswith("data/.work/"), (option, value)  # ignored, never an output
         elif option != "params":
             assert value in stage["deps"], (option, value)
 
@@ -164,11 +169,11 @@ def test_params_yaml_sections_are_all_used_and_valid():
     used = set()
     for name in _dvc_stages():
         module = _load_stage(name)
-        used |= set(module.STAGE_PARAMS) | set(module.RUNTIME_PARAMS)
+        used |= {p.split(".")[0] for p in module.STAGE_PARAMS + module.RUNTIME_PARAMS}
     assert set(raw) == used == set(Params.model_fields)
 
 
 def test_stage_help_works():
     for name in _dvc_stages():
-        result = run_stage(name, "--help", cwd=REPO)
+        result = run_stage(name.replace("-", "_"), "--help", cwd=REPO)
         assert result.returncode == 0 and "--params" in result.stdout

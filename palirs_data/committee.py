@@ -1,0 +1,355 @@
+"""The MACE committee: training with mace-torch, and batched evaluation of all members.
+
+Training (:func:`train_committee`): the labelled rows of a structure table are split once
+80:20 (``committee.valid_fraction``, seed ``committee.split_seed``) into training and
+validation sets written as extxyz; each member is trained from scratch by mace-torch's own
+``mace_run_train`` in a subprocess (it sets global torch state and logging), differing from the
+others only in its ``--seed``. Atomic reference energies (E0s) come from the ``e0s`` stage. The
+element set is fixed by ``committee.elements`` so models of every iteration share it.
+
+Evaluation (:class:`Committee`): all members on one batched graph of many molecules at once.
+Molecules have no periodic cell, so the graph is every ordered pair of atoms of the same
+molecule closer than the models' cutoff, built with torch operations.
+
+Committee statistics, per atom ``i`` and member ``k`` (K members), with F̄_i the mean force:
+
+- ``force_std_eVA[i] = sqrt(1/K Σ_k |F_ik − F̄_i|²)``: the population standard deviation of
+  the force vector (root of the summed component variances), eV/Å;
+- per frame, ``force_std_max_eVA`` = max over atoms of ``force_std_eVA`` (the acquisition
+  metric) and ``force_rel_dev`` = sqrt(mean_i force_std_eVA²) / (sqrt(mean_i |F̄_i|²) + ε), the
+  relative disagreement the acquisition guard compares with 0.5 (ε = 0.05 eV/Å keeps it finite
+  near a minimum where forces vanish);
+- ``energy_std_eV``: population standard deviation of the members' energies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from ase.data import atomic_masses, atomic_numbers
+
+from palirs_data import structures
+from palirs_data.config import CommitteeConfig
+from palirs_data.errors import PalirsInputError, StageFailed
+
+log = logging.getLogger(__name__)
+
+#: Regulariser of the relative force deviation, eV/Å.
+REL_DEV_EPS_EVA = 0.05
+
+
+def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/validation split of ``n`` rows (sorted index arrays), fixed by ``seed``."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_valid = max(1, int(round(valid_fraction * n)))
+    if n - n_valid < 1:
+        raise PalirsInputError(f"committee: {n} labelled structures are too few to split")
+    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+
+def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int, float],
+                    config: CommitteeConfig, seed: int, work_dir: Path) -> list[str]:
+    """Command-line flags for ``mace_run_train`` (mace-torch's own training)."""
+    m, t = config.model, config.training
+    z = sorted(atomic_numbers[e] for e in config.elements)
+    missing = [e for e in config.elements if atomic_numbers[e] not in e0s]
+    if missing:
+        raise PalirsInputError(f"committee.elements: no E0 for {missing[0]} (re-run the e0s stage)")
+    args = [
+        "--name", name, "--seed", str(seed), "--work_dir", str(work_dir),
+        "--train_file", str(train_file), "--valid_file", str(valid_file),
+        "--E0s", repr({zz: e0s[zz] for zz in z}), "--atomic_numbers", repr(z),
+        "--energy_key", structures.EXTXYZ_KEYS["energy"],
+        "--forces_key", structures.EXTXYZ_KEYS["forces"],
+        "--model", "MACE", "--num_channels", str(m.num_channels), "--max_L", str(m.max_L),
+        "--r_max", str(m.r_max_A), "--num_interactions", str(m.num_interactions),
+        "--correlation", str(m.correlation), "--num_radial_basis", str(m.num_radial_basis),
+        "--max_num_epochs", str(t.max_num_epochs), "--batch_size", str(t.batch_size),
+        "--valid_batch_size", str(t.batch_size), "--lr", str(t.lr),
+        "--energy_weight", str(t.energy_weight), "--forces_weight", str(t.forces_weight),
+        "--patience", str(t.patience), "--default_dtype", t.default_dtype, "--device", "cpu",
+        "--eval_interval", "1", "--error_table", "PerAtomRMSE", "--save_cpu",
+        "--keep_checkpoints",
+    ]
+    if t.ema:
+        args += ["--ema", "--ema_decay", "0.99"]
+    if t.foundation_model is not None:
+        if not Path(t.foundation_model).is_file():
+            raise PalirsInputError(f"committee.training.foundation_model: "
+                                   f"{t.foundation_model}: no such file")
+        args += ["--foundation_model", str(t.foundation_model)]
+    return args + list(t.extra_args)
+
+
+@dataclass
+class MemberReport:
+    seed: int
+    model: Path
+    seconds: float
+    epochs: int
+    valid_rmse_e_meV_per_atom: float
+    valid_rmse_f_meV_A: float
+    curve: list[dict]  # mace-torch's evaluation records, one per epoch
+
+
+def _read_curve(results_dir: Path) -> list[dict]:
+    records = []
+    for path in sorted(results_dir.glob("*_train.txt")):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("mode") == "eval" and rec.get("epoch") is not None:
+                records.append({k: rec[k] for k in ("epoch", "loss", "rmse_e_per_atom",
+                                                    "rmse_f") if k in rec})
+    return records
+
+
+def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int, float],
+                 config: CommitteeConfig, seed: int, work_dir: Path) -> MemberReport:
+    """Train one MACE model from scratch with ``mace_run_train`` in a subprocess.
+
+    ``work_dir`` is emptied first: mace-torch would otherwise resume from, and append to, the
+    files of an earlier run.
+    """
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    args = mace_train_args(name=name, train_file=train_file, valid_file=valid_file, e0s=e0s,
+                           config=config, seed=seed, work_dir=work_dir)
+    env = dict(os.environ, OMP_NUM_THREADS=str(config.training.threads),
+               MKL_NUM_THREADS=str(config.training.threads))
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "mace.cli.run_train", *args], cwd=work_dir,
+                          env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    (work_dir / "mace_run_train.log").write_text(proc.stdout + proc.stderr)
+    model = work_dir / f"{name}.model"
+    if proc.returncode != 0 or not model.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise StageFailed(f"mace_run_train for {name} (seed {seed}) failed: {tail[0]} "
+                          f"(log: {work_dir / 'mace_run_train.log'})")
+    curve = _read_curve(work_dir / "results")
+    best = min(curve, key=lambda r: r["loss"]) if curve else {}
+    return MemberReport(seed, model, seconds, len(curve),
+                        1e3 * best.get("rmse_e_per_atom", float("nan")),
+                        1e3 * best.get("rmse_f", float("nan")), curve)
+
+
+@dataclass
+class CommitteeReport:
+    members: list[MemberReport]
+    n_train: int
+    n_valid: int
+    split_seed: int
+
+    def summary(self) -> dict:
+        return {
+            "n_train": self.n_train, "n_valid": self.n_valid, "split_seed": self.split_seed,
+            "members": [{"seed": m.seed, "model": m.model.name, "seconds": round(m.seconds, 2),
+                         "epochs": m.epochs,
+                         "valid_rmse_e_meV_per_atom": m.valid_rmse_e_meV_per_atom,
+                         "valid_rmse_f_meV_A": m.valid_rmse_f_meV_A} for m in self.members],
+        }
+
+
+def train_committee(table: pa.Table, *, e0s: dict[int, float], config: CommitteeConfig,
+                    out_dir: Path, work_dir: Path) -> CommitteeReport:
+    """Train every committee member on the labelled rows of ``table``.
+
+    Models are written to ``out_dir/model_<k>.model``; mace-torch's working files (logs,
+    checkpoints, curves) stay under ``work_dir``.
+    """
+    labelled = table.filter(pc.equal(table.column("label_status"), "ok"))
+    elements = {atomic_numbers[e] for e in config.elements}
+    present = set(pc.unique(pc.list_flatten(labelled.column("numbers"))).to_pylist())
+    if present - elements:
+        raise PalirsInputError(f"committee.elements: the data contain element(s) "
+                               f"{sorted(present - elements)} not in {config.elements}")
+    train_idx, valid_idx = split_indices(labelled.num_rows, config.valid_fraction,
+                                         config.split_seed)
+    work_dir = work_dir.resolve()  # mace-torch runs with its own working directory
+    data_dir = work_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    train_file, valid_file = data_dir / "train.extxyz", data_dir / "valid.extxyz"
+    structures.write_extxyz(labelled.take(train_idx), train_file)
+    structures.write_extxyz(labelled.take(valid_idx), valid_file)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members = []
+    for k, seed in enumerate(config.seeds):
+        log.info("training committee member %d/%d (seed %d) on %d structures", k + 1,
+                 len(config.seeds), seed, len(train_idx))
+        report = train_member(name=f"model_{k}", train_file=train_file, valid_file=valid_file,
+                              e0s=e0s, config=config, seed=seed, work_dir=work_dir / f"m{k}")
+        target = out_dir / f"model_{k}.model"
+        shutil.copyfile(report.model, target)
+        report.model = target
+        log.info("member %d: %d epochs in %.1f s, valid RMSE E %.2f meV/atom, F %.1f meV/Å",
+                 k, report.epochs, report.seconds, report.valid_rmse_e_meV_per_atom,
+                 report.valid_rmse_f_meV_A)
+        members.append(report)
+    return CommitteeReport(members, len(train_idx), len(valid_idx), config.split_seed)
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def load_model(path: str | Path, *, dtype: torch.dtype = torch.float64,
+               device: str = "cpu") -> torch.nn.Module:
+    """A trained mace-torch model, in evaluation mode, gradients of weights off."""
+    path = Path(path)
+    if not path.is_file():
+        raise PalirsInputError(f"{path}: no such model file")
+    model = torch.load(path, map_location=device, weights_only=False)
+    model = model.to(dtype=dtype, device=device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class MolecularBatch:
+    """Static topology of a batch of molecules (replicas): species, masses, graph candidates.
+
+    ``numbers`` is a list with one array of atomic numbers per molecule. Positions change every
+    MD step; the atoms do not, so one-hot species, the batch index and the candidate pairs
+    (all ordered pairs within a molecule) are built once.
+    """
+
+    def __init__(self, numbers: Sequence[np.ndarray], z_table: Sequence[int], *,
+                 dtype: torch.dtype = torch.float64, device: str = "cpu") -> None:
+        self.n_atoms = np.array([len(z) for z in numbers], dtype=np.int64)
+        z_all = np.concatenate([np.asarray(z, dtype=np.int64) for z in numbers])
+        index = {int(z): i for i, z in enumerate(z_table)}
+        unknown = sorted({int(z) for z in z_all} - set(index))
+        if unknown:
+            raise PalirsInputError(f"the models know elements {list(z_table)}, not {unknown}")
+        self.numbers = torch.as_tensor(z_all, device=device)
+        self.node_attrs = torch.nn.functional.one_hot(
+            torch.as_tensor([index[int(z)] for z in z_all], device=device),
+            num_classes=len(z_table)).to(dtype)
+        self.masses_amu = torch.as_tensor(atomic_masses[z_all], dtype=dtype, device=device)
+        counts = torch.as_tensor(self.n_atoms, device=device)
+        self.batch = torch.repeat_interleave(torch.arange(len(numbers), device=device), counts)
+        self.ptr = torch.cat([torch.zeros(1, dtype=torch.int64, device=device),
+                              torch.cumsum(counts, 0)])
+        senders, receivers = [], []
+        for start, n in zip(self.ptr[:-1].tolist(), self.n_atoms.tolist()):
+            i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+            keep = i != j
+            senders.append(start + i[keep])
+            receivers.append(start + j[keep])
+        self.pairs = torch.as_tensor(np.stack([np.concatenate(senders),
+                                               np.concatenate(receivers)]), device=device)
+        self.n_graphs = len(numbers)
+        self.dtype, self.device = dtype, device
+
+    def graph(self, positions: torch.Tensor, r_max: float) -> dict[str, torch.Tensor]:
+        """The input dictionary of a mace-torch model for these positions (Å)."""
+        s, r = self.pairs
+        keep = torch.linalg.vector_norm(positions[r] - positions[s], dim=1) < r_max
+        edge_index = self.pairs[:, keep]
+        n_edges = edge_index.shape[1]
+        zeros = torch.zeros((n_edges, 3), dtype=self.dtype, device=self.device)
+        return {
+            "positions": positions, "node_attrs": self.node_attrs, "edge_index": edge_index,
+            "shifts": zeros, "unit_shifts": zeros.clone(), "batch": self.batch, "ptr": self.ptr,
+            "cell": torch.zeros((3 * self.n_graphs, 3), dtype=self.dtype, device=self.device),
+        }
+
+
+@dataclass
+class CommitteeOutput:
+    """Committee prediction for a batch (see the module docstring for the statistics)."""
+
+    energy_eV: torch.Tensor  # (n_graphs,) mean over members
+    energy_std_eV: torch.Tensor  # (n_graphs,)
+    forces_eVA: torch.Tensor  # (n_atoms, 3) mean over members
+    force_std_eVA: torch.Tensor  # (n_atoms,)
+    force_std_max_eVA: torch.Tensor  # (n_graphs,)
+    force_rel_dev: torch.Tensor  # (n_graphs,)
+    member_energies_eV: torch.Tensor  # (n_members, n_graphs)
+    member_forces_eVA: torch.Tensor  # (n_members, n_atoms, 3)
+
+
+def _segment_reduce(values: torch.Tensor, batch: torch.Tensor, n: int, reduce: str
+                    ) -> torch.Tensor:
+    out = torch.zeros(n, dtype=values.dtype, device=values.device)
+    return out.scatter_reduce(0, batch, values, reduce=reduce, include_self=False)
+
+
+class Committee:
+    """All members of a MACE committee, evaluated together on batches of molecules."""
+
+    def __init__(self, models: Sequence[torch.nn.Module]) -> None:
+        if not models:
+            raise ValueError("a committee needs at least one model")
+        self.models = list(models)
+        first = self.models[0]
+        self.r_max = float(first.r_max)
+        self.z_table = [int(z) for z in first.atomic_numbers]
+        for m in self.models[1:]:
+            if float(m.r_max) != self.r_max or [int(z) for z in m.atomic_numbers] != self.z_table:
+                raise PalirsInputError("committee members disagree on cutoff or elements")
+        self.dtype = next(first.parameters()).dtype
+
+    @classmethod
+    def load(cls, paths: Sequence[str | Path], *, dtype: torch.dtype = torch.float64,
+             device: str = "cpu") -> Committee:
+        return cls([load_model(p, dtype=dtype, device=device) for p in paths])
+
+    def batch(self, numbers: Sequence[np.ndarray], device: str = "cpu") -> MolecularBatch:
+        return MolecularBatch(numbers, self.z_table, dtype=self.dtype, device=device)
+
+    def evaluate(self, batch: MolecularBatch, positions: torch.Tensor) -> CommitteeOutput:
+        """Energies and forces of every member on ``positions`` (n_atoms, 3), Å."""
+        energies, forces = [], []
+        for model in self.models:
+            data = batch.graph(positions.detach().clone(), self.r_max)
+            out = model(data, training=False, compute_force=True)
+            energies.append(out["energy"].detach())
+            forces.append(out["forces"].detach())
+        e = torch.stack(energies)
+        f = torch.stack(forces)
+        f_mean = f.mean(0)
+        f_std = torch.sqrt(((f - f_mean) ** 2).sum(-1).mean(0))
+        n = batch.n_graphs
+        counts = torch.as_tensor(batch.n_atoms, dtype=f.dtype, device=f.device)
+        msd = _segment_reduce(f_std ** 2, batch.batch, n, "sum") / counts
+        msf = _segment_reduce((f_mean ** 2).sum(-1), batch.batch, n, "sum") / counts
+        return CommitteeOutput(
+            energy_eV=e.mean(0), energy_std_eV=e.std(0, unbiased=False), forces_eVA=f_mean,
+            force_std_eVA=f_std,
+            force_std_max_eVA=_segment_reduce(f_std, batch.batch, n, "amax"),
+            force_rel_dev=torch.sqrt(msd) / (torch.sqrt(msf) + REL_DEV_EPS_EVA),
+            member_energies_eV=e, member_forces_eVA=f)
+
+    def predict_table(self, table: pa.Table, *, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Committee predictions for every row of a structure table (``pred_*`` arrays)."""
+        rows = structures.from_table(table)
+        out: dict[str, list] = {"pred_energy_eV": [], "pred_energy_std_eV": [],
+                                "pred_forces_eVA": [], "pred_force_std_max_eVA": [],
+                                "pred_force_rel_dev": []}
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            batch = self.batch([s.numbers for s in chunk])
+            pos = torch.as_tensor(np.concatenate([s.positions_A for s in chunk]),
+                                  dtype=self.dtype)
+            res = self.evaluate(batch, pos)
+            out["pred_energy_eV"] += res.energy_eV.tolist()
+            out["pred_energy_std_eV"] += res.energy_std_eV.tolist()
+            out["pred_force_std_max_eVA"] += res.force_std_max_eVA.tolist()
+            out["pred_force_rel_dev"] += res.force_rel_dev.tolist()
+            out["pred_forces_eVA"] += list(torch.split(res.forces_eVA,
+                                                       batch.n_atoms.tolist()))
+        return {k: (np.asarray(v) if k != "pred_forces_eVA" else [x.numpy() for x in v])
+                for k, v in out.items()}

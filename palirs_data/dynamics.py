@@ -1,0 +1,262 @@
+"""Batched committee molecular dynamics: many replicas, one graph, one model call per member.
+
+Replicas (molecules × temperatures × trajectories) advance together. Every step each committee
+member is evaluated once on the batch of all active replicas (:class:`Committee.evaluate`),
+giving mean forces and the committee spread per replica; the optional dipole model is
+evaluated on the frames that are written. Replicas can be stopped one by one (by a guard)
+while the others go on.
+
+Integrator: BAOAB Langevin splitting (Leimkuhler & Matthews, Appl. Math. Res. Express 2013,
+34), per-replica temperature, friction γ (fs⁻¹) and seed:
+
+    B: v += a dt/2;  A: x += v dt/2;  O: v = c1 v + sqrt((1 − c1²) kT/m) ξ, c1 = exp(−γ dt);
+    A: x += v dt/2;  (new forces)  B: v += a dt/2.
+
+With γ = 0 the O step is the identity and BAOAB is velocity Verlet, i.e. NVE. Forces are the
+committee mean. Units: Å, Å/fs, amu, eV/Å, fs, K.
+
+Frames (positions, velocities, committee energy and spread, time, and dipoles when a dipole
+model is given) stream into a :class:`TrajectoryStore` in chunks; a run continues from the
+last committed frame of each trajectory. Random numbers come from one torch generator per
+replica seeded by (seed, frames already in the store), so a continued run is reproducible.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from palirs_data import units
+from palirs_data.committee import Committee, CommitteeOutput, MolecularBatch
+from palirs_data.trajectory import TrajectoryStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Replica:
+    """One independent trajectory. ``velocities_A_fs`` None: Maxwell-Boltzmann at
+    ``temperature_K`` (from ``seed``); a trajectory already in the store overrides both
+    positions and velocities with its last frame."""
+
+    key: str
+    molecule: str
+    numbers: np.ndarray
+    positions_A: np.ndarray
+    temperature_K: float
+    friction_fs: float
+    seed: int
+    velocities_A_fs: np.ndarray | None = None
+    time_fs: float = 0.0
+    n_frames: int = 0  # frames in the store before this run
+    stopped_at_step: int | None = None
+    buffer: dict[str, list] = field(default_factory=dict, repr=False)
+
+
+def maxwell_boltzmann(numbers: np.ndarray, temperature_K: float, generator: torch.Generator,
+                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Velocities (Å/fs) drawn at ``temperature_K``, centre-of-mass motion removed."""
+    from ase.data import atomic_masses
+
+    m = torch.as_tensor(atomic_masses[np.asarray(numbers)], dtype=dtype)[:, None]
+    sigma = torch.sqrt(units.KB_EV_PER_K * temperature_K / m / units.AMU_A2_FS2_IN_EV)
+    v = sigma * torch.randn((len(numbers), 3), generator=generator, dtype=dtype)
+    return v - (m * v).sum(0) / m.sum()
+
+
+def kinetic_energy_eV(batch: MolecularBatch, velocities: torch.Tensor) -> torch.Tensor:
+    """Kinetic energy per replica, eV."""
+    ke_atom = 0.5 * batch.masses_amu * (velocities ** 2).sum(-1) * units.AMU_A2_FS2_IN_EV
+    return torch.zeros(batch.n_graphs, dtype=ke_atom.dtype).index_add_(0, batch.batch, ke_atom)
+
+
+def kinetic_temperature_K(batch: MolecularBatch, velocities: torch.Tensor) -> torch.Tensor:
+    """Instantaneous kinetic temperature per replica, K (3N degrees of freedom)."""
+    dof = torch.as_tensor(3 * batch.n_atoms, dtype=velocities.dtype)
+    return 2 * kinetic_energy_eV(batch, velocities) / (dof * units.KB_EV_PER_K)
+
+
+Guard = Callable[[CommitteeOutput, list["Replica"]], np.ndarray]
+
+
+@dataclass
+class MDReport:
+    steps: int
+    replica_steps: int
+    frames_written: int
+    stopped: list[str]
+    seconds: float
+
+
+class BatchedMD:
+    """Committee-driven MD of many replicas at once (see module docstring)."""
+
+    def __init__(self, committee: Committee, replicas: Sequence[Replica], *,
+                 timestep_fs: float, store: TrajectoryStore | None = None,
+                 dipole_model: torch.nn.Module | None = None, chunk_frames: int = 256,
+                 model_names: Sequence[str] = ()) -> None:
+        self.committee = committee
+        self.dt = float(timestep_fs)
+        self.store = store
+        self.dipole_model = dipole_model
+        self.chunk_frames = chunk_frames
+        self.dtype = committee.dtype
+        self.replicas = list(replicas)
+        self._arrays = ["positions_A", "velocities_A_fs", "energy_eV", "force_std_max_eVA",
+                        "force_rel_dev", "time_fs"] + (["dipole_eA"] if dipole_model else [])
+        positions, velocities = [], []
+        for r in self.replicas:
+            if store is not None:
+                traj = store.open_or_create(
+                    r.key, numbers=r.numbers, molecule=r.molecule, timestep_fs=self.dt,
+                    temperature_K=r.temperature_K, arrays=self._arrays,
+                    chunk_frames=chunk_frames, friction_fs=r.friction_fs, seed=r.seed,
+                    models=list(model_names))
+                r.n_frames = traj.n_frames
+                if traj.n_frames:  # continue where the trajectory stopped
+                    r.positions_A = traj.last("positions_A")
+                    r.velocities_A_fs = traj.last("velocities_A_fs")
+                    r.time_fs = float(traj.last("time_fs"))
+            gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
+                [r.seed, r.n_frames]).generate_state(1)[0]))
+            r.generator = gen  # type: ignore[attr-defined]
+            positions.append(torch.as_tensor(r.positions_A, dtype=self.dtype))
+            velocities.append(
+                torch.as_tensor(r.velocities_A_fs, dtype=self.dtype)
+                if r.velocities_A_fs is not None
+                else maxwell_boltzmann(r.numbers, r.temperature_K, gen, self.dtype))
+            r.buffer = {name: [] for name in self._arrays}
+        self.active = list(range(len(self.replicas)))
+        self._x = torch.cat(positions)
+        self._v = torch.cat(velocities)
+        self._rebuild()
+        self.output = self._forces()
+
+    def _rebuild(self) -> None:
+        reps = [self.replicas[i] for i in self.active]
+        self.batch = self.committee.batch([r.numbers for r in reps])
+        m = self.batch.masses_amu[:, None]
+        self._inv_m = units.ACCEL_EV_A_AMU_IN_A_FS2 / m
+        kT = torch.as_tensor([units.KB_EV_PER_K * r.temperature_K for r in reps],
+                             dtype=self.dtype)[self.batch.batch][:, None]
+        gamma = torch.as_tensor([r.friction_fs for r in reps], dtype=self.dtype)
+        c1 = torch.exp(-gamma * self.dt)[self.batch.batch][:, None]
+        self._c1 = c1
+        self._c2 = torch.sqrt((1 - c1 ** 2) * kT / m / units.AMU_A2_FS2_IN_EV)
+        self._thermostatted = bool((gamma > 0).any())
+
+    def _forces(self) -> CommitteeOutput:
+        return self.committee.evaluate(self.batch, self._x)
+
+    def _noise(self) -> torch.Tensor:
+        return torch.cat([torch.randn((len(self.replicas[i].numbers), 3), dtype=self.dtype,
+                                      generator=self.replicas[i].generator)
+                          for i in self.active])
+
+    def step(self) -> CommitteeOutput:
+        """One BAOAB step of every active replica."""
+        half = 0.5 * self.dt
+        self._v = self._v + half * self.output.forces_eVA * self._inv_m
+        self._x = self._x + half * self._v
+        if self._thermostatted:
+            self._v = self._c1 * self._v + self._c2 * self._noise()
+        self._x = self._x + half * self._v
+        self.output = self._forces()
+        self._v = self._v + half * self.output.forces_eVA * self._inv_m
+        for i in self.active:
+            self.replicas[i].time_fs += self.dt
+        return self.output
+
+    @property
+    def positions(self) -> list[torch.Tensor]:
+        return list(torch.split(self._x, self.batch.n_atoms.tolist()))
+
+    @property
+    def velocities(self) -> list[torch.Tensor]:
+        return list(torch.split(self._v, self.batch.n_atoms.tolist()))
+
+    def _record(self) -> None:
+        out = self.output
+        dip = None
+        if self.dipole_model is not None:
+            data = self.batch.graph(self._x.detach().clone(), float(self.dipole_model.r_max))
+            dip = self.dipole_model(data, training=False, compute_force=False)["dipole"]
+            dip = dip.detach()
+        xs, vs = self.positions, self.velocities
+        for k, i in enumerate(self.active):
+            buf = self.replicas[i].buffer
+            buf["positions_A"].append(xs[k].numpy().copy())
+            buf["velocities_A_fs"].append(vs[k].numpy().copy())
+            buf["energy_eV"].append(float(out.energy_eV[k]))
+            buf["force_std_max_eVA"].append(float(out.force_std_max_eVA[k]))
+            buf["force_rel_dev"].append(float(out.force_rel_dev[k]))
+            buf["time_fs"].append(self.replicas[i].time_fs)
+            if dip is not None:
+                buf["dipole_eA"].append(dip[k].numpy().copy())
+
+    def _flush(self, indices: Sequence[int] | None = None) -> int:
+        written = 0
+        for i in (indices if indices is not None else range(len(self.replicas))):
+            r = self.replicas[i]
+            n = len(r.buffer["time_fs"])
+            if not n:
+                continue
+            if self.store is not None:
+                self.store[r.key].append(**{k: np.asarray(v) for k, v in r.buffer.items()})
+            r.buffer = {name: [] for name in self._arrays}
+            written += n
+        return written
+
+    def stop(self, indices: Sequence[int], step: int) -> None:
+        """Stop replicas (indices into ``self.replicas``); the others go on."""
+        indices = [i for i in indices if i in self.active]
+        if not indices:
+            return
+        keep = [k for k, i in enumerate(self.active) if i not in indices]
+        xs, vs = self.positions, self.velocities
+        for i in indices:
+            self.replicas[i].stopped_at_step = step
+        self._flush(indices)
+        self.active = [self.active[k] for k in keep]
+        if self.active:
+            self._x = torch.cat([xs[k] for k in keep])
+            self._v = torch.cat([vs[k] for k in keep])
+            self._rebuild()
+            self.output = self._forces()
+
+    def run(self, n_steps: int, *, write_every: int = 1, guard: Guard | None = None,
+            progress: bool = False) -> MDReport:
+        """Advance ``n_steps``, writing every ``write_every``-th frame. ``guard`` sees each
+        step's committee output and the active replicas and returns a boolean mask of those
+        to stop; a stopped replica's offending frame is not written."""
+        import time as _time
+
+        from palirs_data.progress import make_progress
+
+        start, replica_steps, written = _time.perf_counter(), 0, 0
+        with make_progress() as bar:
+            task = bar.add_task("md", total=n_steps, visible=progress)
+            for step in range(1, n_steps + 1):
+                if not self.active:
+                    break
+                out = self.step()
+                replica_steps += len(self.active)
+                if guard is not None:
+                    stop = np.asarray(guard(out, [self.replicas[i] for i in self.active]))
+                    if stop.any():
+                        self.stop([i for i, s in zip(self.active, stop) if s], step)
+                        if not self.active:
+                            break
+                if step % write_every == 0:
+                    self._record()
+                    if len(self.replicas[self.active[0]].buffer["time_fs"]) >= self.chunk_frames:
+                        written += self._flush(self.active)
+                bar.advance(task)
+        written += self._flush()
+        stopped = [r.key for r in self.replicas if r.stopped_at_step is not None]
+        return MDReport(step if n_steps else 0, replica_steps, written, stopped,
+                        _time.perf_counter() - start)

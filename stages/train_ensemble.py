@@ -1,0 +1,84 @@
+"""train-ensemble: train the MACE committee from scratch on the labelled table (mace-torch).
+
+Writes the members (``model_<k>.model``) and a training summary into one model directory,
+atomically; training curves go to a DVC plots file and validation errors to a metrics file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import typer
+
+from palirs_data import structures
+from palirs_data.atomic import atomic_path, write_text_atomic
+from palirs_data.cli import run_stage
+from palirs_data.committee import train_committee
+from palirs_data.config import load_params
+from palirs_data.e0s import read_e0s
+
+STAGE_PARAMS = ("committee",)
+RUNTIME_PARAMS: tuple[str, ...] = ()
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
+    data: Path = typer.Option(Path("data/labelled/normal_modes.parquet"),
+                              help="Labelled structure table to train on."),
+    e0s: Path = typer.Option(Path("data/reference/e0s.json"), help="Isolated-atom energies."),
+    models: Path = typer.Option(Path("data/models/committee"),
+                                help="Output: directory of the committee's models."),
+    metrics: Path = typer.Option(Path("metrics/train_ensemble.json"),
+                                 help="Output metrics: validation errors and timings."),
+    curves: Path = typer.Option(Path("metrics/training_curves.csv"),
+                                help="Output plots: validation curves of every member."),
+    work_dir: Path = typer.Option(Path("data/.work/train-ensemble"),
+                                  help="Scratch space for mace-torch (logs, checkpoints)."),
+) -> None:
+    """Train every committee member from scratch on DATA."""
+
+    def body() -> str:
+        p = load_params(params)
+        table = structures.read_table(data)
+        energies = read_e0s(e0s)
+        with atomic_path(models, directory=True) as tmp:
+            report = train_committee(table, e0s=energies, config=p.committee, out_dir=tmp,
+                                     work_dir=work_dir)
+            summary = report.summary()
+            summary["e0s_eV"] = {str(z): e for z, e in sorted(energies.items())}
+            (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+            for m in report.members:
+                m.model = models / m.model.name
+        seconds = sum(m.seconds for m in report.members)
+        write_text_atomic(metrics, json.dumps({
+            "n_train": report.n_train, "n_valid": report.n_valid,
+            "committee_training_seconds": round(seconds, 1),
+            "valid_rmse_e_meV_per_atom": {f"model_{k}": m.valid_rmse_e_meV_per_atom
+                                          for k, m in enumerate(report.members)},
+            "valid_rmse_f_meV_A": {f"model_{k}": m.valid_rmse_f_meV_A
+                                   for k, m in enumerate(report.members)},
+        }, indent=2) + "\n")
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["member", "epoch", "loss", "rmse_e_meV_per_atom", "rmse_f_meV_A"])
+        for k, m in enumerate(report.members):
+            for r in m.curve:
+                writer.writerow([f"model_{k}", r["epoch"], r["loss"],
+                                 1e3 * r["rmse_e_per_atom"], 1e3 * r["rmse_f"]])
+        write_text_atomic(curves, buf.getvalue())
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return (f"{len(report.members)} models on {report.n_train} structures "
+                f"({report.n_valid} validation) in {seconds:.0f} s -> {models}")
+
+    run_stage("train-ensemble", body)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,116 @@
+"""The MACE committee: trained by mace-torch, evaluated in batches, disagreeing off its data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from palirs_data import structures
+from palirs_data.committee import Committee, split_indices
+
+
+def test_split_is_80_20_and_fixed_by_its_seed():
+    train, valid = split_indices(120, 0.2, seed=0)
+    assert len(train) == 96 and len(valid) == 24
+    assert not set(train) & set(valid)
+    again, _ = split_indices(120, 0.2, seed=0)
+    other, _ = split_indices(120, 0.2, seed=1)
+    np.testing.assert_array_equal(train, again)
+    assert not np.array_equal(train, other)
+
+
+def test_three_members_trained_and_different(tiny_committee):
+    report = tiny_committee["report"]
+    assert [m.seed for m in report.members] == [0, 1, 2]
+    assert (report.n_train, report.n_valid) == (96, 24)
+    assert all(m.epochs >= 1 and np.isfinite(m.valid_rmse_f_meV_A) for m in report.members)
+    committee = tiny_committee["committee"]
+    w = [torch.cat([p.flatten() for p in m.parameters()]) for m in committee.models]
+    assert not torch.allclose(w[0], w[1]) and not torch.allclose(w[1], w[2])
+
+
+def _batch(committee: Committee, rows):
+    batch = committee.batch([s.numbers for s in rows])
+    pos = torch.as_tensor(np.concatenate([s.positions_A for s in rows]), dtype=torch.float64)
+    return batch, pos
+
+
+def test_batched_evaluation_equals_mace_calculator(tiny_committee, methanol_data):
+    from mace.calculators import MACECalculator
+
+    committee = tiny_committee["committee"]
+    rows = structures.from_table(methanol_data["labelled"])[:7]
+    batch, pos = _batch(committee, rows)
+    out = committee.evaluate(batch, pos)
+    calc = MACECalculator(model_paths=[str(p) for p in tiny_committee["paths"]], device="cpu",
+                          default_dtype="float64")
+    for k, s in enumerate(rows):
+        atoms = s.to_atoms()
+        atoms.calc = calc
+        assert atoms.get_potential_energy() == pytest.approx(float(out.energy_eV[k]), abs=1e-9)
+        np.testing.assert_allclose(atoms.get_forces(),
+                                   out.forces_eVA[batch.ptr[k]:batch.ptr[k + 1]], atol=1e-9)
+
+
+def test_model_forces_are_minus_energy_gradient(tiny_committee, methanol_data):
+    committee = tiny_committee["committee"]
+    s = structures.from_table(methanol_data["labelled"])[5]
+    batch, pos = _batch(committee, [s])
+    forces = committee.evaluate(batch, pos).forces_eVA
+    h = 1e-4
+    for atom, axis in [(0, 0), (1, 2), (4, 1), (5, 0)]:
+        e = []
+        for sign in (1, -1):
+            p = pos.clone()
+            p[atom, axis] += sign * h
+            e.append(float(committee.evaluate(batch, p).energy_eV[0]))
+        assert float(forces[atom, axis]) == pytest.approx(-(e[0] - e[1]) / (2 * h), abs=1e-6)
+
+
+def test_invariance_under_rotation_and_translation(tiny_committee, methanol_data):
+    committee = tiny_committee["committee"]
+    s = structures.from_table(methanol_data["labelled"])[11]
+    R = torch.as_tensor(_rotation(0.7, [1.0, 2.0, -0.5]))
+    batch, pos = _batch(committee, [s])
+    a = committee.evaluate(batch, pos)
+    b = committee.evaluate(batch, pos @ R.T + torch.tensor([4.0, -1.0, 2.5]))
+    assert float(b.energy_eV[0]) == pytest.approx(float(a.energy_eV[0]), abs=1e-9)
+    torch.testing.assert_close(b.forces_eVA, a.forces_eVA @ R.T, atol=1e-9, rtol=0)
+    assert float(b.force_std_max_eVA[0]) == pytest.approx(float(a.force_std_max_eVA[0]), abs=1e-9)
+
+
+def _rotation(angle: float, axis) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    axis = np.asarray(axis) / np.linalg.norm(axis)
+    return Rotation.from_rotvec(angle * axis).as_matrix()
+
+
+def test_batch_of_many_equals_one_by_one(tiny_committee, methanol_data):
+    committee = tiny_committee["committee"]
+    rows = structures.from_table(methanol_data["labelled"])[:20:3]
+    batch, pos = _batch(committee, rows)
+    together = committee.evaluate(batch, pos)
+    for k, s in enumerate(rows):
+        alone = committee.evaluate(*_batch(committee, [s]))
+        assert float(alone.energy_eV[0]) == pytest.approx(float(together.energy_eV[k]), abs=1e-9)
+        assert float(alone.force_rel_dev[0]) == pytest.approx(float(together.force_rel_dev[k]),
+                                                              abs=1e-9)
+
+
+def test_committee_disagrees_more_away_from_its_data(tiny_committee, methanol_data):
+    """Spread on training structures vs on methanol stretched well beyond the samples."""
+    committee = tiny_committee["committee"]
+    rows = structures.from_table(methanol_data["labelled"])
+    on_data = committee.evaluate(*_batch(committee, rows)).force_std_max_eVA
+    eq = structures.from_table(methanol_data["result"].equilibrium)[0]
+    rng = np.random.default_rng(0)
+    far = []
+    for _ in range(20):
+        s = structures.Structure(molecule="methanol", numbers=eq.numbers, source="user",
+                                 positions_A=eq.positions_A * 1.25
+                                 + rng.normal(scale=0.15, size=eq.positions_A.shape))
+        far.append(s)
+    off_data = committee.evaluate(*_batch(committee, far)).force_std_max_eVA
+    assert float(off_data.median()) > 2 * float(on_data.median())

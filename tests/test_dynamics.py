@@ -1,0 +1,135 @@
+"""Batched committee MD: equals ASE's integrator, conserves energy, thermostats correctly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from palirs_data import dynamics, structures
+from palirs_data.trajectory import TrajectoryStore
+
+
+@pytest.fixture(scope="module")
+def minimum(methanol_data):
+    return structures.from_table(methanol_data["result"].equilibrium)[0]
+
+
+def _replica(eq, key, *, T=300.0, gamma=0.0, seed=0, v=None):
+    return dynamics.Replica(key=key, molecule="methanol", numbers=eq.numbers,
+                            positions_A=eq.positions_A, temperature_K=T, friction_fs=gamma,
+                            seed=seed, velocities_A_fs=v)
+
+
+def _v0(eq, T=300.0, seed=1):
+    return dynamics.maxwell_boltzmann(eq.numbers, T, torch.Generator().manual_seed(seed)).numpy()
+
+
+def test_nve_matches_ase_velocity_verlet(tiny_committee, minimum):
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+    from mace.calculators import MACECalculator
+
+    v0 = _v0(minimum)
+    md = dynamics.BatchedMD(tiny_committee["committee"], [_replica(minimum, "a", v=v0)],
+                            timestep_fs=0.5)
+    md.run(100)
+    atoms = minimum.to_atoms()
+    atoms.calc = MACECalculator(model_paths=[str(p) for p in tiny_committee["paths"]],
+                                device="cpu", default_dtype="float64")  # committee mean
+    atoms.set_velocities(v0 / units.fs)
+    VelocityVerlet(atoms, timestep=0.5 * units.fs).run(100)
+    np.testing.assert_allclose(md.positions[0].numpy(), atoms.positions, atol=1e-10)
+    np.testing.assert_allclose(md.velocities[0].numpy(), atoms.get_velocities() * units.fs,
+                               atol=1e-10)
+
+
+def test_nve_conserves_total_energy(tiny_committee, minimum):
+    md = dynamics.BatchedMD(tiny_committee["committee"],
+                            [_replica(minimum, "a", v=_v0(minimum))], timestep_fs=0.5)
+    energies = []
+    for _ in range(500):  # 0.25 ps
+        out = md.step()
+        energies.append(float(out.energy_eV[0] + dynamics.kinetic_energy_eV(md.batch, md._v)[0]))
+    energies = np.array(energies)
+    t_ps = 0.5e-3 * np.arange(len(energies))
+    drift_eV_per_ps = abs(np.polyfit(t_ps, energies, 1)[0])
+    kinetic_scale = 1.5 * 6 * 8.617e-5 * 300  # ~ kinetic energy at 300 K
+    assert drift_eV_per_ps < 0.01 * kinetic_scale
+    assert energies.std() < 0.02 * kinetic_scale
+
+
+def test_langevin_reaches_each_replicas_temperature(tiny_committee, minimum):
+    # strong friction (0.2 /fs: velocities decorrelate in ~10 steps) so a short run suffices
+    temps = [300.0, 700.0]
+    reps = [_replica(minimum, f"r{k}", T=temps[k % 2], gamma=0.2, seed=k) for k in range(16)]
+    md = dynamics.BatchedMD(tiny_committee["committee"], reps, timestep_fs=0.5)
+    samples = []
+    for i in range(500):
+        md.step()
+        if i >= 100:
+            samples.append(dynamics.kinetic_temperature_K(md.batch, md._v).numpy())
+    per_replica = np.mean(samples, axis=0).reshape(8, 2)
+    mean = per_replica.mean(0)
+    sem = per_replica.std(0) / np.sqrt(8)
+    for target, m, e in zip(temps, mean, sem):
+        assert abs(m - target) < max(4 * e, 0.06 * target), (target, m, e)
+
+
+def test_replicas_are_independent_of_their_batch(tiny_committee, minimum):
+    """A replica run alone and run inside a batch of others gives the same trajectory."""
+    alone = dynamics.BatchedMD(tiny_committee["committee"],
+                               [_replica(minimum, "x", T=500, gamma=0.02, seed=7)],
+                               timestep_fs=0.5)
+    alone.run(50)
+    others = [_replica(minimum, f"o{k}", T=300, gamma=0.02, seed=k) for k in range(3)]
+    batch = dynamics.BatchedMD(tiny_committee["committee"],
+                               others[:2] + [_replica(minimum, "x", T=500, gamma=0.02, seed=7)]
+                               + others[2:], timestep_fs=0.5)
+    batch.run(50)
+    torch.testing.assert_close(batch.positions[2], alone.positions[0], atol=1e-10, rtol=0)
+
+
+def test_stopped_replica_leaves_the_others_running(tiny_committee, minimum, tmp_path):
+    store = TrajectoryStore(tmp_path / "t.zarr")
+    reps = [_replica(minimum, f"m/300K/{k}", gamma=0.02, seed=k) for k in range(3)]
+    md = dynamics.BatchedMD(tiny_committee["committee"], reps, timestep_fs=0.5, store=store,
+                            chunk_frames=8)
+
+    def guard(out, active):  # stop replica 1 after 10 steps
+        return np.array([r.key == "m/300K/1" and r.time_fs >= 5.0 for r in active])
+
+    report = md.run(40, write_every=2, guard=guard)
+    assert report.stopped == ["m/300K/1"]
+    assert store["m/300K/0"].n_frames == 20 and store["m/300K/2"].n_frames == 20
+    assert store["m/300K/1"].n_frames == 4  # frames at 1, 2, 3, 4 fs; the 5 fs frame is not kept
+    np.testing.assert_allclose(store["m/300K/0"].read("time_fs"), np.arange(1, 21) * 1.0)
+
+
+def test_run_continues_from_the_store_exactly(tiny_committee, minimum, tmp_path):
+    path = tmp_path / "t.zarr"
+    first = dynamics.BatchedMD(tiny_committee["committee"],
+                               [_replica(minimum, "m/500K/0", T=500, gamma=0.01, seed=3)],
+                               timestep_fs=0.5, store=TrajectoryStore(path))
+    first.run(30, write_every=5)
+    x_end, v_end = first.positions[0].clone(), first.velocities[0].clone()
+    again = dynamics.BatchedMD(tiny_committee["committee"],
+                               [_replica(minimum, "m/500K/0", T=500, gamma=0.01, seed=3)],
+                               timestep_fs=0.5, store=TrajectoryStore(path))
+    torch.testing.assert_close(again.positions[0], x_end, atol=0, rtol=0)
+    torch.testing.assert_close(again.velocities[0], v_end, atol=0, rtol=0)
+    again.run(10, write_every=5)
+    traj = TrajectoryStore(path, mode="r")["m/500K/0"]
+    assert traj.n_frames == 8
+    np.testing.assert_allclose(traj.read("time_fs"), np.arange(1, 9) * 2.5)
+
+
+def test_maxwell_boltzmann_has_the_right_temperature(tiny_committee, minimum):
+    committee = tiny_committee["committee"]
+    numbers = [minimum.numbers] * 400
+    batch = committee.batch(numbers)
+    gen = torch.Generator().manual_seed(0)
+    v = torch.cat([dynamics.maxwell_boltzmann(minimum.numbers, 500.0, gen) for _ in numbers])
+    T = dynamics.kinetic_temperature_K(batch, v).mean()
+    # COM removal takes 3 of 3N degrees of freedom: expected 500 * (3N-3)/3N
+    assert float(T) == pytest.approx(500.0 * 15 / 18, rel=0.03)
