@@ -42,7 +42,9 @@ import torch
 from ase.data import atomic_masses, atomic_numbers
 
 from palirs_data import structures
-from palirs_data.config import CommitteeConfig
+from palirs_data.units import DEBYE_EA
+from palirs_data.config import (CommitteeConfig, DipoleConfig, MaceModelConfig,
+                                 MaceTrainingConfig)
 from palirs_data.errors import PalirsInputError, StageFailed
 
 log = logging.getLogger(__name__)
@@ -60,12 +62,22 @@ def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
+#: What a mace-torch job fits: an energy/forces MACE, or an AtomicDipolesMACE dipole model.
+KIND_FLAGS = {
+    "energy": ["--model", "MACE", "--error_table", "PerAtomRMSE"],
+    "dipole": ["--model", "AtomicDipolesMACE", "--loss", "dipole", "--error_table",
+               "DipoleRMSE"],
+}
+
+
 def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int, float],
-                    config: CommitteeConfig, seed: int, work_dir: Path) -> list[str]:
+                    elements: Sequence[str], model: MaceModelConfig,
+                    training: MaceTrainingConfig, seed: int, work_dir: Path,
+                    kind: str = "energy") -> list[str]:
     """Command-line flags for ``mace_run_train`` (mace-torch's own training)."""
-    m, t = config.model, config.training
-    z = sorted(atomic_numbers[e] for e in config.elements)
-    missing = [e for e in config.elements if atomic_numbers[e] not in e0s]
+    m, t = model, training
+    z = sorted(atomic_numbers[e] for e in elements)
+    missing = [e for e in elements if atomic_numbers[e] not in e0s]
     if missing:
         raise PalirsInputError(f"committee.elements: no E0 for {missing[0]} (re-run the e0s stage)")
     args = [
@@ -74,15 +86,15 @@ def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[
         "--E0s", repr({zz: e0s[zz] for zz in z}), "--atomic_numbers", repr(z),
         "--energy_key", structures.EXTXYZ_KEYS["energy"],
         "--forces_key", structures.EXTXYZ_KEYS["forces"],
-        "--model", "MACE", "--num_channels", str(m.num_channels), "--max_L", str(m.max_L),
+        "--dipole_key", structures.EXTXYZ_KEYS["dipole"], *KIND_FLAGS[kind],
+        "--num_channels", str(m.num_channels), "--max_L", str(m.max_L),
         "--r_max", str(m.r_max_A), "--num_interactions", str(m.num_interactions),
         "--correlation", str(m.correlation), "--num_radial_basis", str(m.num_radial_basis),
         "--max_num_epochs", str(t.max_num_epochs), "--batch_size", str(t.batch_size),
         "--valid_batch_size", str(t.batch_size), "--lr", str(t.lr),
         "--energy_weight", str(t.energy_weight), "--forces_weight", str(t.forces_weight),
         "--patience", str(t.patience), "--default_dtype", t.default_dtype, "--device", "cpu",
-        "--eval_interval", "1", "--error_table", "PerAtomRMSE", "--save_cpu",
-        "--keep_checkpoints",
+        "--eval_interval", "1", "--save_cpu", "--keep_checkpoints",
     ]
     if t.ema:
         args += ["--ema", "--ema_decay", "0.99"]
@@ -103,6 +115,10 @@ class MemberReport:
     valid_rmse_e_meV_per_atom: float
     valid_rmse_f_meV_A: float
     curve: list[dict]  # mace-torch's evaluation records, one per epoch
+    valid_rmse_mu_mD: float = float("nan")  # dipole models: validation dipole RMSE, mDebye
+
+
+_CURVE_KEYS = ("epoch", "loss", "rmse_e_per_atom", "rmse_f", "rmse_mu")
 
 
 def _read_curve(results_dir: Path) -> list[dict]:
@@ -111,13 +127,14 @@ def _read_curve(results_dir: Path) -> list[dict]:
         for line in path.read_text().splitlines():
             rec = json.loads(line)
             if rec.get("mode") == "eval" and rec.get("epoch") is not None:
-                records.append({k: rec[k] for k in ("epoch", "loss", "rmse_e_per_atom",
-                                                    "rmse_f") if k in rec})
+                records.append({k: rec[k] for k in _CURVE_KEYS if k in rec})
     return records
 
 
 def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int, float],
-                 config: CommitteeConfig, seed: int, work_dir: Path) -> MemberReport:
+                 elements: Sequence[str], model: MaceModelConfig,
+                 training: MaceTrainingConfig, seed: int, work_dir: Path,
+                 kind: str = "energy") -> MemberReport:
     """Train one MACE model from scratch with ``mace_run_train`` in a subprocess.
 
     ``work_dir`` is emptied first: mace-torch would otherwise resume from, and append to, the
@@ -126,9 +143,10 @@ def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     args = mace_train_args(name=name, train_file=train_file, valid_file=valid_file, e0s=e0s,
-                           config=config, seed=seed, work_dir=work_dir)
-    env = dict(os.environ, OMP_NUM_THREADS=str(config.training.threads),
-               MKL_NUM_THREADS=str(config.training.threads))
+                           elements=elements, model=model, training=training, seed=seed,
+                           work_dir=work_dir, kind=kind)
+    env = dict(os.environ, OMP_NUM_THREADS=str(training.threads),
+               MKL_NUM_THREADS=str(training.threads))
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mace.cli.run_train", *args], cwd=work_dir,
                           env=env, capture_output=True, text=True)
@@ -143,7 +161,8 @@ def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int
     best = min(curve, key=lambda r: r["loss"]) if curve else {}
     return MemberReport(seed, model, seconds, len(curve),
                         1e3 * best.get("rmse_e_per_atom", float("nan")),
-                        1e3 * best.get("rmse_f", float("nan")), curve)
+                        1e3 * best.get("rmse_f", float("nan")), curve,
+                        1e3 * best.get("rmse_mu", float("nan")) / DEBYE_EA)
 
 
 @dataclass
@@ -163,6 +182,23 @@ class CommitteeReport:
         }
 
 
+def write_split(table: pa.Table, *, elements: Sequence[str], valid_fraction: float,
+                split_seed: int, data_dir: Path) -> tuple[Path, Path, int, int]:
+    """Labelled rows of ``table`` split into ``train.extxyz`` and ``valid.extxyz``."""
+    labelled = table.filter(pc.equal(table.column("label_status"), "ok"))
+    known = {atomic_numbers[e] for e in elements}
+    present = set(pc.unique(pc.list_flatten(labelled.column("numbers"))).to_pylist())
+    if present - known:
+        raise PalirsInputError(f"committee.elements: the data contain element(s) "
+                               f"{sorted(present - known)} not in {list(elements)}")
+    train_idx, valid_idx = split_indices(labelled.num_rows, valid_fraction, split_seed)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    train_file, valid_file = data_dir / "train.extxyz", data_dir / "valid.extxyz"
+    structures.write_extxyz(labelled.take(train_idx), train_file)
+    structures.write_extxyz(labelled.take(valid_idx), valid_file)
+    return train_file, valid_file, len(train_idx), len(valid_idx)
+
+
 def train_committee(table: pa.Table, *, e0s: dict[int, float], config: CommitteeConfig,
                     out_dir: Path, work_dir: Path) -> CommitteeReport:
     """Train every committee member on the labelled rows of ``table``.
@@ -170,27 +206,19 @@ def train_committee(table: pa.Table, *, e0s: dict[int, float], config: Committee
     Models are written to ``out_dir/model_<k>.model``; mace-torch's working files (logs,
     checkpoints, curves) stay under ``work_dir``.
     """
-    labelled = table.filter(pc.equal(table.column("label_status"), "ok"))
-    elements = {atomic_numbers[e] for e in config.elements}
-    present = set(pc.unique(pc.list_flatten(labelled.column("numbers"))).to_pylist())
-    if present - elements:
-        raise PalirsInputError(f"committee.elements: the data contain element(s) "
-                               f"{sorted(present - elements)} not in {config.elements}")
-    train_idx, valid_idx = split_indices(labelled.num_rows, config.valid_fraction,
-                                         config.split_seed)
     work_dir = work_dir.resolve()  # mace-torch runs with its own working directory
-    data_dir = work_dir / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    train_file, valid_file = data_dir / "train.extxyz", data_dir / "valid.extxyz"
-    structures.write_extxyz(labelled.take(train_idx), train_file)
-    structures.write_extxyz(labelled.take(valid_idx), valid_file)
+    train_file, valid_file, n_train, n_valid = write_split(
+        table, elements=config.elements, valid_fraction=config.valid_fraction,
+        split_seed=config.split_seed, data_dir=work_dir / "data")
     out_dir.mkdir(parents=True, exist_ok=True)
     members = []
     for k, seed in enumerate(config.seeds):
         log.info("training committee member %d/%d (seed %d) on %d structures", k + 1,
-                 len(config.seeds), seed, len(train_idx))
+                 len(config.seeds), seed, n_train)
         report = train_member(name=f"model_{k}", train_file=train_file, valid_file=valid_file,
-                              e0s=e0s, config=config, seed=seed, work_dir=work_dir / f"m{k}")
+                              e0s=e0s, elements=config.elements, model=config.model,
+                              training=config.training, seed=seed,
+                              work_dir=work_dir / f"m{k}")
         target = out_dir / f"model_{k}.model"
         shutil.copyfile(report.model, target)
         report.model = target
@@ -198,7 +226,26 @@ def train_committee(table: pa.Table, *, e0s: dict[int, float], config: Committee
                  k, report.epochs, report.seconds, report.valid_rmse_e_meV_per_atom,
                  report.valid_rmse_f_meV_A)
         members.append(report)
-    return CommitteeReport(members, len(train_idx), len(valid_idx), config.split_seed)
+    return CommitteeReport(members, n_train, n_valid, config.split_seed)
+
+
+def train_dipole_model(table: pa.Table, *, e0s: dict[int, float], elements: Sequence[str],
+                       config: DipoleConfig, out_file: Path, work_dir: Path) -> MemberReport:
+    """Train a MACE dipole model (mace-torch's AtomicDipolesMACE) on the labelled rows."""
+    work_dir = work_dir.resolve()
+    train_file, valid_file, n_train, _ = write_split(
+        table, elements=elements, valid_fraction=config.valid_fraction,
+        split_seed=config.split_seed, data_dir=work_dir / "data")
+    log.info("training the dipole model (seed %d) on %d structures", config.seed, n_train)
+    report = train_member(name="dipole", train_file=train_file, valid_file=valid_file, e0s=e0s,
+                          elements=elements, model=config.model, training=config.training,
+                          seed=config.seed, work_dir=work_dir / "dipole", kind="dipole")
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(report.model, out_file)
+    report.model = out_file
+    log.info("dipole model: %d epochs in %.1f s, valid RMSE %.1f mDebye", report.epochs,
+             report.seconds, report.valid_rmse_mu_mD)
+    return report
 
 
 # --- evaluation ---------------------------------------------------------------------------
@@ -264,6 +311,8 @@ class MolecularBatch:
             "positions": positions, "node_attrs": self.node_attrs, "edge_index": edge_index,
             "shifts": zeros, "unit_shifts": zeros.clone(), "batch": self.batch, "ptr": self.ptr,
             "cell": torch.zeros((3 * self.n_graphs, 3), dtype=self.dtype, device=self.device),
+            # fixed atomic charges of the dipole models' baseline: neutral atoms
+            "charges": torch.zeros(len(self.batch), dtype=self.dtype, device=self.device),
         }
 
 
@@ -353,3 +402,10 @@ class Committee:
                                                        batch.n_atoms.tolist()))
         return {k: (np.asarray(v) if k != "pred_forces_eVA" else [x.numpy() for x in v])
                 for k, v in out.items()}
+
+
+def predict_dipoles(model: torch.nn.Module, batch: MolecularBatch,
+                    positions: torch.Tensor) -> torch.Tensor:
+    """Dipoles (n_graphs, 3), e·Å, of a mace-torch dipole model on a batch of molecules."""
+    data = batch.graph(positions.detach().clone(), float(model.r_max))
+    return model(data, training=False, compute_force=False)["dipole"].detach()

@@ -195,6 +195,37 @@ class CommitteeConfig(Strict):
         return v
 
 
+class DipoleConfig(Strict):
+    """The MACE dipole model (AtomicDipolesMACE) trained on the final labelled table."""
+
+    seed: int = 0
+    valid_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 0
+    model: MaceModelConfig = MaceModelConfig()
+    training: MaceTrainingConfig = MaceTrainingConfig()
+
+
+class TestSetConfig(Strict):
+    """The paper's test set: first-model MD at 300 K, MBTR + k-means, 4 frames per cluster."""
+
+    temperature_K: float = Field(300.0, gt=0)
+    duration_fs: float = Field(2000.0, gt=0)  # full setting: 100 ps
+    timestep_fs: float = Field(0.5, gt=0)
+    friction_fs: float = Field(0.01, ge=0)
+    n_candidates: int = Field(200, ge=1)  # frames sampled uniformly from each run
+    n_clusters: int = Field(5, ge=1)
+    per_cluster: int = Field(4, ge=1)
+    seed: int = 0
+
+
+class EvaluateConfig(Strict):
+    """Harmonic analysis with the first committee model (as ``sample`` does with the labels)."""
+
+    fmax_eVA: float = Field(0.001, gt=0)
+    max_steps: int = Field(2000, ge=1)
+    hessian_step_A: float = Field(0.01, gt=0, le=0.1)
+
+
 class Params(Strict):
     molecules: MoleculesConfig = MoleculesConfig()
     labeler: LabelerConfig = LabelerConfig()
@@ -202,6 +233,9 @@ class Params(Strict):
     label: LabelConfig = LabelConfig()
     compute: ComputeConfig = ComputeConfig()
     committee: CommitteeConfig = CommitteeConfig()
+    dipole: DipoleConfig = DipoleConfig()
+    test_set: TestSetConfig = TestSetConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
 
 def _format_error(path: Path, exc: ValidationError) -> str:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from palirs_data import units
-from palirs_data.committee import Committee, CommitteeOutput, MolecularBatch
+from palirs_data.committee import Committee, CommitteeOutput, MolecularBatch, predict_dipoles
 from palirs_data.trajectory import TrajectoryStore
 
 log = logging.getLogger(__name__)
@@ -183,9 +183,7 @@ class BatchedMD:
         out = self.output
         dip = None
         if self.dipole_model is not None:
-            data = self.batch.graph(self._x.detach().clone(), float(self.dipole_model.r_max))
-            dip = self.dipole_model(data, training=False, compute_force=False)["dipole"]
-            dip = dip.detach()
+            dip = predict_dipoles(self.dipole_model, self.batch, self._x)
         xs, vs = self.positions, self.velocities
         for k, i in enumerate(self.active):
             buf = self.replicas[i].buffer

@@ -100,14 +100,18 @@ def n_vibrational_modes(atoms: Atoms) -> int:
 
 
 def optimise(atoms: Atoms, calc: Calculator, *, fmax_eVA: float, max_steps: int,
-             name: str) -> tuple[Atoms, int]:
-    """BFGS minimisation to ``fmax_eVA``; raises :class:`StageFailed` if not converged."""
+             name: str, require_convergence: bool = True) -> tuple[Atoms, int]:
+    """BFGS minimisation to ``fmax_eVA``. Not converged: :class:`StageFailed`, or with
+    ``require_convergence=False`` a warning (a half-trained model's surface may be rough)."""
     work = Atoms(numbers=atoms.numbers, positions=atoms.positions)
     work.calc = calc
     opt = BFGS(work, logfile=None)
     converged = opt.run(fmax=fmax_eVA, steps=max_steps)
     fmax = float(np.linalg.norm(work.get_forces(), axis=1).max())
-    if not converged:
+    if not converged and not require_convergence:
+        log.warning("molecule '%s': optimisation stopped at fmax %.2e eV/Å after %d steps",
+                    name, fmax, max_steps)
+    elif not converged:
         raise StageFailed(
             f"molecule '{name}': optimisation did not reach fmax {fmax_eVA} eV/Å in "
             f"{max_steps} steps (last {fmax:.2e} eV/Å)"
@@ -116,9 +120,11 @@ def optimise(atoms: Atoms, calc: Calculator, *, fmax_eVA: float, max_steps: int,
 
 
 def harmonic_analysis(atoms: Atoms, calc: Calculator, *, fmax_eVA: float, max_steps: int,
-                      hessian_step_A: float, name: str) -> HarmonicResult:
+                      hessian_step_A: float, name: str,
+                      require_convergence: bool = True) -> HarmonicResult:
     """Optimise ``atoms`` with ``calc`` and compute its harmonic frequencies and modes."""
-    opt_atoms, steps = optimise(atoms, calc, fmax_eVA=fmax_eVA, max_steps=max_steps, name=name)
+    opt_atoms, steps = optimise(atoms, calc, fmax_eVA=fmax_eVA, max_steps=max_steps, name=name,
+                                require_convergence=require_convergence)
     energy = float(opt_atoms.get_potential_energy())
     with tempfile.TemporaryDirectory(prefix="palirs-vib-") as tmp:
         vib = Vibrations(opt_atoms, name=f"{tmp}/vib", delta=hessian_step_A, nfree=2)

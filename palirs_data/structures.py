@@ -421,7 +421,7 @@ def read_structures_file(
             s.label_status, s.label_method = "ok", str(atoms.info.get("label_method", "user"))
             s.__post_init__()
         rows.append(s)
-    return to_table(_dedupe(rows))
+    return to_table(dedupe(rows))
 
 
 def _labels_from_atoms(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray] | None:
@@ -435,7 +435,8 @@ def _labels_from_atoms(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray] | N
     return None
 
 
-def _dedupe(rows: list[Structure]) -> list[Structure]:
+def dedupe(rows: list[Structure]) -> list[Structure]:
+    """Rows with distinct structure ids, first occurrence kept, order kept."""
     seen: dict[str, Structure] = {}
     for s in rows:
         seen.setdefault(s.structure_id, s)

@@ -79,3 +79,18 @@ def tiny_committee(tmp_path_factory, methanol_data):
                              config=config, out_dir=tmp / "models", work_dir=tmp / "work")
     return {"report": report, "committee": Committee.load([m.model for m in report.members]),
             "paths": [m.model for m in report.members]}
+
+
+@pytest.fixture(scope="session")
+def tiny_dipole_model(tmp_path_factory, methanol_data):
+    """A tiny AtomicDipolesMACE trained by mace-torch on the methanol samples."""
+    from palirs_data.committee import load_model, train_dipole_model
+    from palirs_data.config import DipoleConfig
+
+    tmp = tmp_path_factory.mktemp("dipole")
+    report = train_dipole_model(methanol_data["labelled"], e0s=methanol_data["e0s"],
+                                elements=["H", "C", "N", "O"],
+                                config=DipoleConfig(model=TINY_MODEL,
+                                                    training={"max_num_epochs": 4}),
+                                out_file=tmp / "dipole.model", work_dir=tmp / "work")
+    return {"report": report, "model": load_model(report.model)}

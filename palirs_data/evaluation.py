@@ -1,0 +1,214 @@
+"""Evaluation: harmonic frequencies of a model vs the reference, and errors on a test set.
+
+Harmonic frequencies (the active-learning stopping signal): each reference minimum is
+re-optimised with the first committee model and analysed exactly as the ``sample`` stage does
+with the label source (:mod:`palirs_data.harmonic`); frequencies are compared mode by mode in
+ascending order. MAE and RMSE in cm⁻¹ per molecule and over all modes.
+
+Test set, built the paper's way: MD at 300 K driven by the first committee model for each
+molecule, frames sampled uniformly, MBTR descriptors (dscribe), k-means into 5 clusters
+(scikit-learn), 4 random frames per cluster, labelled by the label source. It is built once per
+campaign, so errors of later models are measured on the same structures.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+from ase import Atoms
+
+from palirs_data import dynamics, harmonic, structures
+from palirs_data.committee import Committee, predict_dipoles
+from palirs_data.structures import Structure
+from palirs_data.units import DEBYE_EA
+
+log = logging.getLogger(__name__)
+
+
+# --- harmonic frequencies ----------------------------------------------------------------
+
+
+def model_frequencies(model_path, equilibrium: pa.Table, *, fmax_eVA: float, max_steps: int,
+                      hessian_step_A: float) -> dict[str, np.ndarray]:
+    """Harmonic frequencies (cm⁻¹, ascending) of each molecule with one MACE model."""
+    from mace.calculators import MACECalculator
+
+    calc = MACECalculator(model_paths=str(model_path), device="cpu", default_dtype="float64")
+    out = {}
+    for s in structures.from_table(equilibrium):
+        result = harmonic.harmonic_analysis(
+            s.to_atoms(), calc, fmax_eVA=fmax_eVA, max_steps=max_steps,
+            hessian_step_A=hessian_step_A, name=s.molecule, require_convergence=False)
+        out[s.molecule] = result.frequencies_cm1
+    return out
+
+
+def frequency_errors(reference: pa.Table, model: dict[str, np.ndarray]) -> dict:
+    """MAE/RMSE (cm⁻¹) of model vs reference frequencies, per molecule and over all modes."""
+    per_molecule, diffs = {}, []
+    ref = reference.to_pydict()
+    for name in sorted(set(ref["molecule"])):
+        r = np.sort([f for m, f in zip(ref["molecule"], ref["frequency_cm1"]) if m == name])
+        p = np.sort(model[name])
+        if len(p) != len(r):
+            raise ValueError(f"molecule '{name}': {len(p)} model modes vs {len(r)} reference")
+        d = p - r
+        diffs.append(d)
+        per_molecule[name] = {"mae_cm1": float(np.abs(d).mean()),
+                              "rmse_cm1": float(np.sqrt((d ** 2).mean()))}
+    d = np.concatenate(diffs)
+    return {"mae_cm1": float(np.abs(d).mean()), "rmse_cm1": float(np.sqrt((d ** 2).mean())),
+            "per_molecule": per_molecule}
+
+
+# --- test set -------------------------------------------------------------------------------
+
+
+def _install_dscribe_ase_compat() -> None:
+    """dscribe 2.1 builds its ``System`` by passing ASE ``Atoms`` arguments positionally;
+    ASE >= 3.26 reordered them (``info`` lands in ``velocities``). Build it by keyword."""
+    from dscribe.core import system as dsys
+
+    if getattr(dsys.System, "_palirs_compat", False):
+        return
+
+    def from_atoms(atoms: Atoms):
+        new = dsys.System.__new__(dsys.System)
+        Atoms.__init__(new, numbers=atoms.numbers, positions=atoms.positions,
+                       cell=atoms.cell, pbc=atoms.pbc)
+        new.wyckoff_positions = None
+        new.equivalent_atoms = None
+        new._cell_inverse = None
+        new._displacement_tensor = None
+        new._distance_matrix = None
+        new._inverse_distance_matrix = None
+        return new
+
+    dsys.System.from_atoms = staticmethod(from_atoms)
+    dsys.System._palirs_compat = True
+
+
+def mbtr_descriptors(frames: list[Atoms], species: list[str]) -> np.ndarray:
+    """k=2 MBTR (inverse distances, exponential weighting, l2-normalised), one row per frame."""
+    from dscribe.descriptors import MBTR
+
+    _install_dscribe_ase_compat()
+    mbtr = MBTR(species=species, geometry={"function": "inverse_distance"},
+                grid={"min": 0.0, "max": 1.2, "n": 100, "sigma": 0.02},
+                weighting={"function": "exp", "scale": 0.5, "threshold": 1e-3},
+                periodic=False, normalization="l2")
+    return np.asarray(mbtr.create(frames, n_jobs=1))
+
+
+def select_by_clusters(descriptors: np.ndarray, *, n_clusters: int, per_cluster: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """k-means on ``descriptors``; ``per_cluster`` random members of each cluster.
+
+    A cluster smaller than ``per_cluster`` gives all its members and the shortfall is drawn
+    from the remaining frames, so exactly ``n_clusters × per_cluster`` indices come back (when
+    there are that many frames). Returns (indices, cluster label of each index).
+    """
+    from sklearn.cluster import KMeans
+
+    n_want = n_clusters * per_cluster
+    if len(descriptors) < n_want:
+        raise ValueError(f"{len(descriptors)} frames cannot give {n_want} test structures")
+    labels = KMeans(n_clusters=n_clusters, n_init=10,
+                    random_state=int(rng.integers(2**31))).fit_predict(descriptors)
+    chosen: list[int] = []
+    for c in range(n_clusters):
+        members = np.flatnonzero(labels == c)
+        take = min(per_cluster, len(members))
+        chosen += rng.choice(members, size=take, replace=False).tolist()
+    rest = np.setdiff1d(np.arange(len(descriptors)), chosen)
+    if len(chosen) < n_want:
+        chosen += rng.choice(rest, size=n_want - len(chosen), replace=False).tolist()
+    idx = np.array(chosen)
+    return idx, labels[idx]
+
+
+@dataclass
+class TestSetReport:
+    table: pa.Table  # pending structure table, source="test"
+    frames_per_molecule: dict[str, int]
+    md_seconds: float
+
+
+def build_test_set(committee: Committee, equilibrium: pa.Table, *, species: list[str],
+                   temperature_K: float, duration_fs: float, timestep_fs: float,
+                   friction_fs: float, n_candidates: int, n_clusters: int, per_cluster: int,
+                   seed: int) -> TestSetReport:
+    """Test structures for every molecule (see the module docstring); unlabelled."""
+    first = Committee(committee.models[:1])
+    minima = structures.from_table(equilibrium)
+    rng = np.random.default_rng(seed)
+    replicas = [dynamics.Replica(key=f"test/{k}", molecule=s.molecule, numbers=s.numbers,
+                                 positions_A=s.positions_A, temperature_K=temperature_K,
+                                 friction_fs=friction_fs, seed=seed + k)
+                for k, s in enumerate(minima)]
+    n_steps = int(round(duration_fs / timestep_fs))
+    write_every = max(1, n_steps // n_candidates)
+    md = dynamics.BatchedMD(first, replicas, timestep_fs=timestep_fs)
+    frames: list[list[np.ndarray]] = [[] for _ in replicas]
+
+    def sane(out, active):  # stop a replica whose model MD has blown up
+        return ~np.isfinite(out.energy_eV.numpy()) | (out.force_std_max_eVA.numpy() > 1e3)
+
+    import time
+
+    start = time.perf_counter()
+    for _ in range(n_steps // write_every):
+        md.run(write_every, guard=sane)
+        for k, i in enumerate(md.active):
+            frames[i].append(md.positions[k].numpy().copy())
+        if not md.active:
+            break
+    seconds = time.perf_counter() - start
+    rows: list[Structure] = []
+    counts = {}
+    for s, traj in zip(minima, frames):
+        atoms = [Atoms(numbers=s.numbers, positions=x) for x in traj]
+        idx, _ = select_by_clusters(mbtr_descriptors(atoms, species), n_clusters=n_clusters,
+                                    per_cluster=per_cluster, rng=rng)
+        counts[s.molecule] = len(traj)
+        for i in sorted(idx):
+            rows.append(Structure(molecule=s.molecule, numbers=s.numbers,
+                                  positions_A=traj[i], source="test",
+                                  temperature_K=temperature_K, charge_e=s.charge_e,
+                                  multiplicity=s.multiplicity))
+    return TestSetReport(structures.to_table(structures.dedupe(rows)), counts, seconds)
+
+
+# --- errors on the test set -------------------------------------------------------------------
+
+
+def _mae_rmse(d: np.ndarray) -> tuple[float, float]:
+    return float(np.abs(d).mean()), float(np.sqrt((d ** 2).mean()))
+
+
+def errors_on_test_set(test: pa.Table, committee: Committee,
+                    dipole_model: torch.nn.Module | None) -> dict:
+    """Energy (meV and meV/atom), force (meV/Å, per component) and dipole (mDebye, per
+    component) MAE and RMSE of the committee mean and the dipole model on the labelled rows."""
+    rows = [s for s in structures.from_table(test) if s.label_status == "ok"]
+    pred = committee.predict_table(structures.to_table(rows))
+    e_ref = np.array([s.energy_eV for s in rows])
+    n_atoms = np.array([s.n_atoms for s in rows])
+    de = (pred["pred_energy_eV"] - e_ref) * 1e3
+    df = np.concatenate([p - s.forces_eVA for p, s in zip(pred["pred_forces_eVA"], rows)]) * 1e3
+    out = {"n_test": len(rows)}
+    out["energy_mae_meV"], out["energy_rmse_meV"] = _mae_rmse(de)
+    out["energy_mae_meV_per_atom"], out["energy_rmse_meV_per_atom"] = _mae_rmse(de / n_atoms)
+    out["force_mae_meV_A"], out["force_rmse_meV_A"] = _mae_rmse(df.ravel())
+    if dipole_model is not None:
+        batch = committee.batch([s.numbers for s in rows])
+        pos = torch.as_tensor(np.concatenate([s.positions_A for s in rows]),
+                              dtype=committee.dtype)
+        mu = predict_dipoles(dipole_model, batch, pos).numpy()
+        dmu = (mu - np.array([s.dipole_eA for s in rows])) / DEBYE_EA * 1e3
+        out["dipole_mae_mD"], out["dipole_rmse_mD"] = _mae_rmse(dmu.ravel())
+    return out

@@ -1,0 +1,57 @@
+"""dipole: train the MACE dipole model (AtomicDipolesMACE, mace-torch) on the labelled table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import typer
+
+from palirs_data import structures
+from palirs_data.atomic import atomic_path, write_text_atomic
+from palirs_data.cli import run_stage
+from palirs_data.committee import train_dipole_model
+from palirs_data.config import load_params
+from palirs_data.e0s import read_e0s
+
+STAGE_PARAMS = ("dipole", "committee.elements")
+RUNTIME_PARAMS: tuple[str, ...] = ()
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
+    data: Path = typer.Option(Path("data/labelled/normal_modes.parquet"),
+                              help="Labelled structure table to train on."),
+    e0s: Path = typer.Option(Path("data/reference/e0s.json"), help="Isolated-atom energies."),
+    model: Path = typer.Option(Path("data/models/dipole.model"),
+                               help="Output: the dipole model."),
+    metrics: Path = typer.Option(Path("metrics/dipole.json"),
+                                 help="Output metrics: validation dipole error (mDebye)."),
+    work_dir: Path = typer.Option(Path("data/.work/dipole"),
+                                  help="Scratch space for mace-torch (logs, checkpoints)."),
+) -> None:
+    """Train the dipole model on DATA."""
+
+    def body() -> str:
+        p = load_params(params)
+        table = structures.read_table(data)
+        with atomic_path(model) as tmp:
+            report = train_dipole_model(table, e0s=read_e0s(e0s),
+                                        elements=p.committee.elements, config=p.dipole,
+                                        out_file=tmp, work_dir=work_dir)
+        write_text_atomic(metrics, json.dumps({
+            "valid_rmse_dipole_mD": report.valid_rmse_mu_mD, "epochs": report.epochs,
+            "training_seconds": round(report.seconds, 1)}, indent=2) + "\n")
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return (f"{report.epochs} epochs in {report.seconds:.0f} s, validation dipole RMSE "
+                f"{report.valid_rmse_mu_mD:.1f} mDebye -> {model}")
+
+    run_stage("dipole", body)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,74 @@
+"""evaluate: harmonic-frequency error of the first committee model, and test-set errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import typer
+
+from palirs_data import harmonic, structures
+from palirs_data.atomic import write_text_atomic
+from palirs_data.cli import run_stage
+from palirs_data.committee import Committee, load_model
+from palirs_data.config import load_params
+from palirs_data.evaluation import errors_on_test_set, frequency_errors, model_frequencies
+
+STAGE_PARAMS = ("evaluate",)
+RUNTIME_PARAMS: tuple[str, ...] = ()
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
+    models: Path = typer.Option(Path("data/models/committee"), help="Committee directory."),
+    dipole: Path = typer.Option(Path("data/models/dipole.model"), help="Dipole model."),
+    equilibrium: Path = typer.Option(Path("data/sample/equilibrium.parquet"),
+                                     help="Reference minima."),
+    frequencies: Path = typer.Option(Path("data/sample/frequencies.parquet"),
+                                     help="Reference harmonic frequencies."),
+    test: Path = typer.Option(Path("data/test/test_set.parquet"), help="Labelled test set."),
+    metrics: Path = typer.Option(Path("metrics/evaluate.json"),
+                                 help="Output metrics: frequency and test-set errors."),
+    plot: Path = typer.Option(Path("metrics/frequencies.csv"),
+                              help="Output plots: model vs reference frequency per mode."),
+) -> None:
+    """Compare the models with the label source."""
+
+    def body() -> str:
+        p = load_params(params)
+        paths = sorted(models.glob("model_*.model"))
+        reference = harmonic.read_frequencies(frequencies)
+        predicted = model_frequencies(paths[0], structures.read_table(equilibrium),
+                                      fmax_eVA=p.evaluate.fmax_eVA,
+                                      max_steps=p.evaluate.max_steps,
+                                      hessian_step_A=p.evaluate.hessian_step_A)
+        freq = frequency_errors(reference, predicted)
+        errors = errors_on_test_set(structures.read_table(test), Committee.load(paths),
+                                    load_model(dipole))
+        write_text_atomic(metrics, json.dumps({
+            "frequency_mae_cm1": freq["mae_cm1"], "frequency_rmse_cm1": freq["rmse_cm1"],
+            "frequency_per_molecule": freq["per_molecule"], "test": errors}, indent=2) + "\n")
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["molecule", "mode_index", "reference_cm1", "model_cm1"])
+        ref = reference.to_pydict()
+        for name, model in predicted.items():
+            r = sorted(f for m, f in zip(ref["molecule"], ref["frequency_cm1"]) if m == name)
+            for k, (a, b) in enumerate(zip(r, sorted(model))):
+                w.writerow([name, k, a, b])
+        write_text_atomic(plot, buf.getvalue())
+        return (f"frequency MAE {freq['mae_cm1']:.1f} cm-1 (RMSE {freq['rmse_cm1']:.1f}); "
+                f"test RMSE E {errors['energy_rmse_meV_per_atom']:.1f} meV/atom, "
+                f"F {errors['force_rmse_meV_A']:.0f} meV/Å, "
+                f"dipole {errors.get('dipole_rmse_mD', float('nan')):.0f} mD -> {metrics}")
+
+    run_stage("evaluate", body)
+
+
+if __name__ == "__main__":
+    app()

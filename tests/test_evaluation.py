@@ -1,0 +1,139 @@
+"""Evaluation: frequency errors, test-set selection, dipole model, error metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from ase import Atoms
+
+from palirs_data import evaluation, harmonic, structures
+from palirs_data.committee import predict_dipoles
+
+
+def test_frequency_error_is_zero_when_the_model_is_the_reference(methanol_data):
+    """Run the evaluation's harmonic analysis with the label source itself (GFN2-xTB)."""
+    from palirs_data.config import LabelerConfig
+    from palirs_data.labelers import make_labeler
+
+    result = methanol_data["result"]
+    eq = structures.from_table(result.equilibrium)[0]
+    again = harmonic.harmonic_analysis(eq.to_atoms(), make_labeler(LabelerConfig()).calculator(),
+                                       fmax_eVA=1e-3, max_steps=100, hessian_step_A=0.01,
+                                       name="methanol")
+    errors = evaluation.frequency_errors(result.frequencies, {"methanol": again.frequencies_cm1})
+    assert errors["mae_cm1"] < 1e-3 and errors["rmse_cm1"] < 1e-3  # cm-1: zero up to BFGS noise
+
+
+def test_frequency_errors_measure_a_known_shift(methanol_data):
+    ref = methanol_data["result"].frequencies
+    freqs = ref.column("frequency_cm1").to_numpy()
+    shifted = freqs + np.where(np.arange(len(freqs)) % 2, 10.0, -10.0)
+    errors = evaluation.frequency_errors(ref, {"methanol": shifted})
+    assert errors["mae_cm1"] == pytest.approx(10.0) and errors["rmse_cm1"] == pytest.approx(10.0)
+    assert errors["per_molecule"]["methanol"]["mae_cm1"] == pytest.approx(10.0)
+
+
+def test_cluster_selection_gives_20_from_5_clusters():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 8)) * 10
+    points = np.concatenate([c + rng.normal(size=(40, 8)) for c in centres])
+    idx, labels = evaluation.select_by_clusters(points, n_clusters=5, per_cluster=4,
+                                                rng=np.random.default_rng(1))
+    assert len(idx) == 20 and len(set(idx)) == 20
+    assert sorted(np.bincount(labels).tolist()) == [4, 4, 4, 4, 4]
+    # each selected frame lies in one of the true blobs, 4 per blob
+    blob = idx // 40
+    assert sorted(np.bincount(blob, minlength=5).tolist()) == [4, 4, 4, 4, 4]
+
+
+def test_small_clusters_are_topped_up():
+    points = np.concatenate([np.zeros((2, 3)), np.ones((30, 3)) * 5 + np.arange(90).reshape(30, 3)
+                             * 1e-3])
+    idx, _ = evaluation.select_by_clusters(points, n_clusters=2, per_cluster=4,
+                                           rng=np.random.default_rng(0))
+    assert len(idx) == 8 and len(set(idx)) == 8 and {0, 1} <= set(idx)
+
+
+def test_mbtr_separates_geometries():
+    from ase.build import molecule
+
+    a = molecule("CH3OH")
+    b = a.copy()
+    b.positions *= 1.3
+    d = evaluation.mbtr_descriptors([a, a.copy(), b], ["H", "C", "N", "O"])
+    assert d.shape[0] == 3 and np.allclose(d[0], d[1])
+    assert np.linalg.norm(d[0] - d[2]) > 0.1
+    assert np.linalg.norm(d[0]) == pytest.approx(1.0)  # l2-normalised
+
+
+def test_test_set_has_20_structures_per_molecule(tiny_committee, methanol_data):
+    report = evaluation.build_test_set(
+        tiny_committee["committee"], methanol_data["result"].equilibrium,
+        species=["H", "C", "N", "O"], temperature_K=300.0, duration_fs=100.0,
+        timestep_fs=0.5, friction_fs=0.01, n_candidates=50, n_clusters=5, per_cluster=4,
+        seed=0)
+    table = report.table
+    assert table.num_rows == 20
+    assert set(table.column("source").to_pylist()) == {"test"}
+    assert set(table.column("label_status").to_pylist()) == {"pending"}
+    assert report.frames_per_molecule["methanol"] == 50
+
+
+def test_errors_on_test_set_are_zero_against_own_predictions(tiny_committee, tiny_dipole_model,
+                                                             methanol_data):
+    """Label rows with the models' own predictions: every error must vanish."""
+    committee, dip = tiny_committee["committee"], tiny_dipole_model["model"]
+    rows = [s for s in structures.from_table(methanol_data["labelled"])[:12]]
+    pred = committee.predict_table(structures.to_table(rows))
+    batch = committee.batch([s.numbers for s in rows])
+    pos = torch.as_tensor(np.concatenate([s.positions_A for s in rows]))
+    mu = predict_dipoles(dip, batch, pos).numpy()
+    for k, s in enumerate(rows):
+        s.energy_eV = float(pred["pred_energy_eV"][k])
+        s.forces_eVA = pred["pred_forces_eVA"][k]
+        s.dipole_eA = mu[k]
+    errors = evaluation.errors_on_test_set(structures.to_table(rows), committee, dip)
+    assert errors["n_test"] == 12
+    for key in ("energy_rmse_meV", "force_rmse_meV_A", "dipole_rmse_mD"):
+        assert errors[key] < 1e-6, key
+    real = evaluation.errors_on_test_set(methanol_data["labelled"], committee, dip)
+    assert real["force_rmse_meV_A"] > 1.0 and real["dipole_rmse_mD"] > 0.1
+
+
+def test_dipole_model_rotates_with_the_molecule(tiny_dipole_model, tiny_committee,
+                                                methanol_data):
+    from scipy.spatial.transform import Rotation
+
+    dip = tiny_dipole_model["model"]
+    assert np.isfinite(tiny_dipole_model["report"].valid_rmse_mu_mD)
+    s = structures.from_table(methanol_data["labelled"])[3]
+    batch = tiny_committee["committee"].batch([s.numbers])
+    pos = torch.as_tensor(s.positions_A)
+    R = torch.as_tensor(Rotation.from_rotvec([0.3, -1.1, 0.4]).as_matrix())
+    mu = predict_dipoles(dip, batch, pos)[0]
+    mu_rot = predict_dipoles(dip, batch, pos @ R.T)[0]
+    torch.testing.assert_close(mu_rot, R @ mu, atol=1e-9, rtol=0)
+    assert float(torch.linalg.vector_norm(mu)) > 0
+
+
+def test_md_streams_dipoles_into_the_store(tiny_committee, tiny_dipole_model, methanol_data,
+                                          tmp_path):
+    from palirs_data import dynamics
+    from palirs_data.trajectory import TrajectoryStore
+
+    eq = structures.from_table(methanol_data["result"].equilibrium)[0]
+    rep = dynamics.Replica(key="methanol/300K/0", molecule="methanol", numbers=eq.numbers,
+                           positions_A=eq.positions_A, temperature_K=300.0, friction_fs=0.01,
+                           seed=0)
+    store = TrajectoryStore(tmp_path / "t.zarr")
+    md = dynamics.BatchedMD(tiny_committee["committee"], [rep], timestep_fs=0.5, store=store,
+                            dipole_model=tiny_dipole_model["model"])
+    md.run(20, write_every=4)
+    traj = store["methanol/300K/0"]
+    assert traj.n_frames == 5 and traj.read("dipole_eA").shape == (5, 3)
+    batch = tiny_committee["committee"].batch([eq.numbers])
+    expected = predict_dipoles(tiny_dipole_model["model"], batch,
+                               torch.as_tensor(traj.last("positions_A")))[0].numpy()
+    np.testing.assert_allclose(traj.last("dipole_eA"), expected, atol=1e-12)
