@@ -124,7 +124,7 @@ class BatchedMD:
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
                 [r.seed, r.n_frames]).generate_state(1)[0]))
             r.generator = gen  # type: ignore[attr-defined]
-            positions.append(torch.as_tensor(r.positions_A, dtype=self.dtype))
+            positions.append(torch.as_tensor(np.array(r.positions_A), dtype=self.dtype))
             velocities.append(
                 torch.as_tensor(r.velocities_A_fs, dtype=self.dtype)
                 if r.velocities_A_fs is not None
