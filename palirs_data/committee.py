@@ -350,14 +350,16 @@ class Committee:
             if float(m.r_max) != self.r_max or [int(z) for z in m.atomic_numbers] != self.z_table:
                 raise PalirsInputError("committee members disagree on cutoff or elements")
         self.dtype = next(first.parameters()).dtype
+        self.device = str(next(first.parameters()).device)
 
     @classmethod
     def load(cls, paths: Sequence[str | Path], *, dtype: torch.dtype = torch.float64,
              device: str = "cpu") -> Committee:
         return cls([load_model(p, dtype=dtype, device=device) for p in paths])
 
-    def batch(self, numbers: Sequence[np.ndarray], device: str = "cpu") -> MolecularBatch:
-        return MolecularBatch(numbers, self.z_table, dtype=self.dtype, device=device)
+    def batch(self, numbers: Sequence[np.ndarray], device: str | None = None) -> MolecularBatch:
+        return MolecularBatch(numbers, self.z_table, dtype=self.dtype,
+                              device=device or self.device)
 
     def evaluate(self, batch: MolecularBatch, positions: torch.Tensor) -> CommitteeOutput:
         """Energies and forces of every member on ``positions`` (n_atoms, 3), Å."""
@@ -392,7 +394,7 @@ class Committee:
             chunk = rows[start:start + batch_size]
             batch = self.batch([s.numbers for s in chunk])
             pos = torch.as_tensor(np.concatenate([s.positions_A for s in chunk]),
-                                  dtype=self.dtype)
+                                  dtype=self.dtype, device=self.device)
             res = self.evaluate(batch, pos)
             out["pred_energy_eV"] += res.energy_eV.tolist()
             out["pred_energy_std_eV"] += res.energy_std_eV.tolist()
@@ -400,7 +402,7 @@ class Committee:
             out["pred_force_rel_dev"] += res.force_rel_dev.tolist()
             out["pred_forces_eVA"] += list(torch.split(res.forces_eVA,
                                                        batch.n_atoms.tolist()))
-        return {k: (np.asarray(v) if k != "pred_forces_eVA" else [x.numpy() for x in v])
+        return {k: (np.asarray(v) if k != "pred_forces_eVA" else [x.cpu().numpy() for x in v])
                 for k, v in out.items()}
 
 

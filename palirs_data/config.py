@@ -208,6 +208,9 @@ class DipoleConfig(Strict):
 class TestSetConfig(Strict):
     """The paper's test set: first-model MD at 300 K, MBTR + k-means, 4 frames per cluster."""
 
+    # the committee whose first model drives the test MD; a campaign pins this to its first
+    # iteration's models so the test set is built once and never changes
+    from_models: Path = Path("data/models/committee")
     temperature_K: float = Field(300.0, gt=0)
     duration_fs: float = Field(2000.0, gt=0)  # full setting: 100 ps
     timestep_fs: float = Field(0.5, gt=0)

@@ -71,12 +71,13 @@ def maxwell_boltzmann(numbers: np.ndarray, temperature_K: float, generator: torc
 def kinetic_energy_eV(batch: MolecularBatch, velocities: torch.Tensor) -> torch.Tensor:
     """Kinetic energy per replica, eV."""
     ke_atom = 0.5 * batch.masses_amu * (velocities ** 2).sum(-1) * units.AMU_A2_FS2_IN_EV
-    return torch.zeros(batch.n_graphs, dtype=ke_atom.dtype).index_add_(0, batch.batch, ke_atom)
+    return torch.zeros(batch.n_graphs, dtype=ke_atom.dtype,
+                       device=ke_atom.device).index_add_(0, batch.batch, ke_atom)
 
 
 def kinetic_temperature_K(batch: MolecularBatch, velocities: torch.Tensor) -> torch.Tensor:
     """Instantaneous kinetic temperature per replica, K (3N degrees of freedom)."""
-    dof = torch.as_tensor(3 * batch.n_atoms, dtype=velocities.dtype)
+    dof = torch.as_tensor(3 * batch.n_atoms, dtype=velocities.dtype, device=velocities.device)
     return 2 * kinetic_energy_eV(batch, velocities) / (dof * units.KB_EV_PER_K)
 
 
@@ -105,6 +106,7 @@ class BatchedMD:
         self.dipole_model = dipole_model
         self.chunk_frames = chunk_frames
         self.dtype = committee.dtype
+        self.device = committee.device  # the models' device: CPU or GPU
         self.replicas = list(replicas)
         self._arrays = ["positions_A", "velocities_A_fs", "energy_eV", "force_std_max_eVA",
                         "force_rel_dev", "time_fs"] + (["dipole_eA"] if dipole_model else [])
@@ -131,19 +133,20 @@ class BatchedMD:
                 else maxwell_boltzmann(r.numbers, r.temperature_K, gen, self.dtype))
             r.buffer = {name: [] for name in self._arrays}
         self.active = list(range(len(self.replicas)))
-        self._x = torch.cat(positions)
-        self._v = torch.cat(velocities)
+        self._x = torch.cat(positions).to(self.device)
+        self._v = torch.cat(velocities).to(self.device)
         self._rebuild()
         self.output = self._forces()
 
     def _rebuild(self) -> None:
         reps = [self.replicas[i] for i in self.active]
-        self.batch = self.committee.batch([r.numbers for r in reps])
+        self.batch = self.committee.batch([r.numbers for r in reps], device=self.device)
         m = self.batch.masses_amu[:, None]
         self._inv_m = units.ACCEL_EV_A_AMU_IN_A_FS2 / m
         kT = torch.as_tensor([units.KB_EV_PER_K * r.temperature_K for r in reps],
-                             dtype=self.dtype)[self.batch.batch][:, None]
-        gamma = torch.as_tensor([r.friction_fs for r in reps], dtype=self.dtype)
+                             dtype=self.dtype, device=self.device)[self.batch.batch][:, None]
+        gamma = torch.as_tensor([r.friction_fs for r in reps], dtype=self.dtype,
+                                device=self.device)
         c1 = torch.exp(-gamma * self.dt)[self.batch.batch][:, None]
         self._c1 = c1
         self._c2 = torch.sqrt((1 - c1 ** 2) * kT / m / units.AMU_A2_FS2_IN_EV)
@@ -153,9 +156,10 @@ class BatchedMD:
         return self.committee.evaluate(self.batch, self._x)
 
     def _noise(self) -> torch.Tensor:
+        # per-replica CPU generators: a replica's noise does not depend on its batch
         return torch.cat([torch.randn((len(self.replicas[i].numbers), 3), dtype=self.dtype,
                                       generator=self.replicas[i].generator)
-                          for i in self.active])
+                          for i in self.active]).to(self.device)
 
     def step(self) -> CommitteeOutput:
         """One BAOAB step of every active replica."""
@@ -187,14 +191,14 @@ class BatchedMD:
         xs, vs = self.positions, self.velocities
         for k, i in enumerate(self.active):
             buf = self.replicas[i].buffer
-            buf["positions_A"].append(xs[k].numpy().copy())
-            buf["velocities_A_fs"].append(vs[k].numpy().copy())
+            buf["positions_A"].append(xs[k].cpu().numpy().copy())
+            buf["velocities_A_fs"].append(vs[k].cpu().numpy().copy())
             buf["energy_eV"].append(float(out.energy_eV[k]))
             buf["force_std_max_eVA"].append(float(out.force_std_max_eVA[k]))
             buf["force_rel_dev"].append(float(out.force_rel_dev[k]))
             buf["time_fs"].append(self.replicas[i].time_fs)
             if dip is not None:
-                buf["dipole_eA"].append(dip[k].numpy().copy())
+                buf["dipole_eA"].append(dip[k].cpu().numpy().copy())
 
     def _flush(self, indices: Sequence[int] | None = None) -> int:
         written = 0

@@ -156,7 +156,7 @@ def build_test_set(committee: Committee, equilibrium: pa.Table, *, species: list
     frames: list[list[np.ndarray]] = [[] for _ in replicas]
 
     def sane(out, active):  # stop a replica whose model MD has blown up
-        return ~np.isfinite(out.energy_eV.numpy()) | (out.force_std_max_eVA.numpy() > 1e3)
+        return ~np.isfinite(out.energy_eV.cpu().numpy()) | (out.force_std_max_eVA.cpu().numpy() > 1e3)
 
     import time
 
@@ -164,7 +164,7 @@ def build_test_set(committee: Committee, equilibrium: pa.Table, *, species: list
     for _ in range(n_steps // write_every):
         md.run(write_every, guard=sane)
         for k, i in enumerate(md.active):
-            frames[i].append(md.positions[k].numpy().copy())
+            frames[i].append(md.positions[k].cpu().numpy().copy())
         if not md.active:
             break
     seconds = time.perf_counter() - start
@@ -208,7 +208,7 @@ def errors_on_test_set(test: pa.Table, committee: Committee,
         batch = committee.batch([s.numbers for s in rows])
         pos = torch.as_tensor(np.concatenate([s.positions_A for s in rows]),
                               dtype=committee.dtype)
-        mu = predict_dipoles(dipole_model, batch, pos).numpy()
+        mu = predict_dipoles(dipole_model, batch, pos.to(committee.device)).cpu().numpy()
         dmu = (mu - np.array([s.dipole_eA for s in rows])) / DEBYE_EA * 1e3
         out["dipole_mae_mD"], out["dipole_rmse_mD"] = _mae_rmse(dmu.ravel())
     return out

@@ -23,8 +23,8 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def main(
     params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
-    models: Path = typer.Option(Path("data/models/committee"),
-                                help="Committee directory (its first model drives the MD)."),
+    models: Path = typer.Option(None, help="Committee directory whose first model drives "
+                                "the MD (default: params test_set.from_models)."),
     equilibrium: Path = typer.Option(Path("data/sample/equilibrium.parquet"),
                                      help="Reference minima (MD starting points)."),
     output: Path = typer.Option(Path("data/test/test_set.parquet"),
@@ -35,7 +35,8 @@ def main(
     def body() -> str:
         p = load_params(params)
         c = p.test_set
-        committee = Committee.load(sorted(models.glob("model_*.model")))
+        source = models if models is not None else c.from_models
+        committee = Committee.load(sorted(Path(source).glob("model_*.model")))
         report = build_test_set(
             committee, structures.read_table(equilibrium), species=p.committee.elements,
             temperature_K=c.temperature_K, duration_fs=c.duration_fs,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
-from ase import Atoms
 
 from palirs_data import evaluation, harmonic, structures
 from palirs_data.committee import predict_dipoles
