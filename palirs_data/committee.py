@@ -172,6 +172,24 @@ class CommitteeReport:
     n_valid: int
     split_seed: int
 
+    def metrics(self) -> dict:
+        """Validation errors and timings for ``metrics/train_ensemble.json``."""
+        return {
+            "n_train": self.n_train, "n_valid": self.n_valid,
+            "committee_training_seconds": round(sum(m.seconds for m in self.members), 1),
+            "valid_rmse_e_meV_per_atom": {m.model.stem: m.valid_rmse_e_meV_per_atom
+                                          for m in self.members},
+            "valid_rmse_f_meV_A": {m.model.stem: m.valid_rmse_f_meV_A for m in self.members},
+        }
+
+    def curves_csv(self) -> str:
+        """Validation curves of every member (one row per member and epoch), for DVC plots."""
+        lines = ["member,epoch,loss,rmse_e_meV_per_atom,rmse_f_meV_A"]
+        for m in self.members:
+            lines += [f"{m.model.stem},{r['epoch']},{r['loss']},{1e3 * r['rmse_e_per_atom']},"
+                      f"{1e3 * r['rmse_f']}" for r in m.curve]
+        return "\n".join(lines) + "\n"
+
     def summary(self) -> dict:
         return {
             "n_train": self.n_train, "n_valid": self.n_valid, "split_seed": self.split_seed,

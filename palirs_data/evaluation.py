@@ -65,6 +65,16 @@ def frequency_errors(reference: pa.Table, model: dict[str, np.ndarray]) -> dict:
             "per_molecule": per_molecule}
 
 
+def frequencies_csv(reference: pa.Table, model: dict[str, np.ndarray]) -> str:
+    """Model vs reference frequency of every mode (ascending order), for DVC plots."""
+    ref = reference.to_pydict()
+    lines = ["molecule,mode_index,reference_cm1,model_cm1"]
+    for name, predicted in model.items():
+        r = sorted(f for m, f in zip(ref["molecule"], ref["frequency_cm1"]) if m == name)
+        lines += [f'"{name}",{k},{a},{b}' for k, (a, b) in enumerate(zip(r, sorted(predicted)))]
+    return "\n".join(lines) + "\n"
+
+
 # --- test set -------------------------------------------------------------------------------
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -14,7 +12,8 @@ from palirs_data.atomic import write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.committee import Committee, load_model
 from palirs_data.config import load_params
-from palirs_data.evaluation import errors_on_test_set, frequency_errors, model_frequencies
+from palirs_data.evaluation import (errors_on_test_set, frequencies_csv, frequency_errors,
+                                    model_frequencies)
 
 STAGE_PARAMS = ("evaluate",)
 RUNTIME_PARAMS: tuple[str, ...] = ()
@@ -53,15 +52,7 @@ def main(
         write_text_atomic(metrics, json.dumps({
             "frequency_mae_cm1": freq["mae_cm1"], "frequency_rmse_cm1": freq["rmse_cm1"],
             "frequency_per_molecule": freq["per_molecule"], "test": errors}, indent=2) + "\n")
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["molecule", "mode_index", "reference_cm1", "model_cm1"])
-        ref = reference.to_pydict()
-        for name, model in predicted.items():
-            r = sorted(f for m, f in zip(ref["molecule"], ref["frequency_cm1"]) if m == name)
-            for k, (a, b) in enumerate(zip(r, sorted(model))):
-                w.writerow([name, k, a, b])
-        write_text_atomic(plot, buf.getvalue())
+        write_text_atomic(plot, frequencies_csv(reference, predicted))
         return (f"frequency MAE {freq['mae_cm1']:.1f} cm-1 (RMSE {freq['rmse_cm1']:.1f}); "
                 f"test RMSE E {errors['energy_rmse_meV_per_atom']:.1f} meV/atom, "
                 f"F {errors['force_rmse_meV_A']:.0f} meV/Å, "

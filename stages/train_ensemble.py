@@ -6,8 +6,6 @@ atomically; training curves go to a DVC plots file and validation errors to a me
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shutil
 from pathlib import Path
@@ -56,24 +54,10 @@ def main(
             (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
             for m in report.members:
                 m.model = models / m.model.name
-        seconds = sum(m.seconds for m in report.members)
-        write_text_atomic(metrics, json.dumps({
-            "n_train": report.n_train, "n_valid": report.n_valid,
-            "committee_training_seconds": round(seconds, 1),
-            "valid_rmse_e_meV_per_atom": {f"model_{k}": m.valid_rmse_e_meV_per_atom
-                                          for k, m in enumerate(report.members)},
-            "valid_rmse_f_meV_A": {f"model_{k}": m.valid_rmse_f_meV_A
-                                   for k, m in enumerate(report.members)},
-        }, indent=2) + "\n")
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["member", "epoch", "loss", "rmse_e_meV_per_atom", "rmse_f_meV_A"])
-        for k, m in enumerate(report.members):
-            for r in m.curve:
-                writer.writerow([f"model_{k}", r["epoch"], r["loss"],
-                                 1e3 * r["rmse_e_per_atom"], 1e3 * r["rmse_f"]])
-        write_text_atomic(curves, buf.getvalue())
+        write_text_atomic(metrics, json.dumps(report.metrics(), indent=2) + "\n")
+        write_text_atomic(curves, report.curves_csv())
         shutil.rmtree(work_dir, ignore_errors=True)
+        seconds = report.metrics()["committee_training_seconds"]
         return (f"{len(report.members)} models on {report.n_train} structures "
                 f"({report.n_valid} validation) in {seconds:.0f} s -> {models}")
 

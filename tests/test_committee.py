@@ -114,3 +114,13 @@ def test_committee_disagrees_more_away_from_its_data(tiny_committee, methanol_da
         far.append(s)
     off_data = committee.evaluate(*_batch(committee, far)).force_std_max_eVA
     assert float(off_data.median()) > 2 * float(on_data.median())
+
+
+def test_training_report_metrics_and_curves(tiny_committee):
+    report = tiny_committee["report"]
+    metrics = report.metrics()
+    assert set(metrics["valid_rmse_f_meV_A"]) == {"model_0", "model_1", "model_2"}
+    assert metrics["committee_training_seconds"] > 0
+    lines = report.curves_csv().splitlines()
+    assert lines[0] == "member,epoch,loss,rmse_e_meV_per_atom,rmse_f_meV_A"
+    assert len(lines) == 1 + sum(m.epochs for m in report.members)
