@@ -382,9 +382,9 @@ class Committee:
     def evaluate(self, batch: MolecularBatch, positions: torch.Tensor) -> CommitteeOutput:
         """Energies and forces of every member on ``positions`` (n_atoms, 3), Å."""
         energies, forces = [], []
+        graph = batch.graph(positions.detach().clone(), self.r_max)  # same edges for all
         for model in self.models:
-            data = batch.graph(positions.detach().clone(), self.r_max)
-            out = model(data, training=False, compute_force=True)
+            out = model(dict(graph), training=False, compute_force=True)
             energies.append(out["energy"].detach())
             forces.append(out["forces"].detach())
         e = torch.stack(energies)

@@ -14,7 +14,9 @@ campaign, so errors of later models are measured on the same structures.
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +26,7 @@ from ase import Atoms
 from palirs_data import dynamics, harmonic, structures
 from palirs_data.committee import Committee, predict_dipoles
 from palirs_data.structures import Structure
+from palirs_data.trajectory import TrajectoryStore
 from palirs_data.units import DEBYE_EA
 
 log = logging.getLogger(__name__)
@@ -162,22 +165,18 @@ def build_test_set(committee: Committee, equilibrium: pa.Table, *, species: list
                 for k, s in enumerate(minima)]
     n_steps = int(round(duration_fs / timestep_fs))
     write_every = max(1, n_steps // n_candidates)
-    md = dynamics.BatchedMD(first, replicas, timestep_fs=timestep_fs)
-    frames: list[list[np.ndarray]] = [[] for _ in replicas]
 
     def sane(out, active):  # stop a replica whose model MD has blown up
-        return ~np.isfinite(out.energy_eV.cpu().numpy()) | (out.force_std_max_eVA.cpu().numpy() > 1e3)
+        return ~np.isfinite(out.energy_eV.cpu().numpy()) | (out.force_std_max_eVA.cpu().numpy()
+                                                            > 1e3)
 
-    import time
-
-    start = time.perf_counter()
-    for _ in range(n_steps // write_every):
-        md.run(write_every, guard=sane)
-        for k, i in enumerate(md.active):
-            frames[i].append(md.positions[k].cpu().numpy().copy())
-        if not md.active:
-            break
-    seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="palirs-test-md-") as tmp:
+        store = TrajectoryStore(Path(tmp) / "md.zarr")
+        md = dynamics.BatchedMD(first, replicas, timestep_fs=timestep_fs, store=store)
+        report = md.run(write_every * (n_steps // write_every), write_every=write_every,
+                        guard=sane)
+        frames = [list(store[r.key].read("positions_A")) for r in replicas]
+    seconds = report.seconds
     rows: list[Structure] = []
     counts = {}
     for s, traj in zip(minima, frames):
