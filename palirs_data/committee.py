@@ -24,6 +24,7 @@ Committee statistics, per atom ``i`` and member ``k`` (K members), with F̄_i th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -173,7 +174,7 @@ class CommitteeReport:
     split_seed: int
 
     def metrics(self) -> dict:
-        """Validation errors and timings for ``metrics/train_ensemble.json``."""
+        """Validation errors and timings for the ``train_ensemble.json`` of an iteration."""
         return {
             "n_train": self.n_train, "n_valid": self.n_valid,
             "committee_training_seconds": round(sum(m.seconds for m in self.members), 1),
@@ -245,6 +246,20 @@ def train_committee(table: pa.Table, *, e0s: dict[int, float], config: Committee
                  report.valid_rmse_f_meV_A)
         members.append(report)
     return CommitteeReport(members, n_train, n_valid, config.split_seed)
+
+
+def training_fingerprint(table: pa.Table, *, e0s: dict[int, float],
+                         config: CommitteeConfig) -> str:
+    """SHA-256 of what determines a committee: the table's content (Arrow IPC bytes), the E0s
+    and the committee settings. Equal fingerprints: retraining would give the same models."""
+    digest = hashlib.sha256()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    digest.update(sink.getvalue().to_pybytes())
+    digest.update(json.dumps({str(z): e for z, e in sorted(e0s.items())}).encode())
+    digest.update(config.model_dump_json().encode())
+    return digest.hexdigest()
 
 
 def train_dipole_model(table: pa.Table, *, e0s: dict[int, float], elements: Sequence[str],

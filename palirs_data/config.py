@@ -8,6 +8,7 @@ reads only its own sections (see ``STAGE_PARAMS`` in each stage script, checked 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -210,7 +211,7 @@ class TestSetConfig(Strict):
 
     # the committee whose first model drives the test MD; a campaign pins this to its first
     # iteration's models so the test set is built once and never changes
-    from_models: Path = Path("data/models/committee")
+    from_models: Path = Path("data/campaign/iter0/committee")
     temperature_K: float = Field(300.0, gt=0)
     duration_fs: float = Field(2000.0, gt=0)  # full setting: 100 ps
     timestep_fs: float = Field(0.5, gt=0)
@@ -229,6 +230,73 @@ class EvaluateConfig(Strict):
     hessian_step_A: float = Field(0.01, gt=0, le=0.1)
 
 
+class AcquireConfig(Strict):
+    """Committee MD of every molecule at each temperature, then the most uncertain frames.
+
+    ``friction_fs`` is in fs⁻¹; the paper's ASE 3.22 setting ``friction=0.01`` is in ASE time
+    units (1 ≈ 10.18 fs), i.e. about 0.001 fs⁻¹, the default here: weak enough not to damp the
+    dynamics, and a 5 ps run still spans five thermostat relaxation times.
+    """
+
+    temperatures_K: list[float] = Field(default_factory=lambda: [300.0, 500.0, 700.0],
+                                        min_length=1)
+    duration_fs: float = Field(5000.0, gt=0)  # per iteration; each run continues the last
+    timestep_fs: float = Field(0.5, gt=0)
+    friction_fs: float = Field(0.001, ge=0)  # Langevin γ, fs⁻¹
+    write_every: int = Field(2, ge=1)  # frames kept (candidates, continuation) every N steps
+    per_temperature: int = Field(5, ge=1)  # frames selected per molecule and temperature
+    min_spacing_fs: float = Field(25.0, ge=0)  # least time between two selected frames
+    uncertainty: Literal["force_std_max_eVA", "force_rel_dev"] = "force_std_max_eVA"
+    # guard: a run stops at once when a frame exceeds any of these
+    max_force_rel_dev: float = Field(0.5, gt=0)
+    min_distance_A: float = Field(0.5, gt=0)  # atoms closer than this: collapsed
+    max_distance_A: float = Field(20.0, gt=0)  # atoms farther apart than this: exploded
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _whole_frames(self) -> AcquireConfig:
+        steps = self.duration_fs / self.timestep_fs
+        if abs(steps - round(steps)) > 1e-9 or round(steps) % self.write_every:
+            raise ValueError(f"duration_fs / timestep_fs ({steps:g} steps) must be a whole "
+                             f"multiple of write_every ({self.write_every})")
+        return self
+
+    @property
+    def n_steps(self) -> int:
+        return int(round(self.duration_fs / self.timestep_fs))
+
+
+_ITERATION = re.compile(r"^iter([0-9]+)$")
+
+
+class ActiveLearningConfig(Strict):
+    """The campaign: iterations, each continuing from the one named as its value
+    (``iter0``: the normal-mode data and the first committee), and the stopping rule."""
+
+    iterations: dict[str, str] = Field(
+        default_factory=lambda: {"iter1": "iter0", "iter2": "iter1", "iter3": "iter2"})
+    stop_mae_cm1: float = Field(5.0, gt=0)  # converged below this harmonic-frequency MAE
+    acquire: AcquireConfig = AcquireConfig()
+
+    @field_validator("iterations")
+    @classmethod
+    def _chain(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, (name, previous) in enumerate(v.items(), start=1):
+            if name != f"iter{k}" or previous != f"iter{k - 1}":
+                raise ValueError(f"entry {k} must be 'iter{k}: iter{k - 1}', got "
+                                 f"'{name}: {previous}' (iterations run in order, each "
+                                 f"continuing the one before)")
+        return v
+
+
+def iteration_number(name: str) -> int:
+    """``iter3`` -> 3."""
+    match = _ITERATION.match(name)
+    if not match:
+        raise PalirsInputError(f"'{name}' is not an iteration name (iter0, iter1, ...)")
+    return int(match.group(1))
+
+
 class Params(Strict):
     molecules: MoleculesConfig = MoleculesConfig()
     labeler: LabelerConfig = LabelerConfig()
@@ -239,6 +307,7 @@ class Params(Strict):
     dipole: DipoleConfig = DipoleConfig()
     test_set: TestSetConfig = TestSetConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    active_learning: ActiveLearningConfig = ActiveLearningConfig()
 
 
 def _format_error(path: Path, exc: ValidationError) -> str:

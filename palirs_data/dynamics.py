@@ -81,7 +81,9 @@ def kinetic_temperature_K(batch: MolecularBatch, velocities: torch.Tensor) -> to
     return 2 * kinetic_energy_eV(batch, velocities) / (dof * units.KB_EV_PER_K)
 
 
-Guard = Callable[[CommitteeOutput, list["Replica"]], np.ndarray]
+#: sees the engine and a step's committee output; returns a mask over ``md.active`` of the
+#: replicas to stop
+Guard = Callable[["BatchedMD", CommitteeOutput], np.ndarray]
 
 
 @dataclass
@@ -183,6 +185,10 @@ class BatchedMD:
     def velocities(self) -> list[torch.Tensor]:
         return list(torch.split(self._v, self.batch.n_atoms.tolist()))
 
+    def record(self) -> None:
+        """Buffer the current frame of every active replica (written with the next chunk)."""
+        self._record()
+
     def _record(self) -> None:
         out = self.output
         dip = None
@@ -232,9 +238,10 @@ class BatchedMD:
 
     def run(self, n_steps: int, *, write_every: int = 1, guard: Guard | None = None,
             progress: bool = False) -> MDReport:
-        """Advance ``n_steps``, writing every ``write_every``-th frame. ``guard`` sees each
-        step's committee output and the active replicas and returns a boolean mask of those
-        to stop; a stopped replica's offending frame is not written."""
+        """Advance ``n_steps``, writing every ``write_every``-th frame. ``guard`` sees the
+        engine and each step's committee output and returns a boolean mask over
+        ``self.active`` of the replicas to stop; a stopped replica's offending frame is not
+        written."""
         import time as _time
 
         from palirs_data.progress import make_progress
@@ -248,7 +255,7 @@ class BatchedMD:
                 out = self.step()
                 replica_steps += len(self.active)
                 if guard is not None:
-                    stop = np.asarray(guard(out, [self.replicas[i] for i in self.active]))
+                    stop = np.asarray(guard(self, out))
                     if stop.any():
                         self.stop([i for i, s in zip(self.active, stop) if s], step)
                         if not self.active:

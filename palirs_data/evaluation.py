@@ -24,7 +24,7 @@ import torch
 from ase import Atoms
 
 from palirs_data import dynamics, harmonic, structures
-from palirs_data.committee import Committee, predict_dipoles
+from palirs_data.committee import Committee, MolecularBatch, predict_dipoles
 from palirs_data.structures import Structure
 from palirs_data.trajectory import TrajectoryStore
 from palirs_data.units import DEBYE_EA
@@ -166,7 +166,7 @@ def build_test_set(committee: Committee, equilibrium: pa.Table, *, species: list
     n_steps = int(round(duration_fs / timestep_fs))
     write_every = max(1, n_steps // n_candidates)
 
-    def sane(out, active):  # stop a replica whose model MD has blown up
+    def sane(md, out):  # stop a replica whose model MD has blown up
         return ~np.isfinite(out.energy_eV.cpu().numpy()) | (out.force_std_max_eVA.cpu().numpy()
                                                             > 1e3)
 
@@ -200,9 +200,9 @@ def _mae_rmse(d: np.ndarray) -> tuple[float, float]:
 
 
 def errors_on_test_set(test: pa.Table, committee: Committee,
-                    dipole_model: torch.nn.Module | None) -> dict:
-    """Energy (meV and meV/atom), force (meV/Å, per component) and dipole (mDebye, per
-    component) MAE and RMSE of the committee mean and the dipole model on the labelled rows."""
+                       dipole_model: torch.nn.Module | None = None) -> dict:
+    """Energy (meV and meV/atom) and force (meV/Å, per component) MAE and RMSE of the
+    committee mean on the labelled rows, and the dipole model's when one is given."""
     rows = [s for s in structures.from_table(test) if s.label_status == "ok"]
     pred = committee.predict_table(structures.to_table(rows))
     e_ref = np.array([s.energy_eV for s in rows])
@@ -214,10 +214,22 @@ def errors_on_test_set(test: pa.Table, committee: Committee,
     out["energy_mae_meV_per_atom"], out["energy_rmse_meV_per_atom"] = _mae_rmse(de / n_atoms)
     out["force_mae_meV_A"], out["force_rmse_meV_A"] = _mae_rmse(df.ravel())
     if dipole_model is not None:
-        batch = committee.batch([s.numbers for s in rows])
-        pos = torch.as_tensor(np.concatenate([s.positions_A for s in rows]),
-                              dtype=committee.dtype)
-        mu = predict_dipoles(dipole_model, batch, pos.to(committee.device)).cpu().numpy()
-        dmu = (mu - np.array([s.dipole_eA for s in rows])) / DEBYE_EA * 1e3
-        out["dipole_mae_mD"], out["dipole_rmse_mD"] = _mae_rmse(dmu.ravel())
+        out.update(dipole_errors(test, dipole_model))
+    return out
+
+
+def dipole_errors(test: pa.Table, dipole_model: torch.nn.Module) -> dict:
+    """Dipole MAE and RMSE (mDebye, per Cartesian component) on the labelled rows."""
+    rows = [s for s in structures.from_table(test) if s.label_status == "ok"]
+    dtype = next(dipole_model.parameters()).dtype
+    device = next(dipole_model.parameters()).device
+    batch = MolecularBatch([s.numbers for s in rows],
+                           [int(z) for z in dipole_model.atomic_numbers], dtype=dtype,
+                           device=str(device))
+    pos = torch.as_tensor(np.concatenate([s.positions_A for s in rows]), dtype=dtype,
+                          device=device)
+    mu = predict_dipoles(dipole_model, batch, pos).cpu().numpy()
+    dmu = (mu - np.array([s.dipole_eA for s in rows])) / DEBYE_EA * 1e3
+    out = {"n_test": len(rows)}
+    out["dipole_mae_mD"], out["dipole_rmse_mD"] = _mae_rmse(dmu.ravel())
     return out

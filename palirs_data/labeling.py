@@ -181,7 +181,8 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     new = pa.concat_tables(labelled)
     merged = pa.concat_tables([table.filter(pc.invert(is_pending)), new])
     position = {sid: i for i, sid in enumerate(_ids(merged))}
-    merged = merged.take([position[sid] for sid in _ids(table)])  # input order
+    merged = merged.take(pa.array([position[sid] for sid in _ids(table)],
+                                   type=pa.int64()))  # input order
     out = structures.validate_table(merged, where="<labelled>")
     failed = pc.equal(new.column("label_status"), "failed")
     n_failed = pc.sum(failed).as_py() or 0

@@ -11,7 +11,8 @@ import typer
 from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.committee import train_dipole_model
+from palirs_data.committee import load_model, train_dipole_model
+from palirs_data.evaluation import dipole_errors
 from palirs_data.config import load_params
 from palirs_data.e0s import read_e0s
 
@@ -24,13 +25,15 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def main(
     params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
-    data: Path = typer.Option(Path("data/labelled/normal_modes.parquet"),
+    data: Path = typer.Option(Path("data/labelled/final.parquet"),
                               help="Labelled structure table to train on."),
     e0s: Path = typer.Option(Path("data/reference/e0s.json"), help="Isolated-atom energies."),
+    test: Path = typer.Option(Path("data/test/test_set.parquet"),
+                              help="Labelled test set, for the test-set dipole error."),
     model: Path = typer.Option(Path("data/models/dipole.model"),
                                help="Output: the dipole model."),
     metrics: Path = typer.Option(Path("metrics/dipole.json"),
-                                 help="Output metrics: validation dipole error (mDebye)."),
+                                 help="Output metrics: validation and test dipole errors."),
     work_dir: Path = typer.Option(Path("data/.work/dipole"),
                                   help="Scratch space for mace-torch (logs, checkpoints)."),
 ) -> None:
@@ -43,12 +46,16 @@ def main(
             report = train_dipole_model(table, e0s=read_e0s(e0s),
                                         elements=p.committee.elements, config=p.dipole,
                                         out_file=tmp, work_dir=work_dir)
+        tested = dipole_errors(structures.read_table(test), load_model(model))
         write_text_atomic(metrics, json.dumps({
-            "valid_rmse_dipole_mD": report.valid_rmse_mu_mD, "epochs": report.epochs,
+            "n_structures": table.num_rows, "valid_rmse_dipole_mD": report.valid_rmse_mu_mD,
+            "test_mae_dipole_mD": tested["dipole_mae_mD"],
+            "test_rmse_dipole_mD": tested["dipole_rmse_mD"], "epochs": report.epochs,
             "training_seconds": round(report.seconds, 1)}, indent=2) + "\n")
         shutil.rmtree(work_dir, ignore_errors=True)
-        return (f"{report.epochs} epochs in {report.seconds:.0f} s, validation dipole RMSE "
-                f"{report.valid_rmse_mu_mD:.1f} mDebye -> {model}")
+        return (f"{report.epochs} epochs in {report.seconds:.0f} s, dipole RMSE validation "
+                f"{report.valid_rmse_mu_mD:.1f}, test {tested['dipole_rmse_mD']:.1f} mDebye "
+                f"-> {model}")
 
     run_stage("dipole", body)
 

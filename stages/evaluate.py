@@ -24,16 +24,16 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def main(
     params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
-    models: Path = typer.Option(Path("data/models/committee"), help="Committee directory."),
-    dipole: Path = typer.Option(Path("data/models/dipole.model"), help="Dipole model."),
+    models: Path = typer.Option(Path("data/campaign/iter0/committee"), help="Committee directory."),
+    dipole: Path = typer.Option(None, help="Dipole model, for the test-set dipole error."),
     equilibrium: Path = typer.Option(Path("data/sample/equilibrium.parquet"),
                                      help="Reference minima."),
     frequencies: Path = typer.Option(Path("data/sample/frequencies.parquet"),
                                      help="Reference harmonic frequencies."),
     test: Path = typer.Option(Path("data/test/test_set.parquet"), help="Labelled test set."),
-    metrics: Path = typer.Option(Path("metrics/evaluate.json"),
+    metrics: Path = typer.Option(Path("data/campaign/iter0/evaluate.json"),
                                  help="Output metrics: frequency and test-set errors."),
-    plot: Path = typer.Option(Path("metrics/frequencies.csv"),
+    plot: Path = typer.Option(Path("data/campaign/iter0/frequencies.csv"),
                               help="Output plots: model vs reference frequency per mode."),
 ) -> None:
     """Compare the models with the label source."""
@@ -48,15 +48,14 @@ def main(
                                       hessian_step_A=p.evaluate.hessian_step_A)
         freq = frequency_errors(reference, predicted)
         errors = errors_on_test_set(structures.read_table(test), Committee.load(paths),
-                                    load_model(dipole))
+                                    load_model(dipole) if dipole is not None else None)
         write_text_atomic(metrics, json.dumps({
             "frequency_mae_cm1": freq["mae_cm1"], "frequency_rmse_cm1": freq["rmse_cm1"],
             "frequency_per_molecule": freq["per_molecule"], "test": errors}, indent=2) + "\n")
         write_text_atomic(plot, frequencies_csv(reference, predicted))
         return (f"frequency MAE {freq['mae_cm1']:.1f} cm-1 (RMSE {freq['rmse_cm1']:.1f}); "
                 f"test RMSE E {errors['energy_rmse_meV_per_atom']:.1f} meV/atom, "
-                f"F {errors['force_rmse_meV_A']:.0f} meV/Å, "
-                f"dipole {errors.get('dipole_rmse_mD', float('nan')):.0f} mD -> {metrics}")
+                f"F {errors['force_rmse_meV_A']:.0f} meV/Å -> {metrics}")
 
     run_stage("evaluate", body)
 

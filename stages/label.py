@@ -30,7 +30,7 @@ def main(
     params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
     input: Path = typer.Option(Path("data/sample/normal_modes.parquet"),
                                help="Structure table to label."),
-    output: Path = typer.Option(Path("data/labelled/normal_modes.parquet"),
+    output: Path = typer.Option(Path("data/campaign/iter0/train.parquet"),
                                 help="Output: the same table with labels."),
     metrics: Path = typer.Option(Path("metrics/label.json"),
                                  help="Output metrics: counts and timings of this run."),

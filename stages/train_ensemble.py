@@ -2,6 +2,9 @@
 
 Writes the members (``model_<k>.model``) and a training summary into one model directory,
 atomically; training curves go to a DVC plots file and validation errors to a metrics file.
+With ``--reuse`` (the previous iteration's committee), a committee whose training fingerprint
+(data, E0s, settings) equals this one's is copied instead of retrained: that is what happens
+after the campaign has converged and the table no longer grows.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import typer
 from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.committee import train_committee
+from palirs_data.committee import train_committee, training_fingerprint
 from palirs_data.config import load_params
 from palirs_data.e0s import read_e0s
 
@@ -28,17 +31,19 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def main(
     params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
-    data: Path = typer.Option(Path("data/labelled/normal_modes.parquet"),
+    data: Path = typer.Option(Path("data/campaign/iter0/train.parquet"),
                               help="Labelled structure table to train on."),
     e0s: Path = typer.Option(Path("data/reference/e0s.json"), help="Isolated-atom energies."),
-    models: Path = typer.Option(Path("data/models/committee"),
+    models: Path = typer.Option(Path("data/campaign/iter0/committee"),
                                 help="Output: directory of the committee's models."),
-    metrics: Path = typer.Option(Path("metrics/train_ensemble.json"),
+    metrics: Path = typer.Option(Path("data/campaign/iter0/train_ensemble.json"),
                                  help="Output metrics: validation errors and timings."),
-    curves: Path = typer.Option(Path("metrics/training_curves.csv"),
+    curves: Path = typer.Option(Path("data/campaign/iter0/training_curves.csv"),
                                 help="Output plots: validation curves of every member."),
-    work_dir: Path = typer.Option(Path("data/.work/train-ensemble"),
+    work_dir: Path = typer.Option(Path("data/.work/train-ensemble/iter0"),
                                   help="Scratch space for mace-torch (logs, checkpoints)."),
+    reuse: Path = typer.Option(None, help="A committee directory to copy instead of "
+                               "retraining when its training fingerprint is the same."),
 ) -> None:
     """Train every committee member from scratch on DATA."""
 
@@ -46,11 +51,23 @@ def main(
         p = load_params(params)
         table = structures.read_table(data)
         energies = read_e0s(e0s)
+        fingerprint = training_fingerprint(table, e0s=energies, config=p.committee)
+        if reuse is not None and _fingerprint(reuse) == fingerprint:
+            with atomic_path(models, directory=True) as tmp:
+                shutil.copytree(reuse, tmp, dirs_exist_ok=True)
+            summary = json.loads((models / "training.json").read_text())
+            write_text_atomic(metrics, json.dumps(
+                {"reused_from": str(reuse), "n_train": summary["n_train"],
+                 "n_valid": summary["n_valid"], "committee_training_seconds": 0.0},
+                indent=2) + "\n")
+            write_text_atomic(curves, "member,epoch,loss,rmse_e_meV_per_atom,rmse_f_meV_A\n")
+            return f"same data and settings as {reuse}: committee copied, not retrained"
         with atomic_path(models, directory=True) as tmp:
             report = train_committee(table, e0s=energies, config=p.committee, out_dir=tmp,
                                      work_dir=work_dir)
             summary = report.summary()
             summary["e0s_eV"] = {str(z): e for z, e in sorted(energies.items())}
+            summary["fingerprint"] = fingerprint
             (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
             for m in report.members:
                 m.model = models / m.model.name
@@ -62,6 +79,13 @@ def main(
                 f"({report.n_valid} validation) in {seconds:.0f} s -> {models}")
 
     run_stage("train-ensemble", body)
+
+
+def _fingerprint(directory: Path) -> str | None:
+    try:
+        return json.loads((directory / "training.json").read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 if __name__ == "__main__":

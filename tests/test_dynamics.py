@@ -96,8 +96,9 @@ def test_stopped_replica_leaves_the_others_running(tiny_committee, minimum, tmp_
     md = dynamics.BatchedMD(tiny_committee["committee"], reps, timestep_fs=0.5, store=store,
                             chunk_frames=8)
 
-    def guard(out, active):  # stop replica 1 after 10 steps
-        return np.array([r.key == "m/300K/1" and r.time_fs >= 5.0 for r in active])
+    def guard(md, out):  # stop replica 1 after 10 steps
+        return np.array([md.replicas[i].key == "m/300K/1" and md.replicas[i].time_fs >= 5.0
+                         for i in md.active])
 
     report = md.run(40, write_every=2, guard=guard)
     assert report.stopped == ["m/300K/1"]

@@ -129,7 +129,7 @@ def test_label_stage_killed_and_rerun_resumes_without_relabelling(tmp_path):
     out = run_stage("sample", "--params", str(params), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     samples = tmp_path / "data/sample/normal_modes.parquet"
-    output = tmp_path / "data/labelled/normal_modes.parquet"
+    output = tmp_path / "data/campaign/iter0/train.parquet"
     ckpt = tmp_path / "data/.checkpoints"
     env = dict(os.environ, PYTHONPATH=f"{Path(__file__).parent}")
     stage = Path(__file__).resolve().parents[1] / "stages/label.py"

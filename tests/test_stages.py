@@ -110,7 +110,7 @@ def test_sample_then_label_writes_labelled_tables(tmp_path):
     assert "30 computed, 0 failed" in label.stdout
     from palirs_data.structures import read_table
 
-    table = read_table(tmp_path / "data/labelled/normal_modes.parquet")
+    table = read_table(tmp_path / "data/campaign/iter0/train.parquet")
     assert set(table.column("label_status").to_pylist()) == {"ok"}
     assert not [p for p in (tmp_path / "data").rglob(".*tmp*")]  # no temporaries left
     import json
@@ -122,20 +122,19 @@ def test_sample_then_label_writes_labelled_tables(tmp_path):
 
 # --- dvc.yaml, the stage scripts and params.yaml agree ----------------------------------
 
-def _load_stage(name: str):
-    script = REPO / "stages" / f"{name.replace('-', '_')}.py"
-    spec = importlib.util.spec_from_file_location(f"stage_{name.replace('-', '_')}", script)
+def _load_stage(script: str):
+    name = Path(script).stem
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def _interpolate(text: str) -> str:
-    """DVC's ${section.key} templating, from params.yaml."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+def _interpolate(text: str, context: dict) -> str:
+    """DVC's ${section.key} templating."""
 
     def value(match):
-        node = params
+        node = context
         for key in match.group(1).split("."):
             node = node[key]
         return str(node)
@@ -144,30 +143,59 @@ def _interpolate(text: str) -> str:
 
 
 def _dvc_stages() -> dict:
-    return yaml.safe_load(_interpolate((REPO / "dvc.yaml").read_text()))["stages"]
+    """dvc.yaml's stages as DVC resolves them: params interpolated, ``foreach`` expanded."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = {}
+    for name, stage in raw.items():
+        if "foreach" not in stage:
+            stages[name] = yaml.safe_load(_interpolate(yaml.safe_dump(stage), params))
+            continue
+        items = yaml.safe_load(_interpolate(stage["foreach"], params).replace("'", '"'))
+        assert isinstance(items, dict) and items, name
+        for key, item in items.items():
+            context = dict(params, key=key, item=item)
+            stages[f"{name}@{key}"] = yaml.safe_load(_interpolate(yaml.safe_dump(stage["do"]),
+                                                                  context))
+    return stages
+
+
+def _script(stage: dict) -> str:
+    return re.match(r"python (stages/\w+\.py)", stage["cmd"]).group(1)
+
+
+def test_foreach_expansion_matches_dvc():
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        names = {s.addressing for s in repo.index.stages}
+    assert names == set(_dvc_stages())
 
 
 @pytest.mark.parametrize("name", sorted(_dvc_stages()))
 def test_dvc_yaml_matches_stage_script(name):
     stage = _dvc_stages()[name]
-    module = _load_stage(name)
+    script = _script(stage)
+    module = _load_stage(script)
     # params: what DVC tracks is what the stage declares as result-determining
     assert sorted(stage["params"]) == sorted(module.STAGE_PARAMS)
     # every option in cmd is an option of the script, and every output option is an out
     options = dict(re.findall(r"--([\w-]+) (\S+)", stage["cmd"]))
     signature = inspect.signature(module.main).parameters
-    assert set(options) <= set(signature), set(options) - set(signature)
-    script = f"stages/{name.replace('-', '_')}.py"
-    assert script in stage["cmd"] and script in stage["deps"]
+    assert set(options) <= {o.replace("_", "-") for o in signature}, set(options)
+    assert script in stage["deps"]
     for option, value in options.items():
-        default = signature[option.replace("-", "_")].default.default
-        if default is not None:  # None: the script takes it from params.yaml
+        parameter = signature[option.replace("-", "_")]
+        if parameter.annotation not in ("Path", Path):
+            continue  # not a file (e.g. an iteration name)
+        default = parameter.default.default
+        if default not in (None, ...) and "@" not in name:  # foreach: the script is shared
             assert Path(value) == Path(default), (option, value, default)  # defaults = dvc
-        help_text = signature[option.replace("-", "_")].default.help or ""
+        help_text = parameter.default.help or ""
         metrics = [next(iter(m)) if isinstance(m, dict) else m
                    for m in stage.get("metrics", []) + stage.get("plots", [])]
         if help_text.startswith(("Output metrics", "Output plots")):
-            assert value in metrics, (option, value)
+            assert value in metrics + stage["outs"], (option, value)
         elif help_text.startswith("Output"):
             assert value in stage["outs"], (option, value)
         elif help_text.startswith("Scratch"):
@@ -181,13 +209,13 @@ def test_params_yaml_sections_are_all_used_and_valid():
     assert params == Params(**yaml.safe_load((REPO / "params.yaml").read_text()))
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     used = set()
-    for name in _dvc_stages():
-        module = _load_stage(name)
+    for stage in _dvc_stages().values():
+        module = _load_stage(_script(stage))
         used |= {p.split(".")[0] for p in module.STAGE_PARAMS + module.RUNTIME_PARAMS}
     assert set(raw) == used == set(Params.model_fields)
 
 
 def test_stage_help_works():
-    for name in _dvc_stages():
-        result = run_stage(name.replace("-", "_"), "--help", cwd=REPO)
+    for script in sorted({_script(stage) for stage in _dvc_stages().values()}):
+        result = run_stage(Path(script).stem, "--help", cwd=REPO)
         assert result.returncode == 0 and "--params" in result.stdout

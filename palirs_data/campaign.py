@@ -1,0 +1,169 @@
+"""The active-learning campaign as a whole: per-iteration records, the summary, experiments.
+
+A campaign lives in ``data/campaign/``, one directory per iteration::
+
+    data/campaign/iter0/    train.parquet (the labelled normal modes), committee/,
+                            evaluate.json, frequencies.csv, train_ensemble.json, ...
+    data/campaign/iterK/    the same, plus trajectories.zarr and acquire.json
+
+Each directory is written by DVC stages (``dvc.yaml``: ``label``, ``train-ensemble`` and
+``evaluate`` for ``iter0``; ``acquire@iterK``, ``retrain@iterK`` and ``reevaluate@iterK``
+after it). :func:`summarise` reads the iterations named in ``params.yaml`` and gives one
+record per iteration (the learning curve) and a summary of the last one (for
+``dvc exp show``). :func:`run_experiments` runs the campaign as one ``dvc exp run`` per
+iteration, so that ``dvc exp show`` lists the iterations side by side.
+
+Run as ``python -m palirs_data.campaign experiments``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+
+from palirs_data import structures
+from palirs_data.config import ActiveLearningConfig, iteration_number, load_params
+from palirs_data.errors import PalirsInputError
+
+log = logging.getLogger(__name__)
+
+#: columns of the per-iteration learning curve (``metrics/campaign.csv``)
+CURVE_COLUMNS = ("iteration", "n_train", "labels_per_molecule_min", "added",
+                 "frequency_mae_cm1", "frequency_rmse_cm1", "test_energy_rmse_meV_per_atom",
+                 "test_force_rmse_meV_A", "max_force_std_max_eVA", "guard_stops")
+
+
+def iteration_names(config: ActiveLearningConfig) -> list[str]:
+    """``iter0`` and every iteration of the campaign, in order."""
+    return ["iter0", *config.iterations]
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PalirsInputError(f"{path}: no such file") from None
+    except ValueError as exc:
+        raise PalirsInputError(f"{path}: not valid JSON ({exc})") from None
+
+
+def iteration_record(directory: Path) -> dict:
+    """One row of the learning curve from a finished iteration directory."""
+    k = iteration_number(directory.name)
+    table = structures.read_table(directory / "train.parquet")
+    ok = table.filter(pc.equal(table.column("label_status"), "ok"))
+    molecules, counts = np.unique(np.asarray(ok.column("molecule").to_pylist(), dtype=object),
+                                  return_counts=True)
+    evaluation = _json(directory / "evaluate.json")
+    acquired = _json(directory / "acquire.json") if k else {}
+    return {
+        "iteration": k, "n_train": ok.num_rows,
+        "labels_per_molecule_min": int(counts.min()) if len(counts) else 0,
+        "labels_per_molecule": {str(m): int(c) for m, c in zip(molecules, counts)},
+        "added": acquired.get("n_labelled", ok.num_rows),
+        "converged_before": bool(acquired.get("converged", False)),
+        "frequency_mae_cm1": evaluation["frequency_mae_cm1"],
+        "frequency_rmse_cm1": evaluation["frequency_rmse_cm1"],
+        "test_energy_rmse_meV_per_atom": evaluation["test"]["energy_rmse_meV_per_atom"],
+        "test_force_rmse_meV_A": evaluation["test"]["force_rmse_meV_A"],
+        "max_force_std_max_eVA": acquired.get("max_force_std_max_eVA"),
+        "guard_stops": acquired.get("guard_stops", 0),
+        "acquire_seconds": acquired.get("seconds", 0.0),
+    }
+
+
+def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[dict], dict]:
+    """Records of every iteration and the campaign summary (the last iteration's figures,
+    whether and where the frequency MAE fell below ``stop_mae_cm1``)."""
+    rows = [iteration_record(campaign_dir / name) for name in iteration_names(config)]
+    below = [r["iteration"] for r in rows if r["frequency_mae_cm1"] < config.stop_mae_cm1]
+    last = rows[-1]
+    summary = {
+        "iterations": last["iteration"], "converged": bool(below),
+        "converged_at": below[0] if below else None,
+        **{k: last[k] for k in ("n_train", "labels_per_molecule", "frequency_mae_cm1",
+                                "frequency_rmse_cm1", "test_energy_rmse_meV_per_atom",
+                                "test_force_rmse_meV_A")},
+        "added_last_iteration": last["added"],
+        "max_force_std_max_eVA": max((r["max_force_std_max_eVA"] for r in rows
+                                      if r["max_force_std_max_eVA"] is not None), default=None),
+        "guard_stops": sum(r["guard_stops"] for r in rows),
+    }
+    return rows, summary
+
+
+def curve_csv(rows: list[dict]) -> str:
+    """The learning curve, one row per iteration, for ``dvc plots``."""
+    lines = [",".join(CURVE_COLUMNS)]
+    for r in rows:
+        lines.append(",".join("" if r[c] is None else str(r[c]) for c in CURVE_COLUMNS))
+    return "\n".join(lines) + "\n"
+
+
+# --- one experiment per iteration ---------------------------------------------------------
+
+
+def run_experiments(params_path: Path = Path("params.yaml"), *, prefix: str = "iter",
+                    dvc: str = "dvc") -> list[str]:
+    """``dvc exp run`` the campaign up to iteration 1, 2, ..., N (N from ``params.yaml``),
+    each experiment named ``<prefix><k>``; earlier iterations come from DVC's cache. Stops
+    after the first experiment whose campaign has converged. ``params.yaml`` is left as it
+    was. Returns the experiment names."""
+    config = load_params(params_path).active_learning
+    names = list(config.iterations)
+    original = params_path.read_text()
+    done = []
+    try:
+        for k in range(1, len(names) + 1):
+            drop = [f"~active_learning.iterations.{n}" for n in names[k:]]
+            cmd = [dvc, "exp", "run", "-n", f"{prefix}{k}"]
+            for d in drop:
+                cmd += ["-S", d]
+            log.info("experiment %s%d: %s", prefix, k, " ".join(cmd))
+            params_path.write_text(original)
+            subprocess.run(cmd, check=True)
+            done.append(f"{prefix}{k}")
+            summary = json.loads(Path("metrics/campaign.json").read_text())
+            if summary["converged"]:
+                log.info("converged at iteration %s; later iterations would add nothing",
+                         summary["converged_at"])
+                break
+    finally:
+        params_path.write_text(original)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from palirs_data.cli import setup_logging
+
+    parser = argparse.ArgumentParser(prog="python -m palirs_data.campaign",
+                                     description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    exp = sub.add_parser("experiments", help="one `dvc exp run` per iteration")
+    exp.add_argument("--params", type=Path, default=Path("params.yaml"))
+    exp.add_argument("--prefix", default="iter", help="experiment names: <prefix><k>")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        names = run_experiments(args.params, prefix=args.prefix)
+    except PalirsInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        print(f"error: {' '.join(exc.cmd)} failed with status {exc.returncode}",
+              file=sys.stderr)
+        return 1
+    print(f"experiments: {', '.join(names)} (compare them with `dvc exp show`)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""acquire: one active-learning step: committee MD, the most uncertain frames, their labels.
+
+Continues the trajectories of the previous iteration, stops runs the committee cannot be
+trusted on, labels the chosen frames with the label source and appends them to the previous
+iteration's table (see :mod:`palirs_data.acquisition`). After convergence the table passes
+through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from palirs_data import structures
+from palirs_data.acquisition import acquire
+from palirs_data.atomic import atomic_path, write_text_atomic
+from palirs_data.cli import run_stage
+from palirs_data.compute import dask_client
+from palirs_data.config import iteration_number, load_params
+from palirs_data.errors import PalirsInputError
+from palirs_data.labeling import clear_checkpoint
+from palirs_data.trajectory import TrajectoryStore
+
+STAGE_PARAMS = ("active_learning.stop_mae_cm1", "active_learning.acquire", "labeler")
+RUNTIME_PARAMS = ("label", "compute")
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
+    iteration: str = typer.Option(..., help="Name of this iteration (iter1, iter2, ...)."),
+    previous: Path = typer.Option(..., help="The previous iteration's directory (table, "
+                                  "committee, trajectories, evaluation)."),
+    equilibrium: Path = typer.Option(Path("data/sample/equilibrium.parquet"),
+                                     help="Reference minima (where new runs start)."),
+    output: Path = typer.Option(..., help="Output: the grown structure table."),
+    trajectories: Path = typer.Option(..., help="Output: this iteration's trajectory store."),
+    metrics: Path = typer.Option(..., help="Output metrics: what this iteration acquired."),
+) -> None:
+    """Grow the training table with the frames the committee is least sure about."""
+
+    def body() -> str:
+        p = load_params(params)
+        k = iteration_number(iteration)
+        if iteration_number(previous.name) != k - 1:
+            raise PalirsInputError(
+                f"{previous}: iteration {iteration} continues iter{k - 1}, not {previous.name}")
+        with atomic_path(trajectories, directory=True) as tmp:
+            with dask_client(p.compute) as client:
+                result = acquire(iteration=k, previous_dir=previous,
+                                 equilibrium=structures.read_table(equilibrium),
+                                 config=p.active_learning, labeler_config=p.labeler,
+                                 label_config=p.label, store=TrajectoryStore(tmp), client=client,
+                                 progress=True)
+            structures.write_table(result.table, output)
+            write_text_atomic(metrics, json.dumps(result.metrics, indent=2) + "\n")
+        if result.checkpoint is not None:
+            clear_checkpoint(result.checkpoint)
+        m = result.metrics
+        if m["converged"]:
+            return (f"converged at {previous.name} (frequency MAE "
+                    f"{m['previous_frequency_mae_cm1']:.2f} cm-1): table unchanged -> {output}")
+        return (f"{len(m['runs'])} runs ({m['guard_stops']} stopped by the guard), "
+                f"{m['n_selected']} frames selected, {m['n_labelled']} labelled, "
+                f"{m['n_failed']} failed; {m['n_train']} labelled structures -> {output}")
+
+    run_stage("acquire", body)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,67 @@
+"""campaign: the learning curve over all iterations, and the campaign's final table and models.
+
+Reads every iteration named in ``active_learning.iterations`` (see
+:mod:`palirs_data.campaign`), writes one record per iteration for ``dvc plots``, the last
+iteration's figures for ``dvc exp show``, and copies the last iteration's table and committee
+to the paths the later stages (dipole, ir) read.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import typer
+
+from palirs_data.atomic import atomic_path, write_text_atomic
+from palirs_data.campaign import curve_csv, iteration_names, summarise
+from palirs_data.cli import run_stage
+from palirs_data.config import load_params
+
+STAGE_PARAMS = ("active_learning.iterations", "active_learning.stop_mae_cm1")
+RUNTIME_PARAMS: tuple[str, ...] = ()
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
+    campaign: Path = typer.Option(Path("data/campaign"), help="The iterations' directories."),
+    table: Path = typer.Option(Path("data/labelled/final.parquet"),
+                               help="Output: the last iteration's training table."),
+    models: Path = typer.Option(Path("data/models/committee"),
+                                help="Output: the last iteration's committee."),
+    metrics: Path = typer.Option(Path("metrics/campaign.json"),
+                                 help="Output metrics: the last iteration's figures."),
+    curve: Path = typer.Option(Path("metrics/campaign.csv"),
+                               help="Output plots: the learning curve, one row per iteration."),
+    frequencies: Path = typer.Option(Path("metrics/frequencies.csv"),
+                                     help="Output plots: the last committee's frequencies."),
+) -> None:
+    """Summarise the campaign and publish its final table and committee."""
+
+    def body() -> str:
+        p = load_params(params)
+        rows, summary = summarise(campaign, p.active_learning)
+        last = campaign / iteration_names(p.active_learning)[-1]
+        with atomic_path(table) as tmp:
+            shutil.copyfile(last / "train.parquet", tmp)
+        with atomic_path(models, directory=True) as tmp:
+            shutil.copytree(last / "committee", tmp, dirs_exist_ok=True)
+        with atomic_path(frequencies) as tmp:
+            shutil.copyfile(last / "frequencies.csv", tmp)
+        write_text_atomic(metrics, json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(curve, curve_csv(rows))
+        mae = " -> ".join(f"{r['frequency_mae_cm1']:.1f}" for r in rows)
+        state = (f"converged at iteration {summary['converged_at']}" if summary["converged"]
+                 else "not converged")
+        return (f"{summary['iterations']} iterations, {summary['n_train']} labelled "
+                f"structures; frequency MAE {mae} cm-1 ({state})")
+
+    run_stage("campaign", body)
+
+
+if __name__ == "__main__":
+    app()
