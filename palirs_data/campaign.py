@@ -13,7 +13,8 @@ record per iteration (the learning curve) and a summary of the last one (for
 ``dvc exp show``). :func:`run_experiments` runs the campaign as one ``dvc exp run`` per
 iteration, so that ``dvc exp show`` lists the iterations side by side.
 
-Run as ``python -m palirs_data.campaign experiments``.
+Run as ``python -m palirs_data.campaign experiments`` (``plan N`` prints the iterations mapping
+for N iterations, to paste into ``params.yaml``).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def iteration_record(directory: Path) -> dict:
 
 
 def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[dict], dict]:
-    """Records of every iteration and the campaign summary (the last iteration's figures,
-    whether and where the frequency MAE fell below ``stop_mae_cm1``)."""
+    """Records of every iteration and the campaign summary: the last iteration's figures (what
+    ``dvc exp show`` lists per experiment), whether and where the frequency MAE fell below
+    ``stop_mae_cm1``."""
     rows = [iteration_record(campaign_dir / name) for name in iteration_names(config)]
     below = [r["iteration"] for r in rows if r["frequency_mae_cm1"] < config.stop_mae_cm1]
     last = rows[-1]
@@ -90,10 +92,10 @@ def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[di
         **{k: last[k] for k in ("n_train", "labels_per_molecule", "frequency_mae_cm1",
                                 "frequency_rmse_cm1", "test_energy_rmse_meV_per_atom",
                                 "test_force_rmse_meV_A")},
-        "added_last_iteration": last["added"],
-        "max_force_std_max_eVA": max((r["max_force_std_max_eVA"] for r in rows
-                                      if r["max_force_std_max_eVA"] is not None), default=None),
-        "guard_stops": sum(r["guard_stops"] for r in rows),
+        # this iteration's acquisition: labels added, largest committee spread, guard stops
+        "added": last["added"], "max_force_std_max_eVA": last["max_force_std_max_eVA"],
+        "guard_stops": last["guard_stops"],
+        "guard_stops_total": sum(r["guard_stops"] for r in rows),
     }
     return rows, summary
 
@@ -150,7 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     exp = sub.add_parser("experiments", help="one `dvc exp run` per iteration")
     exp.add_argument("--params", type=Path, default=Path("params.yaml"))
     exp.add_argument("--prefix", default="iter", help="experiment names: <prefix><k>")
+    plan = sub.add_parser("plan", help="print active_learning.iterations for N iterations")
+    plan.add_argument("n", type=int)
     args = parser.parse_args(argv)
+    if args.command == "plan":
+        if args.n < 1:
+            print("error: plan: the number of iterations must be at least 1", file=sys.stderr)
+            return 1
+        print("iterations: {" + ", ".join(f"iter{k}: iter{k - 1}"
+                                          for k in range(1, args.n + 1)) + "}")
+        return 0
     setup_logging()
     try:
         names = run_experiments(args.params, prefix=args.prefix)

@@ -1,7 +1,10 @@
-"""The demo pipeline end to end through DVC, in a fresh clone, with tiny settings."""
+"""The demo pipeline end to end through DVC, in a fresh clone, with tiny settings: the whole
+campaign as one ``dvc exp run`` per iteration, then push to the local remote and pull into a
+second clone."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -9,37 +12,115 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 import yaml
 
 from conftest import REPO
+from palirs_data.structures import read_table
+
+
+def _run(cmd, cwd, env, timeout=1500):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, (cmd, result.stdout[-4000:], result.stderr[-4000:])
+    return result
+
+
+def _experiments(shown) -> dict:
+    """{experiment name: its metrics/campaign.json} from ``dvc exp show --json``."""
+    found = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            data = node.get("data")
+            if node.get("name") and isinstance(data, dict) and "metrics" in data:
+                campaign = (data["metrics"] or {}).get("metrics/campaign.json", {})
+                found[node["name"]] = campaign.get("data", {})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(shown)
+    return found
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.slow
-def test_demo_pipeline_runs_through_dvc(tmp_path):
+def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     repo = tmp_path / "repo"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(repo)], check=True)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("PALIRS_SCHEDULER_ADDRESS", None)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    _run(["git", "clone", "-q", str(REPO), str(repo)], tmp_path, env)
+    for key, value in (("user.name", "palirs test"), ("user.email", "test@palirs.invalid")):
+        _run(["git", "config", key, value], repo, env)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["committee"]["training"]["max_num_epochs"] = 3
     params["committee"]["model"]["num_channels"] = 8
     params["dipole"]["training"]["max_num_epochs"] = 3
     params["dipole"]["model"]["num_channels"] = 8
     params["test_set"].update(duration_fs=100.0, n_candidates=40)
+    params["active_learning"]["iterations"] = {"iter1": "iter0", "iter2": "iter1"}
+    params["active_learning"]["acquire"].update(
+        duration_fs=40.0, min_spacing_fs=2.0,
+        max_force_rel_dev=1e9)  # 3-epoch models would trip the guard at once (tested apart)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.pop("PALIRS_SCHEDULER_ADDRESS", None)
-    dvc = str(Path(sys.executable).parent / "dvc")
-    run = subprocess.run([dvc, "repro"], cwd=repo, env=env, capture_output=True, text=True,
-                         timeout=1200)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for stage in ("sample", "label", "e0s", "train-ensemble", "dipole", "test-set", "evaluate"):
-        assert f"Running stage '{stage}'" in run.stdout, stage
-    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert math.isfinite(evaluate["frequency_mae_cm1"]) and evaluate["frequency_mae_cm1"] > 0
-    assert evaluate["test"]["n_test"] == 20
-    assert math.isfinite(evaluate["test"]["dipole_rmse_mD"])
-    status = subprocess.run([dvc, "status"], cwd=repo, env=env, capture_output=True, text=True)
-    assert "up to date" in status.stdout
-    shown = subprocess.run([dvc, "metrics", "show"], cwd=repo, env=env, capture_output=True,
-                           text=True)
-    assert "frequency_mae_cm1" in shown.stdout and "test.force_rmse_meV_A" in shown.stdout
+    _run(["git", "commit", "-qam", "tiny settings"], repo, env)
+
+    # the campaign: one experiment per iteration
+    run = _run([sys.executable, "-m", "palirs_data.campaign", "experiments"], repo, env)
+    out = run.stdout + run.stderr
+    assert "experiments: iter1, iter2" in out
+    for stage in ("sample", "label", "e0s", "train-ensemble", "test-set", "evaluate",
+                  "acquire@iter1", "retrain@iter1", "reevaluate@iter1", "acquire@iter2",
+                  "retrain@iter2", "reevaluate@iter2", "campaign", "dipole"):
+        assert f"Running stage '{stage}'" in out, stage
+    # the second experiment restored iteration 1 instead of recomputing it
+    assert out.count("Running stage 'acquire@iter1'") == 1
+
+    # the table grows by exactly 3 temperatures x 5 frames per iteration
+    tables = [read_table(repo / f"data/campaign/iter{k}/train.parquet") for k in range(3)]
+    n0 = tables[0].num_rows
+    assert [t.num_rows for t in tables] == [n0, n0 + 15, n0 + 30]
+    for k in (1, 2):
+        new = tables[k].filter(pc.equal(tables[k].column("iteration"), k))
+        assert new.num_rows == 15
+        assert set(new.column("label_status").to_pylist()) == {"ok"}
+        assert sorted(set(new.column("temperature_K").to_pylist())) == [300.0, 500.0, 700.0]
+    assert _sha(repo / "data/labelled/final.parquet") == _sha(
+        repo / "data/campaign/iter2/train.parquet")
+
+    campaign = json.loads((repo / "metrics/campaign.json").read_text())
+    assert campaign["iterations"] == 2 and campaign["n_train"] == n0 + 30
+    assert campaign["labels_per_molecule"] == {"methanol": n0 + 30}
+    assert math.isfinite(campaign["frequency_mae_cm1"]) and campaign["frequency_mae_cm1"] > 0
+    curve = (repo / "metrics/campaign.csv").read_text().splitlines()
+    assert len(curve) == 4 and curve[0].startswith("iteration,n_train")
+    dipole = json.loads((repo / "metrics/dipole.json").read_text())
+    assert math.isfinite(dipole["test_rmse_dipole_mD"])
+    evaluation = json.loads((repo / "data/campaign/iter2/evaluate.json").read_text())
+    assert evaluation["test"]["n_test"] == 20
+
+    shown = _experiments(json.loads(_run([dvc, "exp", "show", "--json"], repo, env).stdout))
+    assert shown["iter1"]["n_train"] == n0 + 15 and shown["iter2"]["n_train"] == n0 + 30
+    assert "up to date" in _run([dvc, "status"], repo, env).stdout
+
+    # share: push to the configured local remote, clone again, pull: nothing to reproduce
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "campaign"], repo, env)
+    _run([dvc, "push"], repo, env)
+    assert (tmp_path / "palirs-dvc-remote").is_dir()  # the demo remote: ../palirs-dvc-remote
+    other = tmp_path / "other"
+    _run(["git", "clone", "-q", str(repo), str(other)], tmp_path, env)
+    _run([dvc, "pull"], other, env)
+    assert "up to date" in _run([dvc, "status"], other, env).stdout
+    for path in ("data/labelled/final.parquet", "data/models/dipole.model",
+                 "data/models/committee/model_0.model",
+                 "data/campaign/iter2/trajectories.zarr/zarr.json"):
+        assert _sha(other / path) == _sha(repo / path), path

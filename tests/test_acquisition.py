@@ -1,0 +1,229 @@
+"""Active learning: frame selection, the guard, continuation between iterations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from conftest import TINY_MODEL
+from palirs_data import structures
+from palirs_data.acquisition import Guard, run_acquisition, select_frames
+from palirs_data.committee import Committee
+from palirs_data.config import AcquireConfig
+from palirs_data.dynamics import BatchedMD, Replica
+from palirs_data.trajectory import TrajectoryStore
+
+
+# --- selection ------------------------------------------------------------------------------
+
+def test_selection_takes_the_most_uncertain_frames_apart_in_time():
+    t = np.arange(10.0)
+    u = np.array([0.1, 0.9, 0.8, 0.2, 0.7, 0.95, 0.3, np.nan, 0.85, 0.1])
+    assert select_frames(t, u, n=3, min_spacing_fs=0.0).tolist() == [5, 1, 8]
+    assert select_frames(t, u, n=3, min_spacing_fs=2.0).tolist() == [5, 1, 8]
+    # 8 is 3 fs from 5, 2 is 1 fs from 1, 4 and 6 are 1 fs from 5, 3 is 2 fs from 5 ...
+    assert select_frames(t, u, n=3, min_spacing_fs=3.5).tolist() == [5, 1, 9]
+    # fewer frames than asked for: all that the spacing allows; NaN never
+    assert select_frames(t, u, n=10, min_spacing_fs=4.0).tolist() == [5, 1, 9]
+    assert 7 not in select_frames(t, u, n=10, min_spacing_fs=0.0)
+
+
+def test_selection_is_greedy_by_uncertainty_on_random_series():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n_frames = int(rng.integers(1, 60))
+        t = np.sort(rng.uniform(0, 100, n_frames))
+        u = rng.exponential(size=n_frames)
+        n, spacing = int(rng.integers(1, 8)), float(rng.uniform(0, 20))
+        chosen = select_frames(t, u, n=n, min_spacing_fs=spacing)
+        assert len(chosen) <= n and len(set(chosen)) == len(chosen)
+        assert all(abs(t[a] - t[b]) >= spacing for a in chosen for b in chosen if a != b)
+        assert np.all(np.diff(u[chosen]) <= 0)  # most uncertain first
+        # every frame passed over for a less uncertain one lies too close to a better pick
+        floor = u[chosen[-1]] if len(chosen) == n else -np.inf
+        for i in set(range(n_frames)) - set(chosen.tolist()):
+            if u[i] > floor:
+                assert any(abs(t[i] - t[j]) < spacing and u[j] >= u[i] for j in chosen)
+
+
+# --- the guard --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def minimum(methanol_data):
+    return structures.from_table(methanol_data["result"].equilibrium)[0]
+
+
+@pytest.fixture(scope="module")
+def inverted_member(tmp_path_factory, methanol_data):
+    """One member trained on different data: the same geometries with the interaction
+    energy and forces of methanol inverted (E - ΣE0 -> -(E - ΣE0), F -> -F)."""
+    import pyarrow as pa
+
+    from palirs_data.committee import train_committee
+    from palirs_data.config import CommitteeConfig
+
+    table = methanol_data["labelled"]
+    e0s = methanol_data["e0s"]
+    rows = structures.from_table(table)
+    for s in rows:
+        reference = sum(e0s[int(z)] for z in s.numbers)
+        s.energy_eV = 2 * reference - s.energy_eV
+        s.forces_eVA = -s.forces_eVA
+    inverted = structures.to_table(rows)
+    assert isinstance(inverted, pa.Table)
+    tmp = tmp_path_factory.mktemp("inverted")
+    config = CommitteeConfig(seeds=[7], model=TINY_MODEL,
+                             training={"max_num_epochs": 6, "lr": 0.01})
+    report = train_committee(inverted, e0s=e0s, config=config, out_dir=tmp / "models",
+                             work_dir=tmp / "work")
+    return report.members[0].model
+
+
+def _replicas(minimum, temperatures, seed=0):
+    return [Replica(key=f"methanol/{t:g}K/0", molecule="methanol", numbers=minimum.numbers,
+                    positions_A=minimum.positions_A, temperature_K=t, friction_fs=0.01,
+                    seed=seed + k) for k, t in enumerate(temperatures)]
+
+
+def test_guard_stops_a_run_of_a_disagreeing_committee(tiny_committee, inverted_member,
+                                                      minimum, tmp_path):
+    paths = tiny_committee["paths"]
+    agreeing = Committee.load(paths)
+    disagreeing = Committee.load([*paths[:2], inverted_member])
+    n_steps = 200
+
+    def run(committee, name, limit):
+        guard = Guard(max_force_rel_dev=limit, min_distance_A=0.5, max_distance_A=20.0)
+        store = TrajectoryStore(tmp_path / f"{name}.zarr")
+        md = BatchedMD(committee, _replicas(minimum, [500.0]), timestep_fs=0.5, store=store)
+        report = md.run(n_steps, write_every=2, guard=guard)
+        return md, report, store["methanol/500K/0"]
+
+    # members trained on the same data: how far they disagree on this run (6-epoch models
+    # are rough, so the limit is 0.5 or, if they exceed it, a little above their worst)
+    _, report_ok, traj_ok = run(agreeing, "good", float("inf"))
+    assert report_ok.stopped == [] and traj_ok.n_frames == n_steps // 2
+    limit = max(0.5, 1.2 * float(traj_ok.read("force_rel_dev").max()))
+    # one member trained on an inverted surface: the run stops, early, at the limit
+    md, report, traj = run(disagreeing, "bad", limit)
+    replica = md.replicas[0]
+    assert report.stopped == ["methanol/500K/0"]
+    assert replica.stopped_at_step < n_steps // 2
+    assert replica.stop_reason.startswith("force_rel_dev")
+    assert float(replica.stop_reason.split()[1]) > limit
+    # only the frames before the blow-up are kept: every one of them passes the guard
+    assert traj.n_frames == (replica.stopped_at_step - 1) // 2
+    assert np.all(traj.read("force_rel_dev") <= limit)
+    assert traj.n_frames == 0 or traj.read("time_fs")[-1] < replica.stopped_at_step * 0.5
+
+
+def test_guard_stops_non_finite_and_exploding_frames(tiny_committee, minimum):
+    committee = tiny_committee["committee"]
+    md = BatchedMD(committee, _replicas(minimum, [300.0, 300.0, 300.0]), timestep_fs=0.5)
+    x = md._x.clone()
+    n = len(minimum.numbers)
+    x[n] = x[n + 1]
+    x[n, 0] += 0.1  # replica 1: two atoms 0.1 Å apart
+    x[2 * n] += 50.0  # replica 2: one atom far away
+    md._x = x
+    out = committee.evaluate(md.batch, md._x)
+    guard = Guard(max_force_rel_dev=1e9, min_distance_A=0.5, max_distance_A=20.0)
+    assert guard(md, out).tolist() == [False, True, True]
+    assert "0.10 Å apart" in md.replicas[1].stop_reason
+    assert "> 20 Å" in md.replicas[2].stop_reason
+    out.energy_eV[0] = float("nan")
+    assert guard(md, out)[0]
+
+
+# --- one acquisition step and its continuation ---------------------------------------------
+
+def test_acquisition_continues_exactly_and_selects_per_temperature(tiny_committee, minimum,
+                                                                   tmp_path):
+    config = AcquireConfig(temperatures_K=[300.0, 700.0], duration_fs=20.0, write_every=2,
+                           per_temperature=3, min_spacing_fs=2.0, friction_fs=0.01,
+                           max_force_rel_dev=1e9)  # tiny models: no guard here
+    committee = tiny_committee["committee"]
+    first = TrajectoryStore(tmp_path / "iter1.zarr")
+    one = run_acquisition(committee, [minimum], config, iteration=1, store=first)
+    second = TrajectoryStore(tmp_path / "iter2.zarr")
+    two = run_acquisition(committee, [minimum], config, iteration=2, store=second,
+                          previous=TrajectoryStore(tmp_path / "iter1.zarr", mode="r"))
+    for key in ("methanol/300K/0", "methanol/700K/0"):
+        a, b = first[key], second[key]
+        assert a.n_frames == b.n_frames == 1 + 40 // 2  # the start, then every 2nd step
+        for name in ("positions_A", "velocities_A_fs", "time_fs"):
+            np.testing.assert_array_equal(b.read(name, 0, 1)[0], a.last(name))
+        np.testing.assert_allclose(b.read("time_fs"), 20.0 + np.arange(21) * 1.0)
+        # a new iteration draws new noise: the runs differ after the start
+        assert not np.allclose(b.read("positions_A")[1:], a.read("positions_A")[1:])
+    for report, iteration in ((one, 1), (two, 2)):
+        table = report.table
+        assert table.num_rows == 6
+        assert set(table.column("source").to_pylist()) == {"active_learning"}
+        assert set(table.column("iteration").to_pylist()) == {iteration}
+        assert set(table.column("label_status").to_pylist()) == {"pending"}
+        for t in (300.0, 700.0):
+            rows = table.filter(pc.equal(table.column("temperature_K"), t))
+            key = f"methanol/{t:g}K/0"
+            store = first if iteration == 1 else second
+            u = store[key].read("force_std_max_eVA")
+            expected = 1 + select_frames(store[key].read("time_fs")[1:], u[1:], n=3,
+                                         min_spacing_fs=2.0)
+            assert sorted(rows.column("force_std_max_eVA").to_pylist()) == sorted(u[expected])
+
+
+# --- after convergence: nothing added, nothing retrained ------------------------------------
+
+def test_converged_campaign_passes_the_table_through(methanol_data, tmp_path):
+    import json
+
+    from palirs_data.acquisition import acquire
+    from palirs_data.config import ActiveLearningConfig, LabelConfig, LabelerConfig
+
+    previous = tmp_path / "iter3"
+    previous.mkdir()
+    structures.write_table(methanol_data["labelled"], previous / "train.parquet")
+    (previous / "evaluate.json").write_text(json.dumps({"frequency_mae_cm1": 4.2}))
+    result = acquire(iteration=4, previous_dir=previous,
+                     equilibrium=methanol_data["result"].equilibrium,
+                     config=ActiveLearningConfig(stop_mae_cm1=5.0), labeler_config=LabelerConfig(),
+                     label_config=LabelConfig(checkpoint_dir=tmp_path / "ckpt"),
+                     store=TrajectoryStore(tmp_path / "iter4.zarr"))  # no committee needed
+    assert result.table.equals(methanol_data["labelled"])
+    assert result.metrics["converged"] and result.metrics["n_labelled"] == 0
+    assert TrajectoryStore(tmp_path / "iter4.zarr").keys() == []
+
+
+def test_retrain_copies_a_committee_trained_on_the_same_data(methanol_data, tmp_path):
+    import json
+
+    from conftest import run_stage, write_params
+    from palirs_data.committee import training_fingerprint
+    from palirs_data.config import CommitteeConfig
+    from palirs_data.e0s import write_e0s
+
+    table = methanol_data["labelled"]
+    config = {"seeds": [0], "model": TINY_MODEL, "training": {"max_num_epochs": 2}}
+    e0s = methanol_data["e0s"]
+    fingerprint = training_fingerprint(table, e0s=e0s, config=CommitteeConfig(**config))
+    assert fingerprint != training_fingerprint(table.slice(1), e0s=e0s,
+                                               config=CommitteeConfig(**config))
+    params = write_params(tmp_path / "params.yaml", committee=config)
+    structures.write_table(table, tmp_path / "data/campaign/iter0/train.parquet")
+    from palirs_data.config import LabelerConfig
+    from palirs_data.labelers import make_labeler
+
+    write_e0s(tmp_path / "data/reference/e0s.json", e0s, make_labeler(LabelerConfig()))
+    first = run_stage("train_ensemble", "--params", str(params), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    trained = tmp_path / "data/campaign/iter0/committee"
+    assert json.loads((trained / "training.json").read_text())["fingerprint"] == fingerprint
+    again = run_stage("train_ensemble", "--params", str(params), "--reuse", str(trained),
+                      "--models", "data/campaign/iter1/committee", "--metrics",
+                      "data/campaign/iter1/train_ensemble.json", "--curves",
+                      "data/campaign/iter1/training_curves.csv", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "committee copied, not retrained" in again.stdout
+    copied = tmp_path / "data/campaign/iter1/committee/model_0.model"
+    assert copied.read_bytes() == (trained / "model_0.model").read_bytes()
