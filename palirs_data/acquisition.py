@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import torch
 
 from palirs_data import structures
-from palirs_data.committee import Committee, CommitteeOutput, _segment_reduce
+from palirs_data.committee import Committee, CommitteeOutput, segment_reduce
 from palirs_data.config import ActiveLearningConfig, AcquireConfig, LabelConfig, LabelerConfig
 from palirs_data.dynamics import BatchedMD, Replica
 from palirs_data.errors import PalirsInputError
@@ -79,18 +79,18 @@ class Guard:
         self.max_distance_A = max_distance_A
 
     def __call__(self, md: BatchedMD, out: CommitteeOutput) -> np.ndarray:
-        batch, x = md.batch, md._x
+        batch, x = md.batch, md.coordinates
         n = batch.n_graphs
         s, r = batch.pairs
         d = torch.linalg.vector_norm(x[r] - x[s], dim=1)
         owner = batch.batch[s]
         has_pairs = torch.zeros(n, dtype=torch.bool, device=x.device).index_fill_(0, owner, True)
-        d_min = torch.where(has_pairs, _segment_reduce(d, owner, n, "amin"), torch.inf)
-        d_max = torch.where(has_pairs, _segment_reduce(d, owner, n, "amax"), 0.0)
+        d_min = torch.where(has_pairs, segment_reduce(d, owner, n, "amin"), torch.inf)
+        d_max = torch.where(has_pairs, segment_reduce(d, owner, n, "amax"), 0.0)
         finite = (torch.isfinite(out.energy_eV)
-                  & _segment_reduce(torch.isfinite(out.forces_eVA).all(-1).to(x.dtype),
+                  & segment_reduce(torch.isfinite(out.forces_eVA).all(-1).to(x.dtype),
                                     batch.batch, n, "amin").bool()
-                  & _segment_reduce(torch.isfinite(x).all(-1).to(x.dtype), batch.batch, n,
+                  & segment_reduce(torch.isfinite(x).all(-1).to(x.dtype), batch.batch, n,
                                     "amin").bool())
         rel = out.force_rel_dev
         checks = [

@@ -54,13 +54,32 @@ log = logging.getLogger(__name__)
 REL_DEV_EPS_EVA = 0.05
 
 
-def split_indices(n: int, valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random train/validation split of ``n`` rows (sorted index arrays), fixed by ``seed``."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_valid = max(1, int(round(valid_fraction * n)))
-    if n - n_valid < 1:
-        raise PalirsInputError(f"committee: {n} labelled structures are too few to split")
-    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+def split_indices(structure_ids: Sequence[str], iterations: Sequence[int],
+                  valid_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation split (sorted row indices), ``valid_fraction`` of each iteration's rows
+    in validation, stable as the table grows.
+
+    The rows of each active-learning iteration are split on their own, in structure-id order
+    shuffled by a generator seeded with (``seed``, iteration): rows added by a later iteration
+    never move earlier rows between the sets, so every iteration's committee trains on what the
+    previous one trained on plus new frames, and validation errors stay comparable.
+    """
+    ids = np.asarray(structure_ids, dtype=object)
+    its = np.asarray(iterations, dtype=np.int64)
+    train: list[int] = []
+    valid: list[int] = []
+    for it in np.unique(its):
+        rows = np.flatnonzero(its == it)
+        rows = rows[np.argsort(ids[rows].astype(str), kind="stable")]
+        order = np.random.default_rng([seed, int(it)]).permutation(len(rows))
+        n_valid = int(round(valid_fraction * len(rows)))
+        valid += rows[order[:n_valid]].tolist()
+        train += rows[order[n_valid:]].tolist()
+    if not valid and len(train) > 1:  # tiny tables: at least one structure to validate on
+        valid.append(train.pop())
+    if not valid or not train:
+        raise PalirsInputError(f"committee: {len(ids)} labelled structures are too few to split")
+    return np.sort(np.array(train)), np.sort(np.array(valid))
 
 
 #: What a mace-torch job fits: an energy/forces MACE, or an AtomicDipolesMACE dipole model.
@@ -210,7 +229,9 @@ def write_split(table: pa.Table, *, elements: Sequence[str], valid_fraction: flo
     if present - known:
         raise PalirsInputError(f"committee.elements: the data contain element(s) "
                                f"{sorted(present - known)} not in {list(elements)}")
-    train_idx, valid_idx = split_indices(labelled.num_rows, valid_fraction, split_seed)
+    train_idx, valid_idx = split_indices(labelled.column("structure_id").to_pylist(),
+                                         labelled.column("iteration").to_pylist(),
+                                         valid_fraction, split_seed)
     data_dir.mkdir(parents=True, exist_ok=True)
     train_file, valid_file = data_dir / "train.extxyz", data_dir / "valid.extxyz"
     structures.write_extxyz(labelled.take(train_idx), train_file)
@@ -363,8 +384,10 @@ class CommitteeOutput:
     member_forces_eVA: torch.Tensor  # (n_members, n_atoms, 3)
 
 
-def _segment_reduce(values: torch.Tensor, batch: torch.Tensor, n: int, reduce: str
-                    ) -> torch.Tensor:
+def segment_reduce(values: torch.Tensor, batch: torch.Tensor, n: int, reduce: str
+                   ) -> torch.Tensor:
+    """Reduce per-atom ``values`` to one value per molecule (``reduce``: sum, amax, amin, ...);
+    ``batch`` gives each atom's molecule."""
     out = torch.zeros(n, dtype=values.dtype, device=values.device)
     return out.scatter_reduce(0, batch, values, reduce=reduce, include_self=False)
 
@@ -408,12 +431,12 @@ class Committee:
         f_std = torch.sqrt(((f - f_mean) ** 2).sum(-1).mean(0))
         n = batch.n_graphs
         counts = torch.as_tensor(batch.n_atoms, dtype=f.dtype, device=f.device)
-        msd = _segment_reduce(f_std ** 2, batch.batch, n, "sum") / counts
-        msf = _segment_reduce((f_mean ** 2).sum(-1), batch.batch, n, "sum") / counts
+        msd = segment_reduce(f_std ** 2, batch.batch, n, "sum") / counts
+        msf = segment_reduce((f_mean ** 2).sum(-1), batch.batch, n, "sum") / counts
         return CommitteeOutput(
             energy_eV=e.mean(0), energy_std_eV=e.std(0, unbiased=False), forces_eVA=f_mean,
             force_std_eVA=f_std,
-            force_std_max_eVA=_segment_reduce(f_std, batch.batch, n, "amax"),
+            force_std_max_eVA=segment_reduce(f_std, batch.batch, n, "amax"),
             force_rel_dev=torch.sqrt(msd) / (torch.sqrt(msf) + REL_DEV_EPS_EVA),
             member_energies_eV=e, member_forces_eVA=f)
 

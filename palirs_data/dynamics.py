@@ -178,6 +178,11 @@ class BatchedMD:
         return self.output
 
     @property
+    def coordinates(self) -> torch.Tensor:
+        """Positions of all active replicas' atoms, (n_atoms, 3), Å, in batch order."""
+        return self._x
+
+    @property
     def positions(self) -> list[torch.Tensor]:
         return list(torch.split(self._x, self.batch.n_atoms.tolist()))
 

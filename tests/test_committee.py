@@ -10,14 +10,26 @@ from palirs_data import structures
 from palirs_data.committee import Committee, split_indices
 
 
-def test_split_is_80_20_and_fixed_by_its_seed():
-    train, valid = split_indices(120, 0.2, seed=0)
+def test_split_is_80_20_fixed_by_its_seed_and_stable_as_the_table_grows():
+    ids = [f"s{k:03d}" for k in range(150)]
+    iterations = [0] * 120 + [1] * 15 + [2] * 15
+    train, valid = split_indices(ids[:120], iterations[:120], 0.2, seed=0)
     assert len(train) == 96 and len(valid) == 24
     assert not set(train) & set(valid)
-    again, _ = split_indices(120, 0.2, seed=0)
-    other, _ = split_indices(120, 0.2, seed=1)
+    again, _ = split_indices(ids[:120], iterations[:120], 0.2, seed=0)
+    other, _ = split_indices(ids[:120], iterations[:120], 0.2, seed=1)
     np.testing.assert_array_equal(train, again)
     assert not np.array_equal(train, other)
+    # two more iterations of 15: each split 12:3, and no earlier row changes sides
+    grown_train, grown_valid = split_indices(ids, iterations, 0.2, seed=0)
+    assert len(grown_train) == 96 + 24 and len(grown_valid) == 24 + 6
+    np.testing.assert_array_equal(grown_train[:96], train)
+    np.testing.assert_array_equal(grown_valid[:24], valid)
+    # the split follows the structures, not their order in the table
+    order = np.random.default_rng(3).permutation(150)
+    shuffled_train, _ = split_indices([ids[i] for i in order], [iterations[i] for i in order],
+                                      0.2, seed=0)
+    assert sorted(ids[i] for i in order[shuffled_train]) == sorted(ids[i] for i in grown_train)
 
 
 def test_three_members_trained_and_different(tiny_committee):
