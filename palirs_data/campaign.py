@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,25 @@ def curve_csv(rows: list[dict]) -> str:
 # --- one experiment per iteration ---------------------------------------------------------
 
 
+#: who commits the experiment refs when git has no identity configured (DVC needs one)
+PLACEHOLDER_IDENTITY = {"GIT_AUTHOR_NAME": "palirs-data campaign",
+                        "GIT_AUTHOR_EMAIL": "campaign@palirs-data.invalid"}
+
+
+def _experiment_env() -> dict[str, str]:
+    env = dict(os.environ)
+    known = [subprocess.run(["git", "config", key], capture_output=True, text=True).stdout.strip()
+             for key in ("user.name", "user.email")]
+    if not all(known) and not all(k in env for k in PLACEHOLDER_IDENTITY):
+        log.info("git has no user name/email: experiments are committed (as refs, not on a "
+                 "branch) by %s <%s>", PLACEHOLDER_IDENTITY["GIT_AUTHOR_NAME"],
+                 PLACEHOLDER_IDENTITY["GIT_AUTHOR_EMAIL"])
+        for role in ("AUTHOR", "COMMITTER"):
+            env.setdefault(f"GIT_{role}_NAME", PLACEHOLDER_IDENTITY["GIT_AUTHOR_NAME"])
+            env.setdefault(f"GIT_{role}_EMAIL", PLACEHOLDER_IDENTITY["GIT_AUTHOR_EMAIL"])
+    return env
+
+
 def run_experiments(params_path: Path = Path("params.yaml"), *, prefix: str = "iter",
                     dvc: str = "dvc") -> list[str]:
     """``dvc exp run`` the campaign up to iteration 1, 2, ..., N (N from ``params.yaml``),
@@ -120,6 +140,7 @@ def run_experiments(params_path: Path = Path("params.yaml"), *, prefix: str = "i
     config = load_params(params_path).active_learning
     names = list(config.iterations)
     original = params_path.read_text()
+    env = _experiment_env()
     done = []
     try:
         for k in range(1, len(names) + 1):
@@ -129,7 +150,7 @@ def run_experiments(params_path: Path = Path("params.yaml"), *, prefix: str = "i
                 cmd += ["-S", d]
             log.info("experiment %s%d: %s", prefix, k, " ".join(cmd))
             params_path.write_text(original)
-            subprocess.run(cmd, check=True)
+            subprocess.run(cmd, check=True, env=env)
             done.append(f"{prefix}{k}")
             summary = json.loads(Path("metrics/campaign.json").read_text())
             if summary["converged"]:

@@ -54,12 +54,16 @@ def _sha(path: Path) -> str:
 @pytest.mark.slow
 def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     repo = tmp_path / "repo"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.pop("PALIRS_SCHEDULER_ADDRESS", None)
+    # a fresh machine: no git identity (the campaign runner must cope), no global config
+    (tmp_path / "home").mkdir()
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               HOME=str(tmp_path / "home"), GIT_CONFIG_NOSYSTEM="1", COLUMNS="200")
+    for key in ("PALIRS_SCHEDULER_ADDRESS", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL",
+                "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_CONFIG_GLOBAL"):
+        env.pop(key, None)
     dvc = str(Path(sys.executable).parent / "dvc")
+    git = ["git", "-c", "user.name=palirs test", "-c", "user.email=test@palirs.invalid"]
     _run(["git", "clone", "-q", str(REPO), str(repo)], tmp_path, env)
-    for key, value in (("user.name", "palirs test"), ("user.email", "test@palirs.invalid")):
-        _run(["git", "config", key, value], repo, env)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["committee"]["training"]["max_num_epochs"] = 3
     params["committee"]["model"]["num_channels"] = 8
@@ -71,12 +75,13 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
         duration_fs=40.0, min_spacing_fs=2.0,
         max_force_rel_dev=1e9)  # 3-epoch models would trip the guard at once (tested apart)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "commit", "-qam", "tiny settings"], repo, env)
+    _run([*git, "commit", "-qam", "tiny settings"], repo, env)
 
     # the campaign: one experiment per iteration
     run = _run([sys.executable, "-m", "palirs_data.campaign", "experiments"], repo, env)
     out = run.stdout + run.stderr
     assert "experiments: iter1, iter2" in out
+    assert "git has no user name/email" in out  # experiment refs got a placeholder identity
     for stage in ("sample", "label", "e0s", "train-ensemble", "test-set", "evaluate",
                   "acquire@iter1", "retrain@iter1", "reevaluate@iter1", "acquire@iter2",
                   "retrain@iter2", "reevaluate@iter2", "campaign", "dipole"):
@@ -113,7 +118,7 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
 
     # share: push to the configured local remote, clone again, pull: nothing to reproduce
     _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "campaign"], repo, env)
+    _run([*git, "commit", "-qm", "campaign"], repo, env)
     _run([dvc, "push"], repo, env)
     assert (tmp_path / "palirs-dvc-remote").is_dir()  # the demo remote: ../palirs-dvc-remote
     other = tmp_path / "other"
