@@ -33,7 +33,7 @@ from palirs_data import structures
 from palirs_data.config import ActiveLearningConfig, iteration_number, load_params
 from palirs_data.errors import PalirsInputError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("palirs_data.campaign")  # also when run as __main__
 
 #: columns of the per-iteration learning curve (``metrics/campaign.csv``)
 CURVE_COLUMNS = ("iteration", "n_train", "labels_per_molecule_min", "added",
