@@ -1,0 +1,164 @@
+"""IR spectra from dipole series: peaks where the sinusoids are, ω² weights, comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from palirs_data.spectra import (SPEED_OF_LIGHT_CM_FS, compare_spectra, ir_spectrum, on_grid,
+                                 pearson, wasserstein_cm1)
+
+
+def _sinusoids(components, n_frames=20000, dt=0.5, seed=0):
+    """Dipoles (e·Å) of sinusoids {component: [(wavenumber, amplitude), ...]}, random phases."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_frames) * dt
+    mu = np.zeros((n_frames, 3))
+    for c, lines in components.items():
+        for nu, a in lines:
+            mu[:, c] += a * np.sin(2 * np.pi * SPEED_OF_LIGHT_CM_FS * nu * t
+                                   + rng.uniform(0, 2 * np.pi))
+    return mu
+
+
+def _peak(wavenumber, intensity, near, half_width=150.0):
+    sel = np.abs(wavenumber - near) < half_width
+    k = np.argmax(np.where(sel, intensity, -np.inf))
+    return wavenumber[k], intensity[k]
+
+
+@pytest.mark.parametrize("same_component", [False, True])
+def test_sinusoids_give_peaks_at_their_wavenumbers_weighted_by_omega_squared(same_component):
+    lines = [(1000.0, 0.10), (1700.0, 0.05), (3000.0, 0.10)]
+    components = ({0: lines} if same_component
+                  else {k: [line] for k, line in enumerate(lines)})
+    dt = 0.5
+    nu, intensity = ir_spectrum(_sinusoids(components, dt=dt), dt)
+    spacing = nu[1] - nu[0]
+    peaks = [_peak(nu, intensity, w) for w, _ in lines]
+    for (w, _), (found, _) in zip(lines, peaks):
+        assert abs(found - w) <= spacing, (w, found, spacing)
+    # the derivative weights each line by ω² (amplitude² ω²); np.gradient's central difference
+    # scales ω by sin(ωΔt)/(ωΔt), which is part of the expectation
+    def weight(w, a):
+        x = 2 * np.pi * SPEED_OF_LIGHT_CM_FS * w * dt
+        return (a * w * np.sin(x) / x) ** 2
+
+    expected = np.array([weight(w, a) for w, a in lines])
+    found = np.array([p[1] for p in peaks])
+    np.testing.assert_allclose(found / found[0], expected / expected[0], rtol=0.03)
+    # far from any line there is (almost) nothing
+    assert np.all(intensity[(nu > 2200) & (nu < 2600)] < 1e-3 * found.max())
+
+
+def test_components_keep_their_relative_weight():
+    small = ir_spectrum(_sinusoids({0: [(1500.0, 0.01)], 1: [(1500.0, 0.1)]}), 0.5)[1]
+    big = ir_spectrum(_sinusoids({0: [(1500.0, 0.1)], 1: [(1500.0, 0.1)]}), 0.5)[1]
+    assert small.max() / big.max() == pytest.approx((0.01**2 + 0.1**2) / (2 * 0.1**2), rel=0.02)
+
+
+def test_correlation_depth_sets_the_line_width():
+    mu = _sinusoids({0: [(1500.0, 0.1)]})
+    widths = []
+    for depth in (500.0, 1000.0):
+        nu, intensity = ir_spectrum(mu, 0.5, max_correlation_fs=depth, zero_padding=32)
+        above = nu[intensity > intensity.max() / 2]
+        widths.append(above.max() - above.min())
+    # a Hann window spanning ±T: full width at half maximum 2/(2T) in frequency, 1/(c T)
+    assert widths[0] == pytest.approx(2 * widths[1], rel=0.05)
+    assert widths[1] == pytest.approx(1 / (SPEED_OF_LIGHT_CM_FS * 1000.0), rel=0.05)
+
+
+def test_bad_dipole_series_are_refused():
+    with pytest.raises(ValueError, match="shape"):
+        ir_spectrum(np.zeros((100, 2)), 0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        ir_spectrum(np.full((100, 3), np.nan), 0.5)
+    with pytest.raises(ValueError, match="positive"):
+        ir_spectrum(np.zeros((100, 3)), 0.0)
+
+
+def _gaussian(grid, centre, width=20.0):
+    return np.exp(-0.5 * ((grid - centre) / width) ** 2)
+
+
+def test_a_spectrum_agrees_with_itself():
+    grid = np.arange(0.0, 5000.0, 2.0)
+    spectrum = _gaussian(grid, 1200) + 0.5 * _gaussian(grid, 2900, 40)
+    result = compare_spectra((grid, spectrum), (grid, spectrum))
+    assert result["pcc"] == pytest.approx(1.0, abs=1e-12)
+    assert result["wasserstein_cm1"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_shifted_spectrum_is_as_far_as_the_shift():
+    grid = np.arange(0.0, 5000.0, 1.0)
+    spectrum = _gaussian(grid, 1200) + 0.5 * _gaussian(grid, 2900, 40)
+    shifted = _gaussian(grid, 1225) + 0.5 * _gaussian(grid, 2925, 40)
+    result = compare_spectra((grid, spectrum), (grid, shifted))
+    assert result["wasserstein_cm1"] == pytest.approx(25.0, abs=0.1)
+    assert result["pcc"] < 0.9
+    # normalised to unit area on the comparison grid, negative parts clipped
+    window = np.arange(500.0, 4001.0)
+    values = on_grid(grid, spectrum - 0.01, window)
+    assert np.trapezoid(values, window) == pytest.approx(1.0) and values.min() >= 0
+    assert pearson(values, values) == pytest.approx(1.0)
+    assert wasserstein_cm1(window, values, values) == pytest.approx(0.0, abs=1e-9)
+
+
+# --- experimental spectra -------------------------------------------------------------------
+
+def _jcamp(path, x, y, *, xunits, yunits, data_type="INFRARED SPECTRUM"):
+    lines = ["##TITLE=test", "##JCAMP-DX=4.24", f"##DATA TYPE={data_type}",
+             f"##XUNITS={xunits}", f"##YUNITS={yunits}", "##XFACTOR=1.0", "##YFACTOR=1.0",
+             f"##FIRSTX={x[0]}", f"##LASTX={x[-1]}", f"##NPOINTS={len(x)}",
+             f"##DELTAX={(x[-1] - x[0]) / (len(x) - 1)}", "##XYDATA=(X++(Y..Y))"]
+    lines += [f"{xi:.6f} {yi:.6f}" for xi, yi in zip(x, y)]
+    lines.append("##END=")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_jcamp_transmittance_in_percent_and_micrometres_becomes_absorbance_per_cm(tmp_path):
+    from palirs_data.spectra import read_jcamp
+
+    microns = np.linspace(2.5, 20.0, 300)  # 4000 .. 500 cm-1
+    percent = np.full_like(microns, 90.0)
+    percent[150] = 10.0  # one strong band
+    spectrum = read_jcamp(_jcamp(tmp_path / "t.jdx", microns, percent, xunits="MICROMETERS",
+                                 yunits="TRANSMITTANCE"))
+    assert np.all(np.diff(spectrum.wavenumber_cm1) > 0)
+    np.testing.assert_allclose(spectrum.wavenumber_cm1[[0, -1]], [500.0, 4000.0], rtol=1e-6)
+    k = np.argmax(spectrum.intensity)
+    assert spectrum.wavenumber_cm1[k] == pytest.approx(1e4 / microns[150], rel=1e-6)
+    assert spectrum.intensity[k] == pytest.approx(1.0)  # -log10(0.10)
+    assert spectrum.intensity.min() == pytest.approx(-np.log10(0.9))
+
+
+def test_jcamp_errors_name_the_file(tmp_path):
+    from palirs_data.errors import PalirsInputError
+    from palirs_data.spectra import read_jcamp
+
+    x = np.linspace(500, 4000, 50)
+    with pytest.raises(PalirsInputError, match="XUNITS"):
+        read_jcamp(_jcamp(tmp_path / "hz.jdx", x, x * 0 + 0.5, xunits="HZ",
+                          yunits="ABSORBANCE"))
+    with pytest.raises(PalirsInputError, match="not an infrared"):
+        read_jcamp(_jcamp(tmp_path / "uv.jdx", x, x * 0 + 0.5, xunits="1/CM",
+                          yunits="ABSORBANCE", data_type="UV/VIS SPECTRUM"))
+    with pytest.raises(PalirsInputError, match="missing.jdx: no such file"):
+        read_jcamp(tmp_path / "missing.jdx")
+
+
+def test_baseline_correction_recovers_bands_on_a_curved_baseline():
+    from palirs_data.spectra import Spectrum, corrected_experiment
+
+    grid = np.arange(500.0, 4001.0)
+    bands = _gaussian(grid, 1050, 15) + 0.6 * _gaussian(grid, 1450, 25) \
+        + 0.8 * _gaussian(grid, 2950, 30) + 0.3 * _gaussian(grid, 3680, 10)
+    baseline = 0.2 + 1e-4 * (grid - 500) + 0.1 * np.sin(grid / 900.0)
+    corrected = corrected_experiment(Spectrum(grid, bands + baseline))
+    result = compare_spectra((grid, bands), (corrected.wavenumber_cm1, corrected.intensity))
+    assert result["pcc"] > 0.99
+    assert result["wasserstein_cm1"] < 5.0
+    uncorrected = compare_spectra((grid, bands), (grid, bands + baseline))
+    assert uncorrected["wasserstein_cm1"] > 10 * result["wasserstein_cm1"]  # baseline spoils it
