@@ -297,6 +297,47 @@ def iteration_number(name: str) -> int:
     return int(match.group(1))
 
 
+class IrConfig(Strict):
+    """IR spectra from committee MD (see :mod:`palirs_data.ir`). A friction γ broadens every
+    line by about γ/(2πc): 0.01 fs⁻¹ adds some 50 cm⁻¹, the default 0.001 fs⁻¹ about 5."""
+
+    temperatures_K: list[float] = Field(default_factory=lambda: [300.0], min_length=1)
+    trajectories: int = Field(3, ge=1)  # independent runs per molecule and temperature
+    timestep_fs: float = Field(0.5, gt=0)
+    friction_fs: float = Field(0.001, ge=0)
+    thermalise_fs: float = Field(5000.0, ge=0)
+    produce_fs: float = Field(50000.0, gt=0)
+    write_every: int = Field(1, ge=1)  # dipole every N steps
+    max_correlation_fs: float = Field(1000.0, gt=0)  # correlation depth of the spectrum
+    zero_padding: int = Field(4, ge=1)
+    max_wavenumber_cm1: float = Field(4500.0, gt=0)  # spectra are stored up to here
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> IrConfig:
+        if self.produce_fs < 2 * self.max_correlation_fs:
+            raise ValueError(f"produce_fs ({self.produce_fs:g}) must be at least twice "
+                             f"max_correlation_fs ({self.max_correlation_fs:g})")
+        return self
+
+    @property
+    def thermalise_steps(self) -> int:
+        return int(round(self.thermalise_fs / self.timestep_fs))
+
+    @property
+    def produce_steps(self) -> int:
+        return int(round(self.produce_fs / self.timestep_fs))
+
+
+class ReferenceMdConfig(Strict):
+    """MD driven by the label source, the ``ir`` protocol with its own length and run count
+    (cheap for xTB; for DFT it is the expensive run the method avoids)."""
+
+    trajectories: int = Field(3, ge=1)
+    thermalise_fs: float = Field(5000.0, ge=0)
+    produce_fs: float = Field(50000.0, gt=0)
+
+
 class Params(Strict):
     molecules: MoleculesConfig = MoleculesConfig()
     labeler: LabelerConfig = LabelerConfig()

@@ -1,0 +1,69 @@
+"""IR spectra from MD: the committee-driven runs with the dipole model, and the label source's
+own MD whose spectrum has its lines at the molecule's vibrational frequencies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from palirs_data import structures
+from palirs_data.config import IrConfig, LabelerConfig
+from palirs_data.ir import (SPECTRUM_SCHEMA, read_spectra, reference_run, run_ml_md,
+                            spectra_table, store_dipoles, write_spectra)
+from palirs_data.trajectory import TrajectoryStore
+
+
+def test_committee_md_with_dipoles_gives_a_mean_spectrum_and_its_spread(
+        tiny_committee, tiny_dipole_model, methanol_data, tmp_path):
+    minima = structures.from_table(methanol_data["result"].equilibrium)
+    config = IrConfig(temperatures_K=[300.0, 500.0], trajectories=3, thermalise_fs=10.0,
+                      produce_fs=100.0, write_every=2, max_correlation_fs=40.0)
+    store = TrajectoryStore(tmp_path / "ir.zarr")
+    report = run_ml_md(tiny_committee["committee"], tiny_dipole_model["model"], minima, config,
+                       store)
+    assert report.stopped == []
+    assert len(store.keys()) == 6  # 1 molecule x 2 temperatures x 3 runs, one batch
+    traj = store["methanol/300K/0"]
+    assert traj.n_frames == 100  # 200 production steps, every 2nd written
+    np.testing.assert_allclose(traj.read("time_fs")[[0, -1]], [1.0, 100.0])
+    dipoles = store_dipoles(store)
+    assert sorted(dipoles) == [("methanol", 300.0), ("methanol", 500.0)]
+    runs = dipoles[("methanol", 300.0)]
+    assert not np.allclose(runs[0], runs[1])  # independent runs
+    table = spectra_table(dipoles, config)
+    assert table.schema.equals(SPECTRUM_SCHEMA)
+    one = table.filter(table.column("temperature_K").to_numpy() == 300.0)
+    assert one.column("wavenumber_cm1").to_numpy().max() <= config.max_wavenumber_cm1
+    assert set(one.column("n_runs").to_pylist()) == {3}
+    assert np.all(one.column("std").to_numpy() >= 0) and one.column("std").to_numpy().max() > 0
+    write_spectra(table, tmp_path / "ir.parquet")
+    assert read_spectra(tmp_path / "ir.parquet").equals(table)
+
+
+def test_label_source_md_of_water_has_its_lines_at_the_harmonic_frequencies(water):
+    """GFN2-xTB MD of water at 300 K: the spectrum's bend and stretch bands lie within
+    anharmonic shifts of the harmonic frequencies of the same method."""
+    from palirs_data.config import SampleConfig
+    from palirs_data.harmonic import harmonic_analysis
+    from palirs_data.labelers import make_labeler
+    from palirs_data.spectra import ir_spectrum
+    from palirs_data.structures import Structure
+
+    labeler_config = LabelerConfig()
+    result = harmonic_analysis(water, make_labeler(labeler_config).calculator(),
+                               fmax_eVA=SampleConfig().fmax_eVA, max_steps=500,
+                               hessian_step_A=0.01, name="water")
+    harmonic = np.sort(result.frequencies_cm1)  # bend, symmetric and antisymmetric stretch
+    minimum = Structure.from_atoms(result.atoms, molecule="water", source="equilibrium")
+    config = IrConfig(thermalise_fs=500.0, produce_fs=4000.0, max_correlation_fs=1000.0,
+                      friction_fs=0.001)
+    dipoles = np.concatenate([reference_run(minimum, 300.0, seed, config, labeler_config)
+                              for seed in (1, 2)])
+    nu, intensity = ir_spectrum(dipoles, config.timestep_fs)
+    bend = nu[(nu > 1000) & (nu < 2200)][np.argmax(intensity[(nu > 1000) & (nu < 2200)])]
+    stretch = nu[(nu > 3000) & (nu < 4200)][np.argmax(intensity[(nu > 3000) & (nu < 4200)])]
+    assert bend == pytest.approx(harmonic[0], abs=60.0)
+    assert min(abs(stretch - harmonic[1]), abs(stretch - harmonic[2])) < 100.0
+    # nothing of note between the bands
+    gap = intensity[(nu > 2200) & (nu < 3000)]
+    assert gap.max() < 0.05 * intensity.max()
