@@ -59,10 +59,12 @@ def ir_replicas(minima: list[Structure], config: IrConfig) -> list[Replica]:
             for k in range(config.trajectories)]
 
 
-def _sane(md: BatchedMD, out) -> np.ndarray:
-    e = out.energy_eV.cpu().numpy()
-    x = torch.stack([p.abs().max() for p in md.positions]).cpu().numpy()
-    return ~np.isfinite(e) | ~np.isfinite(x) | (x > 1e3)
+def _sanity_guard():
+    """Stops only runs that have gone wrong (non-finite, collapsed or exploded), never on
+    committee disagreement: the production run is the measurement."""
+    from palirs_data.acquisition import Guard
+
+    return Guard(max_force_rel_dev=float("inf"), min_distance_A=0.5, max_distance_A=20.0)
 
 
 @dataclass
@@ -79,8 +81,9 @@ def run_ml_md(committee: Committee, dipole_model: torch.nn.Module, minima: list[
     """Thermalise, then produce with dipoles into ``store`` (module docstring)."""
     replicas = ir_replicas(minima, config)
     warm = BatchedMD(committee, replicas, timestep_fs=config.timestep_fs)
+    guard = _sanity_guard()
     first = warm.run(config.thermalise_steps, write_every=config.thermalise_steps + 1,
-                     guard=_sane, progress=progress)
+                     guard=guard, progress=progress)
     for r, x, v in zip([warm.replicas[i] for i in warm.active], warm.positions,
                        warm.velocities):
         r.positions_A, r.velocities_A_fs = x.cpu().numpy(), v.cpu().numpy()
@@ -88,7 +91,7 @@ def run_ml_md(committee: Committee, dipole_model: torch.nn.Module, minima: list[
     alive = [warm.replicas[i] for i in warm.active]
     md = BatchedMD(committee, alive, timestep_fs=config.timestep_fs, store=store,
                    dipole_model=dipole_model, chunk_frames=1024)
-    second = md.run(config.produce_steps, write_every=config.write_every, guard=_sane,
+    second = md.run(config.produce_steps, write_every=config.write_every, guard=guard,
                     progress=progress)
     stopped = sorted(set(first.stopped) | set(second.stopped))
     return IrRunReport(first.seconds, second.seconds,
