@@ -28,7 +28,7 @@ from palirs_data import units
 from palirs_data.committee import Committee
 from palirs_data.config import IrConfig, LabelerConfig
 from palirs_data.dynamics import BatchedMD, Replica
-from palirs_data.spectra import ir_spectrum
+from palirs_data.spectra import SPEED_OF_LIGHT_CM_FS, ir_spectrum
 from palirs_data.structures import Structure
 from palirs_data.tables import check_schema
 from palirs_data.trajectory import TrajectoryStore, trajectory_key
@@ -186,3 +186,85 @@ def write_spectra(table: pa.Table, path) -> None:
 
     write_parquet(table, path,
                   validate=lambda t, where: check_schema(t, SPECTRUM_SCHEMA, where=where))
+
+
+# --- the double-harmonic spectrum ---------------------------------------------------------------
+
+#: 1 (D/Å)² amu⁻¹ in km/mol (ASE's infrared module), and 1 e·Å in Debye
+KM_MOL_PER_D2_A2_AMU = 42.2561
+DEBYE_PER_EA = 1.0 / units.DEBYE_EA
+
+
+@dataclass
+class HarmonicIr:
+    """Vibrational modes of one geometry: frequencies (cm⁻¹, ascending, negative =
+    imaginary), IR intensities (km/mol) from the dipole derivatives, and each mode's Cartesian
+    displacement per unit mass-weighted normal coordinate (n_modes, n_atoms, 3), Å/(Å amu^½)."""
+
+    frequencies_cm1: np.ndarray
+    intensities_km_mol: np.ndarray
+    displacements: np.ndarray
+
+    def spectrum(self, wavenumber_cm1: np.ndarray, fwhm_cm1: float = 10.0) -> np.ndarray:
+        """Lorentzian lines of full width ``fwhm_cm1``, area = intensity (km/mol)."""
+        nu = np.asarray(wavenumber_cm1, dtype=np.float64)[:, None]
+        half = fwhm_cm1 / 2
+        lines = half / np.pi / ((nu - self.frequencies_cm1[None, :]) ** 2 + half ** 2)
+        return lines @ self.intensities_km_mol
+
+
+def _rigid_body_basis(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (3N, 5 or 6) of translations and rotations, mass-weighted."""
+    sqrt_m = np.sqrt(np.repeat(masses, 3))
+    r = positions - (masses[:, None] * positions).sum(0) / masses.sum()
+    vectors = []
+    for axis in np.eye(3):
+        vectors.append(np.tile(axis, len(masses)) * sqrt_m)
+        vectors.append(np.cross(axis, r).ravel() * sqrt_m)
+    q, rr = np.linalg.qr(np.array(vectors).T)
+    return q[:, np.abs(np.diag(rr)) > 1e-6 * np.abs(np.diag(rr)).max()]
+
+
+def double_harmonic(committee: Committee, dipole_model: torch.nn.Module,
+                    s: Structure) -> HarmonicIr:
+    """Harmonic frequencies from the Hessian of the committee-mean energy and intensities
+    from the dipole model's derivatives, both by automatic differentiation, at the geometry
+    of ``s`` (give a minimum of the committee). Translations and rotations are projected out
+    of the mass-weighted Hessian before it is diagonalised."""
+    from ase.data import atomic_masses
+
+    dtype = committee.dtype
+    x0 = torch.as_tensor(np.asarray(s.positions_A), dtype=dtype, device=committee.device)
+    batch = committee.batch([s.numbers])
+
+    def energy(x):
+        graph = batch.graph(x, committee.r_max)
+        return torch.stack([m(dict(graph), training=False, compute_force=False)["energy"].sum()
+                            for m in committee.models]).mean()
+
+    def dipole(x):
+        graph = batch.graph(x, float(dipole_model.r_max))
+        return dipole_model(dict(graph), training=False, compute_force=False)["dipole"][0]
+
+    n = len(s.numbers)
+    hessian = torch.autograd.functional.hessian(energy, x0.clone()).reshape(3 * n, 3 * n)
+    jacobian = torch.autograd.functional.jacobian(dipole, x0.clone()).reshape(3, 3 * n)
+    hessian = hessian.detach().cpu().numpy().astype(np.float64)
+    jacobian = jacobian.detach().cpu().numpy().astype(np.float64)
+    hessian = 0.5 * (hessian + hessian.T)
+    masses = atomic_masses[np.asarray(s.numbers)]
+    sqrt_m = np.sqrt(np.repeat(masses, 3))
+    rigid = _rigid_body_basis(np.asarray(s.positions_A, dtype=np.float64), masses)
+    projector = np.eye(3 * n) - rigid @ rigid.T
+    weighted = projector @ (hessian / np.outer(sqrt_m, sqrt_m)) @ projector
+    values, vectors = np.linalg.eigh(weighted)
+    # drop the rigid-body modes: the eigenvectors lying in the projected-out space
+    vibrational = np.argsort(np.linalg.norm(rigid.T @ vectors, axis=0))[:3 * n - rigid.shape[1]]
+    vibrational = np.sort(vibrational)
+    values, vectors = values[vibrational], vectors[:, vibrational]
+    omega = np.sign(values) * np.sqrt(np.abs(values) * units.ACCEL_EV_A_AMU_IN_A_FS2)  # rad/fs
+    frequencies = omega / (2 * np.pi * SPEED_OF_LIGHT_CM_FS)
+    displacements = vectors / sqrt_m[:, None]
+    dmu_dq = jacobian @ displacements  # e·Å per (Å amu^½)
+    intensities = (dmu_dq ** 2).sum(0) * DEBYE_PER_EA ** 2 * KM_MOL_PER_D2_A2_AMU
+    return HarmonicIr(frequencies, intensities, displacements.T.reshape(-1, n, 3))

@@ -77,3 +77,49 @@ def test_label_source_md_of_water_has_its_bands_at_the_harmonic_frequencies(wate
     assert cold[0] == pytest.approx(bend, abs=10.0)
     assert cold[1] == pytest.approx(np.mean(stretches), abs=15.0)
     assert warm[0] < cold[0] and warm[1] < cold[1]
+
+
+def test_double_harmonic_spectrum_matches_the_hessian_of_its_model(tiny_committee,
+                                                                   tiny_dipole_model,
+                                                                   methanol_data):
+    """Autograd Hessian of a committee of one vs ASE's finite differences of the same model
+    at its own minimum; intensities vs finite differences of the dipole model."""
+    import torch
+    from mace.calculators import MACECalculator
+
+    from palirs_data.committee import Committee, predict_dipoles
+    from palirs_data.harmonic import harmonic_analysis
+    from palirs_data.ir import DEBYE_PER_EA, KM_MOL_PER_D2_A2_AMU, double_harmonic
+    from palirs_data.structures import Structure
+
+    path = str(tiny_committee["paths"][0])
+    start = structures.from_table(methanol_data["result"].equilibrium)[0]
+    calc = MACECalculator(model_paths=path, device="cpu", default_dtype="float64")
+    fd = harmonic_analysis(start.to_atoms(), calc, fmax_eVA=1e-4, max_steps=2000,
+                           hessian_step_A=0.01, name="methanol", require_convergence=False)
+    minimum = Structure.from_atoms(fd.atoms, molecule="methanol", source="equilibrium")
+    committee = Committee.load([path])
+    model = tiny_dipole_model["model"]
+    result = double_harmonic(committee, model, minimum)
+    assert len(result.frequencies_cm1) == 12  # 3N - 6
+    np.testing.assert_allclose(result.frequencies_cm1, np.sort(fd.frequencies_cm1), atol=3.0)
+    # intensity of each mode = |dμ/dQ|², checked by central differences along the mode
+    batch = committee.batch([minimum.numbers])
+    x0 = torch.as_tensor(minimum.positions_A)
+    h = 1e-3
+    for k in range(12):
+        d = torch.as_tensor(result.displacements[k])
+        dmu = (predict_dipoles(model, batch, x0 + h * d) - predict_dipoles(model, batch,
+                                                                          x0 - h * d)) / (2 * h)
+        fd_intensity = float((dmu ** 2).sum()) * DEBYE_PER_EA ** 2 * KM_MOL_PER_D2_A2_AMU
+        assert result.intensities_km_mol[k] == pytest.approx(fd_intensity, rel=1e-4, abs=1e-6)
+    # the broadened spectrum peaks at the frequency of its most intense isolated mode
+    grid = np.arange(0.0, 4500.0, 0.5)
+    spectrum = result.spectrum(grid, fwhm_cm1=4.0)
+    inside = (result.frequencies_cm1 > 100) & (result.frequencies_cm1 < 4400)  # a rough
+    # 6-epoch model can have an imaginary mode: its line lies off the grid
+    assert np.trapezoid(spectrum, grid) == pytest.approx(
+        result.intensities_km_mol[inside].sum(), rel=0.02)
+    strongest = result.frequencies_cm1[np.argmax(result.intensities_km_mol)]
+    window = np.abs(grid - strongest) < 3.0
+    assert grid[window][np.argmax(spectrum[window])] == pytest.approx(strongest, abs=0.5)
