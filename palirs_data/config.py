@@ -330,12 +330,50 @@ class IrConfig(Strict):
 
 
 class ReferenceMdConfig(Strict):
-    """MD driven by the label source, the ``ir`` protocol with its own length and run count
-    (cheap for xTB; for DFT it is the expensive run the method avoids)."""
+    """MD driven by the label source, the ``ir`` protocol (timestep, friction, temperatures,
+    spectrum settings) with its own length and run count (cheap for xTB; for DFT it is the
+    expensive run the method avoids, so it can be switched off)."""
 
+    enabled: bool = True
     trajectories: int = Field(3, ge=1)
     thermalise_fs: float = Field(5000.0, ge=0)
     produce_fs: float = Field(50000.0, gt=0)
+
+    def protocol(self, ir: IrConfig) -> IrConfig:
+        """The ``ir`` protocol with this run count and length (validated again)."""
+        return IrConfig.model_validate({**ir.model_dump(), "trajectories": self.trajectories,
+                                        "thermalise_fs": self.thermalise_fs,
+                                        "produce_fs": self.produce_fs})
+
+
+class ExperimentConfig(Strict):
+    """Experimental gas-phase IR spectra (JCAMP-DX). By default the files shipped in the source
+    distribution of the ``jcamp`` package (obtained with ``pip download``); ``files`` maps a
+    molecule name to a JCAMP-DX file of your own, which takes precedence."""
+
+    jcamp_version: str = Field("1.3.2", pattern=r"^[0-9][0-9A-Za-z.+-]*$")
+    files: dict[str, str] = Field(default_factory=dict)
+
+
+class CompareConfig(Strict):
+    """How spectra are compared (see :func:`palirs_data.spectra.compare_spectra`)."""
+
+    window_cm1: tuple[float, float] = (500.0, 4000.0)
+    step_cm1: float = Field(1.0, gt=0)
+    temperature_K: float = Field(300.0, gt=0)  # the MD temperature compared with experiment
+    baseline_smoothness: float = Field(1.0e7, gt=0)  # asymmetric least squares (spectra.py)
+    baseline_asymmetry: float = Field(0.001, gt=0, lt=0.5)
+    baseline_floor: float = Field(0.01, ge=0, lt=1)  # of the highest band: set to zero below
+
+    @model_validator(mode="after")
+    def _window(self) -> CompareConfig:
+        lo, hi = self.window_cm1
+        if not 0 <= lo < hi:
+            raise ValueError(f"window_cm1 must be [low, high] with 0 <= low < high, "
+                             f"got {list(self.window_cm1)}")
+        if self.step_cm1 > (hi - lo) / 10:
+            raise ValueError(f"step_cm1 ({self.step_cm1:g}) is too coarse for the window")
+        return self
 
 
 class Params(Strict):
@@ -349,6 +387,17 @@ class Params(Strict):
     test_set: TestSetConfig = TestSetConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     active_learning: ActiveLearningConfig = ActiveLearningConfig()
+    ir: IrConfig = IrConfig()
+    reference_md: ReferenceMdConfig = ReferenceMdConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
+    compare: CompareConfig = CompareConfig()
+
+    @model_validator(mode="after")
+    def _compare_temperature(self) -> Params:
+        if self.compare.temperature_K not in self.ir.temperatures_K:
+            raise ValueError(f"compare.temperature_K ({self.compare.temperature_K:g}) is not "
+                             f"one of ir.temperatures_K {self.ir.temperatures_K}")
+        return self
 
 
 def _format_error(path: Path, exc: ValidationError) -> str:
