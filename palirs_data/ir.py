@@ -17,12 +17,14 @@ per Dask task.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import torch
+from ase.calculators.calculator import Calculator, all_changes
 
 from palirs_data import units
 from palirs_data.committee import Committee
@@ -268,3 +270,167 @@ def double_harmonic(committee: Committee, dipole_model: torch.nn.Module,
     dmu_dq = jacobian @ displacements  # e·Å per (Å amu^½)
     intensities = (dmu_dq ** 2).sum(0) * DEBYE_PER_EA ** 2 * KM_MOL_PER_D2_A2_AMU
     return HarmonicIr(frequencies, intensities, displacements.T.reshape(-1, n, 3))
+
+
+class CommitteeCalculator(Calculator):
+    """An ASE calculator for one molecule: committee-mean energy and forces (for the
+    minimum the double-harmonic spectrum needs)."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, committee: Committee, numbers: np.ndarray) -> None:
+        super().__init__()
+        self.committee = committee
+        self.molecular_batch = committee.batch([np.asarray(numbers)])
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        c = self.committee
+        out = c.evaluate(self.molecular_batch,
+                         torch.as_tensor(self.atoms.positions, dtype=c.dtype, device=c.device))
+        self.results = {"energy": float(out.energy_eV[0]),
+                        "forces": out.forces_eVA.cpu().numpy().astype(np.float64)}
+
+
+#: one row per vibrational mode of the double-harmonic analysis
+HARMONIC_IR_SCHEMA = pa.schema([
+    pa.field("molecule", pa.string(), nullable=False),
+    pa.field("mode", pa.int32(), nullable=False),
+    pa.field("frequency_cm1", pa.float64(), nullable=False),  # negative: imaginary
+    pa.field("intensity_km_mol", pa.float64(), nullable=False),
+])
+
+
+def harmonic_table(committee: Committee, dipole_model: torch.nn.Module,
+                   minima: list[Structure], *, fmax_eVA: float = 1e-3, max_steps: int = 2000
+                   ) -> tuple[pa.Table, dict[str, HarmonicIr]]:
+    """Double-harmonic spectrum of each molecule at the committee's own minimum (BFGS from
+    the reference minimum)."""
+    from palirs_data.harmonic import optimise
+
+    columns: dict[str, list] = {f.name: [] for f in HARMONIC_IR_SCHEMA}
+    results = {}
+    for s in minima:
+        atoms, _ = optimise(s.to_atoms(), CommitteeCalculator(committee, s.numbers),
+                            fmax_eVA=fmax_eVA, max_steps=max_steps, name=s.molecule,
+                            require_convergence=False)
+        relaxed = dataclasses.replace(s, positions_A=atoms.positions.copy(),
+                                      structure_id="")
+        result = double_harmonic(committee, dipole_model, relaxed)
+        results[s.molecule] = result
+        k = len(result.frequencies_cm1)
+        columns["molecule"] += [s.molecule] * k
+        columns["mode"] += list(range(k))
+        columns["frequency_cm1"] += result.frequencies_cm1.tolist()
+        columns["intensity_km_mol"] += result.intensities_km_mol.tolist()
+    return pa.Table.from_pydict(columns, schema=HARMONIC_IR_SCHEMA), results
+
+
+@dataclass
+class IrResult:
+    spectra: pa.Table
+    harmonic: pa.Table
+    metrics: dict
+
+
+def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
+          store: TrajectoryStore, *, progress: bool = False) -> IrResult:
+    """The ``ir`` stage: committee MD with dipoles into ``store``, the spectrum table (mean and
+    std over runs) and the double-harmonic table, with timings."""
+    import time
+    from pathlib import Path
+
+    from palirs_data import structures
+    from palirs_data.committee import load_model
+    from palirs_data.errors import PalirsInputError
+
+    start = time.perf_counter()
+    paths = sorted(Path(committee_dir).glob("model_*.model"))
+    if not paths:
+        raise PalirsInputError(f"{committee_dir}: no committee models (model_*.model)")
+    committee = Committee.load(paths)
+    dipole_model = load_model(dipole_path)
+    minima = structures.from_table(equilibrium)
+    report = run_ml_md(committee, dipole_model, minima, config, store, progress=progress)
+    spectra = spectra_table(store_dipoles(store), config)
+    t0 = time.perf_counter()
+    harmonic, _ = harmonic_table(committee, dipole_model, minima)
+    harmonic_seconds = time.perf_counter() - t0
+    n_runs = len(minima) * len(config.temperatures_K) * config.trajectories
+    steps = config.thermalise_steps + config.produce_steps
+    metrics = {
+        "molecules": [s.molecule for s in minima], "temperatures_K": config.temperatures_K,
+        "runs": n_runs, "steps_per_run": steps,
+        "simulated_ps": round(n_runs * steps * config.timestep_fs / 1000, 3),
+        "thermalise_seconds": round(report.thermalise_seconds, 1),
+        "produce_seconds": round(report.produce_seconds, 1),
+        "md_replica_steps_per_s": round(report.replica_steps / max(
+            report.thermalise_seconds + report.produce_seconds, 1e-9), 1),
+        "stopped": report.stopped, "harmonic_seconds": round(harmonic_seconds, 1),
+        "seconds": round(time.perf_counter() - start, 1)}
+    return IrResult(spectra, harmonic, metrics)
+
+
+def reference_task(s: Structure, temperature_K: float, seed: int, config: IrConfig,
+                   labeler_config: LabelerConfig) -> dict[str, np.ndarray | float]:
+    """One reference run on a worker: its dipoles and wall time."""
+    import time
+
+    t0 = time.perf_counter()
+    dipoles = reference_run(s, temperature_K, seed, config, labeler_config)
+    return {"dipole_eA": dipoles, "seconds": time.perf_counter() - t0}
+
+
+def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: LabelerConfig,
+                 store: TrajectoryStore, *, client=None, progress: bool = False
+                 ) -> tuple[pa.Table, dict]:
+    """The ``reference-md`` stage: MD driven by the label source with the ``ir`` protocol
+    (``config`` is :meth:`ReferenceMdConfig.protocol`), one Dask task per run; dipoles into
+    ``store``, spectra as in ``ir``."""
+    import time
+
+    from palirs_data import structures
+    from palirs_data.progress import make_progress
+
+    start = time.perf_counter()
+    minima = structures.from_table(equilibrium)
+    jobs = [(r, s) for s in minima for r in ir_replicas([s], config)]
+    # seeds as in ``ir`` (molecule index of the full list), so run k of each pair shares its
+    # velocity draw: not needed for the comparison, but it keeps one seed rule
+    seeds = {r.key: r.seed for r in ir_replicas(minima, config)}
+    results: dict[str, dict] = {}
+    if client is None:
+        for r, s in jobs:
+            results[r.key] = reference_task(s, r.temperature_K, seeds[r.key], config,
+                                            labeler_config)
+    else:
+        from distributed import as_completed
+
+        futures = {client.submit(reference_task, s, r.temperature_K, seeds[r.key], config,
+                                 labeler_config, key=f"reference-md-{r.key}-{seeds[r.key]}",
+                                 pure=False): r.key for r, s in jobs}
+        with make_progress() as bar:
+            task = bar.add_task("reference MD", total=len(futures), visible=progress)
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.advance(task)
+    dipoles: dict[tuple[str, float], list[np.ndarray]] = {}
+    dt = config.timestep_fs * config.write_every
+    for r, s in jobs:
+        d = results[r.key]["dipole_eA"]
+        traj = store.create(r.key, numbers=s.numbers, molecule=s.molecule,
+                            timestep_fs=dt, temperature_K=r.temperature_K,
+                            arrays=["dipole_eA", "time_fs"], chunk_frames=4096,
+                            friction_fs=config.friction_fs, seed=seeds[r.key],
+                            source="label source")
+        traj.append(dipole_eA=d, time_fs=dt * np.arange(1, len(d) + 1))
+        dipoles.setdefault((s.molecule, r.temperature_K), []).append(d)
+    table = spectra_table(dipoles, config)
+    run_seconds = [results[r.key]["seconds"] for r, _ in jobs]
+    steps = config.thermalise_steps + config.produce_steps
+    metrics = {"runs": len(jobs), "steps_per_run": steps,
+               "simulated_ps": round(len(jobs) * steps * config.timestep_fs / 1000, 3),
+               "run_seconds_mean": round(float(np.mean(run_seconds)), 1),
+               "ms_per_step": round(1000 * float(np.mean(run_seconds)) / steps, 3),
+               "seconds": round(time.perf_counter() - start, 1)}
+    return table, metrics

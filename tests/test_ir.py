@@ -123,3 +123,58 @@ def test_double_harmonic_spectrum_matches_the_hessian_of_its_model(tiny_committe
     strongest = result.frequencies_cm1[np.argmax(result.intensities_km_mol)]
     window = np.abs(grid - strongest) < 3.0
     assert grid[window][np.argmax(spectrum[window])] == pytest.approx(strongest, abs=0.5)
+
+
+def test_reference_md_runs_on_dask_as_it_does_in_process(water, tmp_path):
+    """The reference-MD fan-out: one task per run on a local Dask cluster gives bit for bit
+    the dipoles of the same runs in this process (seeds per run, not per worker), stored
+    with their time axis; the spectra are the mean over the runs."""
+    from palirs_data.compute import dask_client
+    from palirs_data.config import ComputeConfig
+    from palirs_data.ir import reference_ir
+    from palirs_data.structures import Structure, to_table
+
+    minimum = Structure.from_atoms(water, molecule="water", source="equilibrium")
+    config = IrConfig(temperatures_K=[200.0], trajectories=2, thermalise_fs=5.0,
+                      produce_fs=40.0, max_correlation_fs=20.0)
+    table = to_table([minimum])
+    here = TrajectoryStore(tmp_path / "here.zarr")
+    spectra, metrics = reference_ir(table, config, LabelerConfig(), here)
+    there = TrajectoryStore(tmp_path / "there.zarr")
+    with dask_client(ComputeConfig(n_workers=2)) as client:
+        spectra_dask, _ = reference_ir(table, config, LabelerConfig(), there, client=client)
+    assert sorted(here.keys()) == sorted(there.keys()) == ["water/200K/0", "water/200K/1"]
+    for key in here.keys():
+        traj = here[key]
+        assert traj.n_frames == 80 and traj.attrs["source"] == "label source"
+        np.testing.assert_array_equal(traj.read("dipole_eA"), there[key].read("dipole_eA"))
+        np.testing.assert_allclose(traj.read("time_fs")[[0, -1]], [0.5, 40.0])
+    assert not np.allclose(here["water/200K/0"].read("dipole_eA"),
+                           here["water/200K/1"].read("dipole_eA"))
+    assert spectra.equals(spectra_dask)
+    assert set(spectra.column("n_runs").to_pylist()) == {2}
+    assert metrics["runs"] == 2 and metrics["steps_per_run"] == 90 and metrics["ms_per_step"] > 0
+
+
+def test_harmonic_table_is_taken_at_the_committee_minimum(tiny_committee, tiny_dipole_model,
+                                                          methanol_data):
+    import torch
+
+    from palirs_data.ir import HARMONIC_IR_SCHEMA, CommitteeCalculator, harmonic_table
+
+    committee = tiny_committee["committee"]
+    minima = structures.from_table(methanol_data["result"].equilibrium)
+    table, results = harmonic_table(committee, tiny_dipole_model["model"], minima,
+                                    fmax_eVA=1e-4)
+    assert table.schema.equals(HARMONIC_IR_SCHEMA)
+    assert table.num_rows == 12 and table.column("mode").to_pylist() == list(range(12))
+    assert np.all(table.column("intensity_km_mol").to_numpy() >= 0)
+    np.testing.assert_array_equal(table.column("frequency_cm1").to_numpy(),
+                                  results["methanol"].frequencies_cm1)
+    # the calculator is the committee mean: forces = mean of the members' forces
+    s = minima[0]
+    calc = CommitteeCalculator(committee, s.numbers)
+    atoms = s.to_atoms()
+    atoms.calc = calc
+    out = committee.evaluate(committee.batch([s.numbers]), torch.as_tensor(s.positions_A))
+    np.testing.assert_allclose(atoms.get_forces(), out.member_forces_eVA.mean(0).numpy())

@@ -1,0 +1,75 @@
+"""ir: IR spectra from committee MD with the dipole model (mean and std over runs).
+
+Thermalise, then produce, all molecules x temperatures x runs as one batch; the spectrum of each
+run from its dipole series, the mean and standard deviation over runs; plus the double-harmonic
+spectrum of the committee (see :mod:`palirs_data.ir`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from palirs_data import structures
+from palirs_data.atomic import atomic_path, write_text_atomic
+from palirs_data.cli import run_stage
+from palirs_data.compare import figure_name, spectra_by_key, temperature_figure
+from palirs_data.config import load_params
+from palirs_data.ir import HARMONIC_IR_SCHEMA, ml_ir, write_spectra
+from palirs_data.tables import check_schema, write_parquet
+from palirs_data.trajectory import TrajectoryStore
+
+STAGE_PARAMS = ("ir", "compare.window_cm1")
+RUNTIME_PARAMS: tuple[str, ...] = ()
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
+    models: Path = typer.Option(Path("data/models/committee"), help="The committee."),
+    dipole: Path = typer.Option(Path("data/models/dipole.model"), help="The dipole model."),
+    equilibrium: Path = typer.Option(Path("data/sample/equilibrium.parquet"),
+                                     help="Reference minima (where the runs start)."),
+    spectra: Path = typer.Option(Path("data/ir/spectra.parquet"),
+                                 help="Output: spectrum per molecule and temperature."),
+    harmonic: Path = typer.Option(Path("data/ir/harmonic.parquet"),
+                                  help="Output: the double-harmonic modes and intensities."),
+    trajectories: Path = typer.Option(Path("data/ir/trajectories.zarr"),
+                                      help="Output: positions, dipoles, committee spread."),
+    metrics: Path = typer.Option(Path("metrics/ir.json"),
+                                 help="Output metrics: runs, timings, stops."),
+    figures: Path = typer.Option(Path("metrics/figures/ir"),
+                                 help="Output plots: each molecule's temperature series."),
+) -> None:
+    """Run committee MD with dipoles and compute the IR spectra."""
+
+    def body() -> str:
+        p = load_params(params)
+        with atomic_path(trajectories, directory=True) as tmp:
+            result = ml_ir(models, dipole, structures.read_table(equilibrium), p.ir,
+                           TrajectoryStore(tmp), progress=True)
+            write_spectra(result.spectra, spectra)
+            write_parquet(result.harmonic, harmonic, validate=lambda t, where: check_schema(
+                t, HARMONIC_IR_SCHEMA, where=where))
+            with atomic_path(figures, directory=True) as fig_dir:
+                by_molecule: dict = {}
+                for (molecule, t), s in spectra_by_key(result.spectra).items():
+                    by_molecule.setdefault(molecule, {})[t] = s
+                for molecule, series in by_molecule.items():
+                    temperature_figure(molecule, series, p.compare.window_cm1,
+                                       fig_dir / figure_name(molecule))
+            write_text_atomic(metrics, json.dumps(result.metrics, indent=2) + "\n")
+        m = result.metrics
+        stops = f", stopped: {', '.join(m['stopped'])}" if m["stopped"] else ""
+        return (f"{m['runs']} runs x {m['steps_per_run']} steps "
+                f"({m['md_replica_steps_per_s']:.0f} replica-steps/s){stops} -> {spectra}")
+
+    run_stage("ir", body)
+
+
+if __name__ == "__main__":
+    app()
