@@ -195,7 +195,7 @@ def test_dvc_yaml_matches_stage_script(name):
         metrics = [next(iter(m)) if isinstance(m, dict) else m
                    for m in stage.get("metrics", []) + stage.get("plots", [])]
         if help_text.startswith(("Output metrics", "Output plots")):
-            assert value in metrics + stage["outs"], (option, value)
+            assert value in metrics + stage.get("outs", []), (option, value)
         elif help_text.startswith("Output"):
             assert value in stage["outs"], (option, value)
         elif help_text.startswith("Scratch"):

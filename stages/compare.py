@@ -1,0 +1,83 @@
+"""compare: the ML spectra against reference MD and against experiment (PCC, Wasserstein).
+
+Per molecule and averaged over molecules, with one figure per molecule and a summary figure
+(see :mod:`palirs_data.compare`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from palirs_data.atomic import atomic_path, write_text_atomic
+from palirs_data.cli import run_stage
+from palirs_data.compare import (compare, comparison_figure, experimental_spectra, figure_name,
+                                 spectra_by_key, summary_csv, summary_figure)
+from palirs_data.config import load_params
+from palirs_data.ir import HARMONIC_IR_SCHEMA, read_spectra
+from palirs_data.tables import check_schema, read_parquet
+
+STAGE_PARAMS = ("compare",)
+RUNTIME_PARAMS: tuple[str, ...] = ()
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
+    ml: Path = typer.Option(Path("data/ir/spectra.parquet"), help="The ML spectra."),
+    harmonic: Path = typer.Option(Path("data/ir/harmonic.parquet"),
+                                  help="The double-harmonic modes (drawn as lines)."),
+    reference: Path = typer.Option(Path("data/reference/md_spectra.parquet"),
+                                   help="The reference-MD spectra (may be empty)."),
+    experiment: Path = typer.Option(Path("data/experiment"),
+                                    help="The experimental spectra (JCAMP-DX, sources.json)."),
+    metrics: Path = typer.Option(Path("metrics/compare.json"),
+                                 help="Output metrics: PCC and Wasserstein distance."),
+    table: Path = typer.Option(Path("metrics/compare.csv"),
+                               help="Output metrics: one row per molecule and comparison."),
+    figures: Path = typer.Option(Path("metrics/figures/compare"),
+                                 help="Output plots: one figure per molecule and a summary."),
+) -> None:
+    """Compare the ML spectra with reference MD and experiment."""
+
+    def body() -> str:
+        p = load_params(params)
+        cfg = p.compare
+        ml_table = read_spectra(ml)
+        ref_table = read_spectra(reference)
+        exp = experimental_spectra(experiment, cfg)
+        result = compare(ml_table, ref_table, exp, cfg)
+        modes = read_parquet(harmonic, schema=HARMONIC_IR_SCHEMA, validate=lambda t, where:
+                             check_schema(t, HARMONIC_IR_SCHEMA, where=where)).to_pydict()
+        ml_by, ref_by = spectra_by_key(ml_table), spectra_by_key(ref_table)
+        t = float(cfg.temperature_K)
+        with atomic_path(figures, directory=True) as fig_dir:
+            for molecule in result["molecules"]:
+                rows = [i for i, m in enumerate(modes["molecule"]) if m == molecule]
+                comparison_figure(
+                    molecule, result, ml_by.get((molecule, t)), ref_by.get((molecule, t)),
+                    exp.get(molecule), np.asarray(modes["frequency_cm1"])[rows],
+                    np.asarray(modes["intensity_km_mol"])[rows], cfg,
+                    fig_dir / figure_name(molecule))
+            summary_figure(result, fig_dir / "summary.png")
+            write_text_atomic(table, summary_csv(result))
+            write_text_atomic(metrics, json.dumps(result, indent=2) + "\n")
+        parts = []
+        for pair, label in (("ml_vs_reference", "ML vs reference MD"),
+                            ("ml_vs_experiment", "ML vs experiment")):
+            if pair in result["mean"]:
+                s = result["mean"][pair]
+                parts.append(f"{label}: PCC {s['pcc']:.3f}, WD {s['wasserstein_cm1']:.1f} cm-1")
+        return (f"{len(result['molecules'])} molecules at {t:g} K; "
+                + ("; ".join(parts) or "nothing to compare") + f" -> {metrics}")
+
+    run_stage("compare", body)
+
+
+if __name__ == "__main__":
+    app()

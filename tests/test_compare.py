@@ -1,0 +1,190 @@
+"""Comparing spectra: ML vs reference MD vs experiment (metrics, windows, figures), and the
+experimental spectra themselves (from the jcamp source distribution or the user's files)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import run_stage, write_params
+from palirs_data.compare import (compare, experimental_spectra, report, spectra_by_key,
+                                 summary_csv)
+from palirs_data.config import CompareConfig, ExperimentConfig
+from palirs_data.errors import PalirsInputError
+from palirs_data.experiment import collect, file_stem
+from palirs_data.ir import HARMONIC_IR_SCHEMA, SPECTRUM_SCHEMA, write_spectra
+from palirs_data.spectra import read_jcamp
+from palirs_data.tables import check_schema, write_parquet
+from test_spectra import _jcamp
+
+BANDS = [(1030.0, 1.0, 15.0), (1450.0, 0.3, 20.0), (2950.0, 0.6, 25.0), (3680.0, 0.4, 15.0)]
+
+
+def _bands(grid, shift=0.0):
+    return sum(a * np.exp(-0.5 * ((grid - c - shift) / w) ** 2) for c, a, w in BANDS)
+
+
+def _table(spectra: dict[tuple[str, float], np.ndarray], grid: np.ndarray) -> pa.Table:
+    cols: dict[str, list] = {f.name: [] for f in SPECTRUM_SCHEMA}
+    for (molecule, t), y in spectra.items():
+        cols["molecule"] += [molecule] * len(grid)
+        cols["temperature_K"] += [t] * len(grid)
+        cols["wavenumber_cm1"] += grid.tolist()
+        cols["intensity"] += y.tolist()
+        cols["std"] += (0.05 * y).tolist()
+        cols["n_runs"] += [3] * len(grid)
+    return pa.Table.from_pydict(cols, schema=SPECTRUM_SCHEMA)
+
+
+def _experiment_dir(tmp_path, shift: float):
+    """A user's own JCAMP-DX file for methanol: %-transmittance over 450-3800 cm-1 of the
+    bands shifted by ``shift``, on a sloping baseline; collected as the stage does."""
+    x = np.arange(450.0, 3800.5, 1.0)
+    absorbance = 0.5 * _bands(x, shift) + 0.02 + 1e-5 * (x - 450)
+    own = _jcamp(tmp_path / "own.jdx", x, 100 * 10 ** -absorbance, xunits="1/CM",
+                 yunits="TRANSMITTANCE")
+    out = tmp_path / "experiment"
+    collect(["methanol", "pyridine"], ExperimentConfig(files={"methanol": str(own)}), out,
+            work_dir=tmp_path / "work")
+    return out
+
+
+def test_identical_md_spectra_agree_and_a_shifted_experiment_is_as_far_as_its_shift(tmp_path):
+    grid = np.arange(0.0, 4500.0, 2.0)
+    ml = _table({("methanol", 300.0): _bands(grid), ("methanol", 500.0): _bands(grid),
+                 ("pyridine", 300.0): _bands(grid, 30)}, grid)
+    ref = _table({("methanol", 300.0): _bands(grid), ("methanol", 500.0): _bands(grid, 10),
+                  ("pyridine", 300.0): _bands(grid)}, grid)
+    config = CompareConfig()
+    experiment = experimental_spectra(_experiment_dir(tmp_path, shift=20.0), config)
+    assert list(experiment) == ["methanol"]
+    result = compare(ml, ref, experiment, config)
+
+    methanol = result["molecules"]["methanol"]
+    assert methanol["ml_vs_reference"]["pcc"] == pytest.approx(1.0, abs=1e-4)
+    assert methanol["ml_vs_reference"]["wasserstein_cm1"] == pytest.approx(0.0, abs=0.01)
+    # the experiment is measured to 3800 cm-1 only: the window is cut there
+    assert methanol["ml_vs_experiment"]["window_cm1"] == [500.0, 3800.0]
+    # baseline removed, the experiment is the same bands 20 cm-1 higher
+    assert methanol["ml_vs_experiment"]["wasserstein_cm1"] == pytest.approx(20.0, abs=3.0)
+    assert methanol["ml_vs_experiment"]["pcc"] < methanol["ml_vs_reference"]["pcc"]
+    assert methanol["reference_vs_experiment"] == methanol["ml_vs_experiment"]
+    by_t = methanol["ml_vs_reference_by_temperature"]
+    assert by_t["300K"]["wasserstein_cm1"] == pytest.approx(0.0, abs=0.01)
+    assert by_t["500K"]["wasserstein_cm1"] == pytest.approx(10.0, abs=0.5)
+
+    pyridine = result["molecules"]["pyridine"]
+    assert set(pyridine) == {"ml_vs_reference", "ml_vs_reference_by_temperature"}
+    assert pyridine["ml_vs_reference"]["wasserstein_cm1"] == pytest.approx(30.0, abs=0.5)
+    assert result["without_experiment"] == ["pyridine"] and result["without_reference"] == []
+    mean = result["mean"]["ml_vs_reference"]
+    assert mean["n_molecules"] == 2
+    assert mean["wasserstein_cm1"] == pytest.approx(15.0, abs=0.3)
+    assert result["mean"]["ml_vs_experiment"]["n_molecules"] == 1
+    rows = summary_csv(result).splitlines()
+    assert rows[0] == "molecule,comparison,pcc,wasserstein_cm1" and len(rows) == 1 + 4
+
+    # no reference MD (disabled): experiment comparisons only
+    alone = compare(ml, SPECTRUM_SCHEMA.empty_table(), experiment, config)
+    assert set(alone["molecules"]["methanol"]) == {"ml_vs_experiment"}
+    assert alone["without_reference"] == ["methanol", "pyridine"]
+
+
+def test_spectra_by_key_restores_each_spectrum():
+    grid = np.arange(0.0, 100.0, 1.0)
+    table = _table({("a", 300.0): grid ** 2, ("b", 100.0): grid}, grid)
+    table = table.take(np.random.default_rng(0).permutation(table.num_rows))  # any row order
+    got = spectra_by_key(table)
+    np.testing.assert_array_equal(got[("a", 300.0)].wavenumber_cm1, grid)
+    np.testing.assert_array_equal(got[("a", 300.0)].intensity, grid ** 2)
+    np.testing.assert_allclose(got[("b", 100.0)].std, 0.05 * grid)
+    assert got[("b", 100.0)].n_runs == 3
+
+
+def test_experimental_spectra_from_the_jcamp_source_distribution(tmp_path):
+    """``pip download`` of the jcamp sdist: methanol's Coblentz gas-phase spectrum; a molecule
+    it does not ship is listed as missing."""
+    out = tmp_path / "experiment"
+    record = collect(["methanol", "pyridine"], ExperimentConfig(), out,
+                     work_dir=tmp_path / "work")
+    assert record["missing"] == ["pyridine"]
+    entry = record["molecules"]["methanol"]
+    assert entry["origin"] == "jcamp==1.3.2 sdist: data/infrared_spectra/methanol.jdx"
+    assert entry["title"] == "METHANOL" and len(entry["sha256"]) == 64
+    assert not (tmp_path / "work").exists()  # the archive is scratch
+    spectrum = read_jcamp(out / "methanol.jdx")
+    assert 400 < spectrum.wavenumber_cm1.min() < 500 < 3700 < spectrum.wavenumber_cm1.max()
+    corrected = experimental_spectra(out, CompareConfig())["methanol"]
+    # the strongest bands of gas-phase methanol: C-O stretch (~1033) and C-H stretches
+    top = corrected.wavenumber_cm1[np.argmax(corrected.intensity)]
+    assert 1000 < top < 1060
+    ch = (corrected.wavenumber_cm1 > 2800) & (corrected.wavenumber_cm1 < 3050)
+    assert corrected.intensity[ch].max() > 0.1 * corrected.intensity.max()
+    assert file_stem("1,3-butadiene") == "1-3-butadiene"
+
+
+def test_a_bad_experimental_file_is_one_line_naming_it_and_leaves_no_output(tmp_path):
+    bad = tmp_path / "bad.jdx"
+    bad.write_text("##TITLE=x\n##DATA TYPE=MASS SPECTRUM\n##XYDATA=(X++(Y..Y))\n1 2\n##END=\n")
+    with pytest.raises(PalirsInputError, match="bad.jdx"):
+        collect(["methanol"], ExperimentConfig(files={"methanol": str(bad)}),
+                tmp_path / "direct", work_dir=tmp_path / "w")
+    params = write_params(tmp_path / "params.yaml", molecules={"names": ["methanol"]},
+                          experiment={"files": {"methanol": str(bad)}})
+    result = run_stage("experiment", "--params", str(params), "--output", "out",
+                       "--work-dir", "work", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: experiment: ") and "bad.jdx" in lines[-1]
+    assert not (tmp_path / "out").exists()
+    missing = write_params(tmp_path / "p2.yaml", experiment={"files": {"methanol": "nope.jdx"}})
+    result = run_stage("experiment", "--params", str(missing), "--output", "out",
+                       "--work-dir", "work", cwd=tmp_path)
+    assert result.returncode == 1 and "experiment.files.methanol: nope.jdx: no such file" \
+        in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_compare_stage_writes_metrics_table_and_figures(tmp_path):
+    grid = np.arange(0.0, 4500.0, 2.0)
+    write_spectra(_table({("methanol", 300.0): _bands(grid)}, grid), tmp_path / "ml.parquet")
+    write_spectra(_table({("methanol", 300.0): _bands(grid, 5)}, grid), tmp_path / "ref.parquet")
+    modes = pa.Table.from_pydict({"molecule": ["methanol"] * 3, "mode": [0, 1, 2],
+                                  "frequency_cm1": [1040.0, 2990.0, 3700.0],
+                                  "intensity_km_mol": [100.0, 30.0, 20.0]},
+                                 schema=HARMONIC_IR_SCHEMA)
+    write_parquet(modes, tmp_path / "harmonic.parquet",
+                  validate=lambda t, where: check_schema(t, HARMONIC_IR_SCHEMA, where=where))
+    _experiment_dir(tmp_path, shift=10.0)
+    params = write_params(tmp_path / "params.yaml")
+    args = ["--params", str(params), "--ml", "ml.parquet", "--harmonic", "harmonic.parquet",
+            "--reference", "ref.parquet", "--experiment", "experiment",
+            "--metrics", "m/compare.json", "--table", "m/compare.csv", "--figures", "m/fig"]
+    result = run_stage("compare", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ML vs reference MD: PCC" in result.stdout and "ML vs experiment" in result.stdout
+    metrics = json.loads((tmp_path / "m/compare.json").read_text())
+    assert metrics["molecules"]["methanol"]["ml_vs_reference"]["wasserstein_cm1"] == \
+        pytest.approx(5.0, abs=0.3)
+    figures = sorted(p.name for p in (tmp_path / "m/fig").iterdir())
+    assert figures == ["methanol.png", "summary.png"]
+    for name in figures:
+        assert (tmp_path / "m/fig" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    printed = report(tmp_path / "m/compare.json", tmp_path / "m/fig").splitlines()
+    assert printed[2].split()[:4] == ["methanol", "ML", "vs", "reference"]
+    assert float(printed[2].split()[-1]) == pytest.approx(5.0, abs=0.3)
+    assert printed[-1] == f"figure: {tmp_path / 'm/fig/summary.png'}"
+    with pytest.raises(PalirsInputError, match="nothing.json: no comparison metrics"):
+        report(tmp_path / "nothing.json")
+
+    # a broken ML table: one error line naming it, and nothing written
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    args[args.index("ml.parquet")] = "broken.parquet"
+    args = [a.replace("m/", "n/") for a in args]
+    result = run_stage("compare", *args, cwd=tmp_path)
+    assert result.returncode == 1 and "broken.parquet" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "n").exists()
