@@ -74,6 +74,8 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     params["active_learning"]["acquire"].update(
         duration_fs=40.0, min_spacing_fs=2.0,
         max_force_rel_dev=1e9)  # 3-epoch models would trip the guard at once (tested apart)
+    params["ir"].update(thermalise_fs=20.0, produce_fs=200.0, max_correlation_fs=50.0)
+    params["reference_md"].update(thermalise_fs=20.0, produce_fs=200.0)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run([*git, "commit", "-qam", "tiny settings"], repo, env)
 
@@ -84,7 +86,8 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     assert "git has no user name/email" in out  # experiment refs got a placeholder identity
     for stage in ("sample", "label", "e0s", "train-ensemble", "test-set", "evaluate",
                   "acquire@iter1", "retrain@iter1", "reevaluate@iter1", "acquire@iter2",
-                  "retrain@iter2", "reevaluate@iter2", "campaign", "dipole"):
+                  "retrain@iter2", "reevaluate@iter2", "campaign", "dipole", "ir",
+                  "reference-md", "experiment", "compare"):
         assert f"Running stage '{stage}'" in out, stage
     # the second experiment restored iteration 1 instead of recomputing it
     assert out.count("Running stage 'acquire@iter1'") == 1
@@ -112,6 +115,17 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     evaluation = json.loads((repo / "data/campaign/iter2/evaluate.json").read_text())
     assert evaluation["test"]["n_test"] == 20
 
+    # the spectra: ML (3 runs) against reference MD and the experimental methanol spectrum
+    compared = json.loads((repo / "metrics/compare.json").read_text())["molecules"]["methanol"]
+    for pair in ("ml_vs_reference", "ml_vs_experiment", "reference_vs_experiment"):
+        assert -1 <= compared[pair]["pcc"] <= 1 and compared[pair]["wasserstein_cm1"] > 0
+    assert (repo / "metrics/figures/compare/methanol.png").stat().st_size > 10_000
+    assert (repo / "metrics/figures/ir/methanol.png").is_file()
+    ir = json.loads((repo / "metrics/ir.json").read_text())
+    assert ir["runs"] == 3 and ir["stopped"] == []
+    # the reference MD ran once: the second experiment restored it from the run cache
+    assert out.count("Running stage 'reference-md'") == 1
+
     shown = _experiments(json.loads(_run([dvc, "exp", "show", "--json"], repo, env).stdout))
     assert shown["iter1"]["n_train"] == n0 + 15 and shown["iter2"]["n_train"] == n0 + 30
     assert "up to date" in _run([dvc, "status"], repo, env).stdout
@@ -127,5 +141,6 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     assert "up to date" in _run([dvc, "status"], other, env).stdout
     for path in ("data/labelled/final.parquet", "data/models/dipole.model",
                  "data/models/committee/model_0.model",
-                 "data/campaign/iter2/trajectories.zarr/zarr.json"):
+                 "data/campaign/iter2/trajectories.zarr/zarr.json",
+                 "data/ir/spectra.parquet", "data/experiment/methanol.jdx"):
         assert _sha(other / path) == _sha(repo / path), path
