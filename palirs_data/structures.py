@@ -92,6 +92,11 @@ STRUCTURE_SCHEMA = pa.schema(
 )
 
 
+#: no molecule of this pipeline reaches this far from the origin (Å); beyond it a coordinate
+#: is an input error (and would overflow the rounding of :func:`structure_id`)
+MAX_COORDINATE_A = 1.0e5
+
+
 def structure_id(
     numbers: Sequence[int], positions_A: np.ndarray, charge_e: int = 0, multiplicity: int = 1
 ) -> str:
@@ -292,6 +297,10 @@ def validate_table(table: pa.Table, *, where: str) -> pa.Table:
     check(n_pos != n_atoms, "positions_A has a different number of atoms than numbers")
     check(np.bincount(row_of_atom, weights=~np.isfinite(pos_flat).all(axis=1),
                       minlength=n) > 0, "positions_A contains NaN or infinite values")
+    with np.errstate(invalid="ignore"):
+        far = ~(np.abs(pos_flat) <= MAX_COORDINATE_A).all(axis=1)
+    check(np.bincount(row_of_atom, weights=far, minlength=n) > 0,
+          f"positions_A has a coordinate beyond {MAX_COORDINATE_A:g} Å")
     charges = table.column("charge_e").to_numpy()
     mults = table.column("multiplicity").to_numpy()
     check(mults < 1, "multiplicity must be >= 1")
@@ -396,6 +405,7 @@ def read_structures_file(
     path = Path(path)
     if not path.is_file():
         raise PalirsInputError(f"{path}: no such file")
+    _check_xyz_frames(path)
     try:
         images = read(path, index=":", format="extxyz")
     except KeyError as exc:  # ASE's symbol lookup
@@ -413,6 +423,9 @@ def read_structures_file(
             raise PalirsInputError(f"{path}: frame {k} has an unknown element")
         if not np.isfinite(atoms.positions).all():
             raise PalirsInputError(f"{path}: frame {k} has NaN or infinite coordinates")
+        if (np.abs(atoms.positions) > MAX_COORDINATE_A).any():
+            raise PalirsInputError(f"{path}: frame {k} has a coordinate beyond "
+                                   f"{MAX_COORDINATE_A:g} Å")
         name = molecule or atoms.info.get("molecule") or atoms.get_chemical_formula()
         s = Structure.from_atoms(atoms, molecule=str(name), source=source)
         labels = _labels_from_atoms(atoms)
@@ -422,6 +435,33 @@ def read_structures_file(
             s.__post_init__()
         rows.append(s)
     return to_table(dedupe(rows))
+
+
+def _check_xyz_frames(path: Path) -> None:
+    """Check the frame structure of an XYZ file before ASE reads it: every frame starts with a
+    positive atom count that the lines after it can hold (a count of a billion would otherwise
+    have the reader allocate for it)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise PalirsInputError(f"{path}: not a text file (XYZ is text)") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    i, frame = 0, 0
+    while i < len(lines):
+        head = lines[i].strip()
+        try:
+            n = int(head)
+        except ValueError:
+            raise PalirsInputError(f"{path}: line {i + 1}: expected the atom count of frame "
+                                   f"{frame}, got {head[:40]!r}") from None
+        if n < 1:
+            raise PalirsInputError(f"{path}: frame {frame} has no atoms (count {n})")
+        if i + 2 + n > len(lines):  # count line, comment line, n atom lines
+            raise PalirsInputError(f"{path}: frame {frame} declares {n} atoms but only "
+                                   f"{max(0, len(lines) - i - 2)} atom lines follow")
+        i += 2 + n
+        frame += 1
 
 
 def _labels_from_atoms(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray] | None:

@@ -37,7 +37,10 @@ def _xyz(tmp_path: Path, text: str) -> Path:
 
 
 BAD_XYZ = {
-    "malformed": ("3\n\nO 0 0\nH 0 0 0.96\n", "malformed XYZ file"),
+    "malformed": ("2\n\nO 0 0\nH 0 0 0.96\n", "malformed XYZ file"),
+    "short frame": ("3\n\nO 0 0 0\nH 0 0 0.96\n", "frame 0 declares 3 atoms but only 2"),
+    "huge count": ("999999999\n\nO 0 0 0\n", "frame 0 declares 999999999 atoms"),
+    "no count": ("O 0 0 0\n", "line 1: expected the atom count of frame 0"),
     "unknown element": ("2\n\nXx 0 0 0\nH 0 0 0.96\n", "unknown element 'Xx'"),
     "nan coordinates": ("2\n\nO 0 0 nan\nH 0 0 0.96\n", "NaN or infinite coordinates"),
 }
