@@ -134,32 +134,47 @@ def _experiment_env() -> dict[str, str]:
 def run_experiments(params_path: Path = Path("params.yaml"), *, prefix: str = "iter",
                     dvc: str = "dvc") -> list[str]:
     """``dvc exp run`` the campaign up to iteration 1, 2, ..., N (N from ``params.yaml``),
-    each experiment named ``<prefix><k>``; earlier iterations come from DVC's cache. Stops
-    after the first experiment whose campaign has converged. ``params.yaml`` is left as it
-    was. Returns the experiment names."""
+    each experiment named ``<prefix><k>``; earlier iterations come from DVC's cache. All but
+    the last reproduce only :data:`INTERMEDIATE_TARGETS`; the last runs the whole pipeline
+    (IR spectra and comparison). After the first experiment whose campaign has converged, one
+    more, ``<prefix><k>-spectra``, adds the spectra and the loop stops. ``params.yaml`` is left
+    as it was. Returns the experiment names."""
     config = load_params(params_path).active_learning
     names = list(config.iterations)
     original = params_path.read_text()
     env = _experiment_env()
     done = []
+
+    def run(name: str, drop: list[str], targets: list[str]) -> None:
+        cmd = [dvc, "exp", "run", "-n", name]
+        for d in drop:
+            cmd += ["-S", d]
+        cmd += targets
+        log.info("experiment %s: %s", name, " ".join(cmd))
+        params_path.write_text(original)
+        subprocess.run(cmd, check=True, env=env)
+        done.append(name)
+
     try:
         for k in range(1, len(names) + 1):
             drop = [f"~active_learning.iterations.{n}" for n in names[k:]]
-            cmd = [dvc, "exp", "run", "-n", f"{prefix}{k}"]
-            for d in drop:
-                cmd += ["-S", d]
-            log.info("experiment %s%d: %s", prefix, k, " ".join(cmd))
-            params_path.write_text(original)
-            subprocess.run(cmd, check=True, env=env)
-            done.append(f"{prefix}{k}")
+            last = k == len(names)
+            # the spectra (ir, reference-md, compare) belong to the final models only
+            run(f"{prefix}{k}", drop, [] if last else list(INTERMEDIATE_TARGETS))
             summary = json.loads(Path("metrics/campaign.json").read_text())
-            if summary["converged"]:
+            if summary["converged"] and not last:
                 log.info("converged at iteration %s; later iterations would add nothing",
                          summary["converged_at"])
+                run(f"{prefix}{k}-spectra", drop, [])
                 break
     finally:
         params_path.write_text(original)
     return done
+
+
+#: what an intermediate experiment reproduces: the campaign up to its iteration and the dipole
+#: model (its test error per iteration); the IR stages run once, on the final models
+INTERMEDIATE_TARGETS = ("campaign", "dipole")
 
 
 def main(argv: list[str] | None = None) -> int:
