@@ -1,13 +1,32 @@
-"""The compute layer: where fan-out work (single points, later MD and training) runs.
+"""The compute layer: where fan-out work (single points, MD runs, training) runs.
 
-Everything goes through a Dask distributed ``Client``. By default an in-process-managed local
-cluster of worker processes (``compute.n_workers`` × ``compute.threads_per_worker``); with
-``compute.scheduler_address`` or the environment variable ``PALIRS_SCHEDULER_ADDRESS`` an
-existing scheduler (``dask scheduler`` + ``dask worker`` on other machines, or a job-queue
-cluster's scheduler).
+Everything goes through a Dask distributed ``Client`` (:func:`dask_client`), chosen by
+``params.yaml: compute`` in this order:
+
+1. an existing scheduler: ``compute.scheduler_address`` or the environment variable
+   ``PALIRS_SCHEDULER_ADDRESS`` (which wins; addresses are often per session). Workers are
+   whatever was started against it (``dask worker ADDRESS``, by hand or as batch jobs);
+2. a dask-jobqueue cluster described by ``compute.jobqueue`` (SLURM or PBS; the scheduler runs
+   in this process, the workers in batch jobs; ``pip install 'palirs-data[cluster]'``);
+3. a local cluster of ``compute.n_workers`` processes × ``compute.threads_per_worker``, of
+   which ``compute.local_gpu_workers`` carry the resource ``GPU=1`` (the default: none).
+
+GPU work (training, committee MD) is submitted with :func:`submit` and ``gpu=True``: it carries
+the Dask resource annotation ``{"GPU": 1}`` so it lands only on workers started with that
+resource (``dask worker ... --resources GPU=1``), one task per GPU at a time. With
+``compute.gpu: auto`` (the default) the annotation is given only when some worker offers the
+resource, so a cluster without GPUs still runs everything (on CPU) instead of waiting forever;
+``required`` refuses to start without a GPU worker; ``never`` drops the annotation. Single
+points carry no annotation and go anywhere.
+
+Data move between workers as task arguments and results (bytes: structures, Arrow tables,
+dipole series) or as files in a location every worker sees (models, trajectory stores): the
+repository directory, which on a cluster must be on a shared file system.
 
 Dask's nanny starts workers with ``OMP_NUM_THREADS=1`` (and MKL/OpenBLAS likewise), so the
-OpenMP label codes do not oversubscribe the cores the workers share.
+OpenMP label codes do not oversubscribe the cores the workers share. A worker that dies (killed,
+out of memory, node lost) has its tasks re-run on the others by the scheduler; results are
+collected and checkpointed by the process that submitted them, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -15,16 +34,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from distributed import Client, LocalCluster
 
-from palirs_data.config import ComputeConfig
+from palirs_data.config import ComputeConfig, JobqueueConfig
 from palirs_data.errors import PalirsInputError
 
 log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "PALIRS_SCHEDULER_ADDRESS"
+GPU = "GPU"
 
 
 def scheduler_address(config: ComputeConfig) -> str | None:
@@ -32,9 +53,44 @@ def scheduler_address(config: ComputeConfig) -> str | None:
     return os.environ.get(ADDRESS_ENV) or config.scheduler_address
 
 
+def jobqueue_cluster(config: JobqueueConfig):
+    """A dask-jobqueue cluster (not yet scaled) for ``config``."""
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise PalirsInputError("compute.jobqueue: dask-jobqueue is not installed "
+                               "(pip install 'palirs-data[cluster]')") from None
+    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[config.kind]
+    options: dict[str, Any] = dict(
+        cores=config.cores, processes=config.processes, memory=config.memory,
+        walltime=config.walltime, job_extra_directives=list(config.job_extra_directives),
+        job_script_prologue=list(config.job_script_prologue),
+        worker_extra_args=list(config.worker_extra_args))
+    for key in ("queue", "account", "local_directory", "log_directory"):
+        if getattr(config, key) is not None:
+            options[key] = getattr(config, key)
+    return cls(**options)
+
+
+def _local_cluster(config: ComputeConfig) -> LocalCluster:
+    from distributed import Nanny
+
+    cluster = LocalCluster(n_workers=config.n_workers - config.local_gpu_workers,
+                           threads_per_worker=config.threads_per_worker, processes=True,
+                           dashboard_address=None)
+    if config.local_gpu_workers:
+        for k in range(config.local_gpu_workers):
+            cluster.worker_spec[f"gpu-{k}"] = {
+                "cls": Nanny, "options": {"nthreads": config.threads_per_worker,
+                                          "resources": {GPU: 1}}}
+        cluster.sync(cluster._correct_state)
+    return cluster
+
+
 @contextlib.contextmanager
 def dask_client(config: ComputeConfig, *, connect_timeout_s: float = 30.0) -> Iterator[Client]:
-    """A Dask client for ``config``; the local cluster, if any, is shut down on exit."""
+    """A Dask client for ``config`` (module docstring); a cluster it started is shut down on
+    exit."""
     address = scheduler_address(config)
     if address:
         try:
@@ -43,15 +99,73 @@ def dask_client(config: ComputeConfig, *, connect_timeout_s: float = 30.0) -> It
             raise PalirsInputError(
                 f"compute.scheduler_address: cannot reach Dask scheduler {address} ({exc})"
             ) from None
-        log.info("Dask: connected to %s (%d workers)", address,
-                 len(client.scheduler_info()["workers"]))
+        log.info("Dask: connected to %s (%d workers, %d with a GPU)", address,
+                 len(client.scheduler_info()["workers"]), len(gpu_workers(client)))
         try:
+            _check_gpu(client, config)
             yield client
         finally:
             client.close()
         return
-    with LocalCluster(n_workers=config.n_workers, threads_per_worker=config.threads_per_worker,
-                      processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        log.info("Dask: local cluster, %d workers x %d threads", config.n_workers,
-                 config.threads_per_worker)
+    if config.jobqueue is not None:
+        with jobqueue_cluster(config.jobqueue) as cluster:
+            cluster.scale(jobs=config.jobqueue.jobs)
+            with Client(cluster) as client:
+                log.info("Dask: %s cluster, %d jobs requested (%s)", config.jobqueue.kind,
+                         config.jobqueue.jobs, cluster.scheduler_address)
+                _check_gpu(client, config)
+                yield client
+        return
+    with _local_cluster(config) as cluster, Client(cluster) as client:
+        client.wait_for_workers(config.n_workers, timeout=connect_timeout_s)
+        log.info("Dask: local cluster, %d workers x %d threads (%d with GPU=1)",
+                 config.n_workers, config.threads_per_worker, config.local_gpu_workers)
+        _check_gpu(client, config)
         yield client
+
+
+def gpu_workers(client: Client) -> list[str]:
+    """Addresses of the workers that offer the resource ``GPU``."""
+    workers = client.scheduler_info()["workers"]
+    return sorted(a for a, w in workers.items() if (w.get("resources") or {}).get(GPU, 0) > 0)
+
+
+def _check_gpu(client: Client, config: ComputeConfig) -> None:
+    if config.gpu == "required" and not gpu_workers(client):
+        raise PalirsInputError("compute.gpu is 'required' but no Dask worker offers the "
+                               "resource GPU (start one with: dask worker ADDRESS --resources "
+                               "GPU=1)")
+
+
+def gpu_resources(client: Client, config: ComputeConfig) -> dict[str, int] | None:
+    """The resource annotation for GPU work on this client (module docstring)."""
+    if config.gpu == "never":
+        return None
+    if config.gpu == "required" or gpu_workers(client):
+        return {GPU: 1}
+    return None
+
+
+def submit(client: Client, fn: Callable, *args: Any, config: ComputeConfig,
+           gpu: bool = False, **kwargs: Any):
+    """``client.submit`` with the GPU annotation for GPU work; never cached by key
+    (``pure=False``): a re-run recomputes."""
+    resources = gpu_resources(client, config) if gpu else None
+    return client.submit(fn, *args, resources=resources, pure=False, **kwargs)
+
+
+def device() -> str:
+    """The torch device for GPU work on this worker: ``cuda`` when there is one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def worker_name() -> str | None:
+    """The name of the Dask worker running the current task (None outside a worker)."""
+    from distributed import get_worker
+
+    try:
+        return str(get_worker().name)
+    except ValueError:
+        return None

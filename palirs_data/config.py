@@ -133,13 +133,47 @@ class LabelConfig(Strict):
     checkpoint_dir: Path = Path("data/.checkpoints")
 
 
+class JobqueueConfig(Strict):
+    """A dask-jobqueue cluster (``pip install 'palirs-data[cluster]'``): each batch job runs
+    ``processes`` Dask workers with ``cores`` cores and ``memory`` between them. The options
+    are dask-jobqueue's own (``SLURMCluster``/``PBSCluster``); ``worker_extra_args`` such as
+    ``["--resources", "GPU=1"]`` mark the workers of a GPU partition."""
+
+    kind: Literal["slurm", "pbs"] = "slurm"
+    jobs: int = Field(1, ge=0)  # batch jobs to keep running
+    cores: int = Field(8, ge=1)
+    processes: int = Field(1, ge=1)
+    memory: str = "16GB"
+    queue: str | None = None  # partition (SLURM) or queue (PBS)
+    account: str | None = None
+    walltime: str = "02:00:00"
+    job_extra_directives: list[str] = Field(default_factory=list)  # e.g. ["--gres=gpu:1"]
+    job_script_prologue: list[str] = Field(default_factory=list)  # e.g. ["module load cuda"]
+    worker_extra_args: list[str] = Field(default_factory=list)
+    local_directory: str | None = None  # node-local scratch for the workers
+    log_directory: str | None = None
+
+
 class ComputeConfig(Strict):
-    """Where fan-out work runs. ``scheduler_address`` (or env ``PALIRS_SCHEDULER_ADDRESS``)
-    selects an existing Dask scheduler; otherwise a local cluster of ``n_workers`` processes."""
+    """Where fan-out work runs (see :mod:`palirs_data.compute`): an existing Dask scheduler
+    (``scheduler_address`` or env ``PALIRS_SCHEDULER_ADDRESS``), a dask-jobqueue cluster
+    (``jobqueue``), or a local cluster of ``n_workers`` processes (the default). GPU work
+    carries the Dask resource ``GPU: 1`` when a worker offers it (``gpu``: ``auto``), always
+    (``required``: an error if no worker offers it), or never (``never``)."""
 
     scheduler_address: str | None = None
     n_workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
+    jobqueue: JobqueueConfig | None = None
+    gpu: Literal["auto", "required", "never"] = "auto"
+    local_gpu_workers: int = Field(0, ge=0)  # local workers started with the resource GPU=1
+
+    @model_validator(mode="after")
+    def _local_gpus(self) -> ComputeConfig:
+        if self.local_gpu_workers > self.n_workers:
+            raise ValueError(f"local_gpu_workers ({self.local_gpu_workers}) exceeds n_workers "
+                             f"({self.n_workers})")
+        return self
 
 
 class MaceModelConfig(Strict):

@@ -333,15 +333,58 @@ class IrResult:
     metrics: dict
 
 
+def ml_md_task(committee_paths: list[str], dipole_path: str, minima: list[Structure],
+               config: IrConfig, store_path: str) -> dict:
+    """The committee MD of ``ir`` as one unit of GPU work: loads the models from files (a
+    location every worker sees) onto this worker's device (CUDA when it has one), writes the
+    trajectories into the store at ``store_path`` and returns the report, with where it ran."""
+    from palirs_data.committee import load_model
+    from palirs_data.compute import device, worker_name
+
+    dev = device()
+    committee = Committee.load(committee_paths, device=dev)
+    dipole_model = load_model(dipole_path, device=dev)
+    report = run_ml_md(committee, dipole_model, minima, config, TrajectoryStore(store_path))
+    return {**dataclasses.asdict(report), "worker": worker_name(), "device": dev}
+
+
+def _watch(future, store_path, total_frames: int, progress: bool) -> dict:
+    """Wait for the MD task, showing the frames written so far (the store is the progress)."""
+    from distributed import wait
+
+    from palirs_data.progress import make_progress
+
+    with make_progress() as bar:
+        task = bar.add_task("md (Dask)", total=total_frames, visible=progress)
+        while not future.done():
+            try:
+                wait([future], timeout=2.0)
+            except TimeoutError:
+                pass
+            try:
+                written = TrajectoryStore(store_path, mode="r")
+                bar.update(task, completed=sum(written[k].n_frames for k in written.keys()))
+            except Exception:  # the worker may not have created the store yet
+                pass
+        bar.update(task, completed=total_frames)
+    return future.result()
+
+
 def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
-          store: TrajectoryStore, *, progress: bool = False) -> IrResult:
+          store: TrajectoryStore, *, client=None, compute=None,
+          progress: bool = False) -> IrResult:
     """The ``ir`` stage: committee MD with dipoles into ``store``, the spectrum table (mean and
-    std over runs) and the double-harmonic table, with timings."""
+    std over runs) and the double-harmonic table, with timings. With a Dask ``client`` the MD
+    runs as one GPU-annotated task (:func:`ml_md_task`, :func:`palirs_data.compute.submit`;
+    ``compute`` is the :class:`~palirs_data.config.ComputeConfig`); without, in this
+    process."""
     import time
     from pathlib import Path
 
     from palirs_data import structures
     from palirs_data.committee import load_model
+    from palirs_data.compute import submit
+    from palirs_data.config import ComputeConfig
     from palirs_data.errors import PalirsInputError
 
     start = time.perf_counter()
@@ -351,22 +394,35 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
     committee = Committee.load(paths)
     dipole_model = load_model(dipole_path)
     minima = structures.from_table(equilibrium)
-    report = run_ml_md(committee, dipole_model, minima, config, store, progress=progress)
+    n_runs = len(minima) * len(config.temperatures_K) * config.trajectories
+    if client is None:
+        report = dataclasses.asdict(run_ml_md(committee, dipole_model, minima, config, store,
+                                              progress=progress))
+        report.update(worker=None, device=committee.device)
+    else:
+        store_path = str(Path(store.path).resolve())
+        future = submit(client, ml_md_task, [str(Path(p).resolve()) for p in paths],
+                        str(Path(dipole_path).resolve()), minima, config, store_path,
+                        config=compute or ComputeConfig(), gpu=True,
+                        key=f"ir-md-{time.time_ns()}")
+        report = _watch(future, store_path, n_runs * (config.produce_steps
+                                                      // config.write_every), progress)
+        store = TrajectoryStore(store.path, mode="r")  # as the worker left it
     spectra = spectra_table(store_dipoles(store), config)
     t0 = time.perf_counter()
     harmonic, _ = harmonic_table(committee, dipole_model, minima)
     harmonic_seconds = time.perf_counter() - t0
-    n_runs = len(minima) * len(config.temperatures_K) * config.trajectories
     steps = config.thermalise_steps + config.produce_steps
+    md_seconds = report["thermalise_seconds"] + report["produce_seconds"]
     metrics = {
         "molecules": [s.molecule for s in minima], "temperatures_K": config.temperatures_K,
         "runs": n_runs, "steps_per_run": steps,
         "simulated_ps": round(n_runs * steps * config.timestep_fs / 1000, 3),
-        "thermalise_seconds": round(report.thermalise_seconds, 1),
-        "produce_seconds": round(report.produce_seconds, 1),
-        "md_replica_steps_per_s": round(report.replica_steps / max(
-            report.thermalise_seconds + report.produce_seconds, 1e-9), 1),
-        "stopped": report.stopped, "harmonic_seconds": round(harmonic_seconds, 1),
+        "thermalise_seconds": round(report["thermalise_seconds"], 1),
+        "produce_seconds": round(report["produce_seconds"], 1),
+        "md_replica_steps_per_s": round(report["replica_steps"] / max(md_seconds, 1e-9), 1),
+        "md_worker": report["worker"], "md_device": report["device"],
+        "stopped": report["stopped"], "harmonic_seconds": round(harmonic_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1)}
     return IrResult(spectra, harmonic, metrics)
 

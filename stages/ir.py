@@ -16,13 +16,14 @@ from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.compare import figure_name, spectra_by_key, temperature_figure
+from palirs_data.compute import dask_client
 from palirs_data.config import load_params
 from palirs_data.ir import HARMONIC_IR_SCHEMA, ml_ir, write_spectra
 from palirs_data.tables import check_schema, write_parquet
 from palirs_data.trajectory import TrajectoryStore
 
 STAGE_PARAMS = ("ir", "compare.window_cm1")
-RUNTIME_PARAMS: tuple[str, ...] = ()
+RUNTIME_PARAMS = ("compute",)
 
 app = typer.Typer(add_completion=False)
 
@@ -50,8 +51,10 @@ def main(
     def body() -> str:
         p = load_params(params)
         with atomic_path(trajectories, directory=True) as tmp:
-            result = ml_ir(models, dipole, structures.read_table(equilibrium), p.ir,
-                           TrajectoryStore(tmp), progress=True)
+            with dask_client(p.compute) as client:  # the MD is GPU work (compute.gpu)
+                result = ml_ir(models, dipole, structures.read_table(equilibrium), p.ir,
+                               TrajectoryStore(tmp), client=client, compute=p.compute,
+                               progress=True)
             write_spectra(result.spectra, spectra)
             write_parquet(result.harmonic, harmonic, validate=lambda t, where: check_schema(
                 t, HARMONIC_IR_SCHEMA, where=where))
@@ -65,8 +68,9 @@ def main(
             write_text_atomic(metrics, json.dumps(result.metrics, indent=2) + "\n")
         m = result.metrics
         stops = f", stopped: {', '.join(m['stopped'])}" if m["stopped"] else ""
-        return (f"{m['runs']} runs x {m['steps_per_run']} steps "
-                f"({m['md_replica_steps_per_s']:.0f} replica-steps/s){stops} -> {spectra}")
+        return (f"{m['runs']} runs x {m['steps_per_run']} steps on {m['md_worker']} "
+                f"({m['md_device']}, {m['md_replica_steps_per_s']:.0f} replica-steps/s){stops} "
+                f"-> {spectra}")
 
     run_stage("ir", body)
 

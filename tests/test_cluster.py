@@ -1,0 +1,187 @@
+"""The compute layer on a real Dask cluster: a scheduler and two workers started as separate
+processes on 127.0.0.1, one offering the resource GPU=1. GPU-annotated work (the ir stage's
+committee MD) runs only there; single points go anywhere; a worker killed while labelling has
+its tasks re-run on the other and every structure ends labelled exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from palirs_data import structures
+from palirs_data.compute import dask_client, gpu_resources, gpu_workers, submit, worker_name
+from palirs_data.config import ComputeConfig, IrConfig, LabelConfig, LabelerConfig
+from palirs_data.errors import PalirsInputError
+from palirs_data.labeling import label_table
+from palirs_data.trajectory import TrajectoryStore
+from test_labeling import _water_table
+
+TESTS = Path(__file__).parent
+
+
+def _start(cmd, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """(address, {name: process}) of a scheduler, 'gpu-worker' (GPU=1, with a nanny) and
+    'cpu-worker' (no nanny: killing its process removes the worker)."""
+    dask = str(Path(sys.executable).parent / "dask")
+    sched_file = tmp_path / "scheduler.json"
+    procs = {"scheduler": _start([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                  "--no-dashboard", "--scheduler-file", str(sched_file)],
+                                 tmp_path / "scheduler.log")}
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        common = [dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+                  "--no-dashboard"]
+        procs["gpu-worker"] = _start([*common, "--name", "gpu-worker", "--resources", "GPU=1"],
+                                     tmp_path / "gpu-worker.log")
+        procs["cpu-worker"] = _start([*common, "--name", "cpu-worker", "--no-nanny"],
+                                     tmp_path / "cpu-worker.log")
+        yield address, procs
+    finally:
+        for p in reversed(list(procs.values())):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)
+
+
+def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
+        cluster, tmp_path, tiny_committee, tiny_dipole_model, methanol_data):
+    from palirs_data.ir import ml_ir
+
+    address, procs = cluster
+    config = ComputeConfig(scheduler_address=address)
+    with dask_client(config) as client:
+        client.wait_for_workers(2, timeout=60)
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+        assert sorted(names.values()) == ["cpu-worker", "gpu-worker"]
+        assert [names[a] for a in gpu_workers(client)] == ["gpu-worker"]
+        assert gpu_resources(client, config) == {"GPU": 1}
+
+        # annotated tasks only on the GPU worker; plain ones anywhere (both get some)
+        gpu = client.gather([submit(client, worker_name, config=config, gpu=True)
+                             for _ in range(8)])
+        assert set(gpu) == {"gpu-worker"}
+        plain = client.gather([submit(client, _slow_name, config=config) for _ in range(16)])
+        assert set(plain) == {"gpu-worker", "cpu-worker"}
+
+        # the ir stage's committee MD: one GPU task, trajectories in the shared store
+        store = TrajectoryStore(tmp_path / "ir.zarr")
+        ir = IrConfig(trajectories=2, thermalise_fs=5.0, produce_fs=40.0,
+                      max_correlation_fs=20.0)
+        committee_dir = tiny_committee["paths"][0].parent
+        result = ml_ir(committee_dir, tiny_dipole_model["report"].model,
+                       methanol_data["result"].equilibrium, ir, store, client=client,
+                       compute=config)
+        assert result.metrics["md_worker"] == "gpu-worker"
+        assert result.metrics["md_device"] in {"cpu", "cuda"}
+        assert sorted(TrajectoryStore(tmp_path / "ir.zarr", mode="r").keys()) == [
+            "methanol/300K/0", "methanol/300K/1"]
+        assert set(result.spectra.column("n_runs").to_pylist()) == {2}
+
+        # label through both workers; SIGKILL the CPU worker while it holds a task
+        slow = LabelerConfig(method="ase", ase={"calculator": "slow_calc.SlowTBLite",
+                                                "kwargs": {"delay_s": 0.15, "verbosity": 0}})
+        table = _water_table(32)
+        ckpt = tmp_path / "ckpt"
+        killed = threading.Event()
+
+        def kill_when_busy():
+            cpu = next(a for a, n in names.items() if n == "cpu-worker")
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                done = list(ckpt.glob("*/chunk-*.parquet"))
+                if done and client.processing().get(cpu):
+                    os.kill(procs["cpu-worker"].pid, signal.SIGKILL)
+                    killed.set()
+                    return
+                time.sleep(0.02)
+
+        killer = threading.Thread(target=kill_when_busy)
+        killer.start()
+        report = label_table(table, labeler_config=slow,
+                             config=LabelConfig(chunk_size=2, checkpoint_dir=ckpt),
+                             client=client)
+        killer.join()
+        assert killed.is_set(), "the CPU worker was never caught holding a label task"
+        assert procs["cpu-worker"].wait(timeout=10) == -signal.SIGKILL
+        assert [w["name"] for w in client.scheduler_info()["workers"].values()] == [
+            "gpu-worker"]
+
+    # every structure labelled exactly once, in input order, none failed
+    assert report.n_computed == 32 and report.n_failed == 0
+    out = report.table
+    assert out.column("structure_id").to_pylist() == table.column("structure_id").to_pylist()
+    assert set(out.column("label_status").to_pylist()) == {"ok"}
+    chunk_ids = []
+    for path in (ckpt).glob("*/chunk-*.parquet"):
+        chunk_ids += structures.read_table(path).column("structure_id").to_pylist()
+    assert sorted(chunk_ids) == sorted(table.column("structure_id").to_pylist())
+    assert pc.all(pc.is_finite(out.column("energy_eV"))).as_py()
+    direct = label_table(table.slice(0, 4), labeler_config=LabelerConfig(),
+                         config=LabelConfig(checkpoint_dir=tmp_path / "direct"))
+    np.testing.assert_allclose(out.column("energy_eV").to_numpy()[:4],
+                               direct.table.column("energy_eV").to_numpy(), atol=1e-8)
+
+
+def _slow_name():
+    time.sleep(0.2)
+    return worker_name()
+
+
+def test_gpu_annotation_policy_without_gpu_workers():
+    """No worker offers a GPU: ``auto`` runs GPU work unannotated (on CPU) instead of waiting
+    forever; ``required`` refuses at once; a local GPU worker gets the annotated work."""
+    with dask_client(ComputeConfig(n_workers=1)) as client:
+        assert gpu_workers(client) == []
+        assert gpu_resources(client, ComputeConfig()) is None
+        assert client.submit(worker_name, pure=False).result() is not None
+    with pytest.raises(PalirsInputError, match="compute.gpu is 'required'"):
+        with dask_client(ComputeConfig(n_workers=1, gpu="required")):
+            pass
+    config = ComputeConfig(n_workers=2, local_gpu_workers=1)
+    with dask_client(config) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        (gpu,) = gpu_workers(client)
+        ran = client.gather([submit(client, worker_name, config=config, gpu=True)
+                             for _ in range(4)])
+        assert set(ran) == {client.scheduler_info()["workers"][gpu]["name"]}
+    assert gpu_resources.__doc__
+
+
+def test_jobqueue_cluster_renders_the_batch_script():
+    """A SLURM GPU partition described in params.yaml: the job script dask-jobqueue would
+    submit (nothing is submitted: jobs 0)."""
+    pytest.importorskip("dask_jobqueue")
+    from palirs_data.compute import jobqueue_cluster
+    from palirs_data.config import JobqueueConfig
+
+    config = JobqueueConfig(kind="slurm", jobs=0, cores=4, memory="8GB", queue="gpu",
+                            account="chem", walltime="01:00:00",
+                            job_extra_directives=["--gres=gpu:1"],
+                            job_script_prologue=["module load cuda"],
+                            worker_extra_args=["--resources", "GPU=1"])
+    with jobqueue_cluster(config) as cluster:
+        script = cluster.job_script()
+    for line in ("#SBATCH -p gpu", "#SBATCH -A chem", "#SBATCH -t 01:00:00",
+                 "#SBATCH --gres=gpu:1", "module load cuda", "--resources GPU=1",
+                 "--nthreads 4", "--memory-limit 7.45GiB"):
+        assert line in script, (line, script)
