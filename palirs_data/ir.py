@@ -176,6 +176,20 @@ def store_dipoles(store: TrajectoryStore) -> dict[tuple[str, float], list[np.nda
     return out
 
 
+def read_harmonic(path) -> pa.Table:
+    from palirs_data.tables import read_parquet
+
+    return read_parquet(path, schema=HARMONIC_IR_SCHEMA, validate=lambda t, where: check_schema(
+        t, HARMONIC_IR_SCHEMA, where=where))
+
+
+def write_harmonic(table: pa.Table, path) -> None:
+    from palirs_data.tables import write_parquet
+
+    write_parquet(table, path, validate=lambda t, where: check_schema(
+        t, HARMONIC_IR_SCHEMA, where=where))
+
+
 def read_spectra(path) -> pa.Table:
     from palirs_data.tables import read_parquet
 
@@ -450,20 +464,18 @@ def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: Labele
 
     start = time.perf_counter()
     minima = structures.from_table(equilibrium)
-    jobs = [(r, s) for s in minima for r in ir_replicas([s], config)]
-    # seeds as in ``ir`` (molecule index of the full list), so run k of each pair shares its
-    # velocity draw: not needed for the comparison, but it keeps one seed rule
-    seeds = {r.key: r.seed for r in ir_replicas(minima, config)}
+    by_name = {s.molecule: s for s in minima}
+    jobs = [(r, by_name[r.molecule]) for r in ir_replicas(minima, config)]  # ir's seed rule
     results: dict[str, dict] = {}
     if client is None:
         for r, s in jobs:
-            results[r.key] = reference_task(s, r.temperature_K, seeds[r.key], config,
+            results[r.key] = reference_task(s, r.temperature_K, r.seed, config,
                                             labeler_config)
     else:
         from distributed import as_completed
 
-        futures = {client.submit(reference_task, s, r.temperature_K, seeds[r.key], config,
-                                 labeler_config, key=f"reference-md-{r.key}-{seeds[r.key]}",
+        futures = {client.submit(reference_task, s, r.temperature_K, r.seed, config,
+                                 labeler_config, key=f"reference-md-{r.key}-{r.seed}",
                                  pure=False): r.key for r, s in jobs}
         with make_progress() as bar:
             task = bar.add_task("reference MD", total=len(futures), visible=progress)
@@ -477,7 +489,7 @@ def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: Labele
         traj = store.create(r.key, numbers=s.numbers, molecule=s.molecule,
                             timestep_fs=dt, temperature_K=r.temperature_K,
                             arrays=["dipole_eA", "time_fs"], chunk_frames=4096,
-                            friction_fs=config.friction_fs, seed=seeds[r.key],
+                            friction_fs=config.friction_fs, seed=r.seed,
                             source="label source")
         traj.append(dipole_eA=d, time_fs=dt * np.arange(1, len(d) + 1))
         dipoles.setdefault((s.molecule, r.temperature_K), []).append(d)

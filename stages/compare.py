@@ -17,8 +17,7 @@ from palirs_data.cli import run_stage
 from palirs_data.compare import (compare, comparison_figure, experimental_spectra, figure_name,
                                  spectra_by_key, summary_csv, summary_figure)
 from palirs_data.config import load_params
-from palirs_data.ir import HARMONIC_IR_SCHEMA, read_spectra
-from palirs_data.tables import check_schema, read_parquet
+from palirs_data.ir import read_harmonic, read_spectra
 
 STAGE_PARAMS = ("compare",)
 RUNTIME_PARAMS: tuple[str, ...] = ()
@@ -52,8 +51,7 @@ def main(
         ref_table = read_spectra(reference)
         exp = experimental_spectra(experiment, cfg)
         result = compare(ml_table, ref_table, exp, cfg)
-        modes = read_parquet(harmonic, schema=HARMONIC_IR_SCHEMA, validate=lambda t, where:
-                             check_schema(t, HARMONIC_IR_SCHEMA, where=where)).to_pydict()
+        modes = read_harmonic(harmonic).to_pydict()
         ml_by, ref_by = spectra_by_key(ml_table), spectra_by_key(ref_table)
         t = float(cfg.temperature_K)
         with atomic_path(figures, directory=True) as fig_dir:

@@ -18,8 +18,7 @@ from palirs_data.cli import run_stage
 from palirs_data.compare import figure_name, spectra_by_key, temperature_figure
 from palirs_data.compute import dask_client
 from palirs_data.config import load_params
-from palirs_data.ir import HARMONIC_IR_SCHEMA, ml_ir, write_spectra
-from palirs_data.tables import check_schema, write_parquet
+from palirs_data.ir import ml_ir, write_harmonic, write_spectra
 from palirs_data.trajectory import TrajectoryStore
 
 STAGE_PARAMS = ("ir", "compare.window_cm1")
@@ -56,8 +55,7 @@ def main(
                                TrajectoryStore(tmp), client=client, compute=p.compute,
                                progress=True)
             write_spectra(result.spectra, spectra)
-            write_parquet(result.harmonic, harmonic, validate=lambda t, where: check_schema(
-                t, HARMONIC_IR_SCHEMA, where=where))
+            write_harmonic(result.harmonic, harmonic)
             with atomic_path(figures, directory=True) as fig_dir:
                 by_molecule: dict = {}
                 for (molecule, t), s in spectra_by_key(result.spectra).items():

@@ -15,9 +15,8 @@ from palirs_data.compare import (compare, experimental_spectra, report, spectra_
 from palirs_data.config import CompareConfig, ExperimentConfig
 from palirs_data.errors import PalirsInputError
 from palirs_data.experiment import collect, file_stem
-from palirs_data.ir import HARMONIC_IR_SCHEMA, SPECTRUM_SCHEMA, write_spectra
+from palirs_data.ir import HARMONIC_IR_SCHEMA, SPECTRUM_SCHEMA, write_harmonic, write_spectra
 from palirs_data.spectra import read_jcamp
-from palirs_data.tables import check_schema, write_parquet
 from test_spectra import _jcamp
 
 BANDS = [(1030.0, 1.0, 15.0), (1450.0, 0.3, 20.0), (2950.0, 0.6, 25.0), (3680.0, 0.4, 15.0)]
@@ -156,8 +155,7 @@ def test_compare_stage_writes_metrics_table_and_figures(tmp_path):
                                   "frequency_cm1": [1040.0, 2990.0, 3700.0],
                                   "intensity_km_mol": [100.0, 30.0, 20.0]},
                                  schema=HARMONIC_IR_SCHEMA)
-    write_parquet(modes, tmp_path / "harmonic.parquet",
-                  validate=lambda t, where: check_schema(t, HARMONIC_IR_SCHEMA, where=where))
+    write_harmonic(modes, tmp_path / "harmonic.parquet")
     _experiment_dir(tmp_path, shift=10.0)
     params = write_params(tmp_path / "params.yaml")
     args = ["--params", str(params), "--ml", "ml.parquet", "--harmonic", "harmonic.parquet",
