@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import zarr
 
+from palirs_data.errors import PalirsInputError
 from palirs_data.trajectory import ARRAYS, TrajectoryStore, trajectory_key
 
 
@@ -93,3 +96,55 @@ def test_keys_are_sanitised(tmp_path):
     store = TrajectoryStore(tmp_path / "t.zarr")
     with pytest.raises(Exception, match="invalid trajectory key"):
         store.create("../escape/1", numbers=[1], molecule="x", timestep_fs=1, temperature_K=1)
+
+
+def test_md_killed_mid_run_continues_from_its_last_committed_frame(tmp_path, tiny_committee,
+                                                                     methanol_data):
+    """SIGKILL a committee MD run while it writes; the store reopens consistent (every array
+    as long as the committed frame count) and the re-run continues from the last committed
+    frame to the target instead of starting over: one continuous time axis, no frame twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from palirs_data import structures
+
+    equilibrium = tmp_path / "equilibrium.parquet"
+    structures.write_table(methanol_data["result"].equilibrium, equilibrium)
+    store_path = tmp_path / "md.zarr"
+    target = 1500
+    cmd = [sys.executable, str(Path(__file__).parent / "md_run.py"), str(store_path),
+           str(equilibrium), str(target), *map(str, tiny_committee["paths"])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    keys = ["methanol/300K/0", "methanol/500K/0"]
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            store = TrajectoryStore(store_path, mode="r")
+            if min(store[k].n_frames for k in keys) >= 200:
+                break
+        except (PalirsInputError, KeyError):
+            continue
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reopened = TrajectoryStore(store_path)  # for writing: trims an interrupted append
+    killed_at = {k: reopened[k].n_frames for k in keys}
+    assert all(200 <= n < target for n in killed_at.values()), killed_at
+    for k in keys:
+        traj = reopened[k]
+        for name in traj.array_names:
+            assert len(traj.read(name)) == traj.n_frames
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    final = TrajectoryStore(store_path, mode="r")
+    for k in keys:
+        traj = final[k]
+        assert traj.n_frames == target
+        np.testing.assert_allclose(traj.read("time_fs"), 0.5 * np.arange(1, target + 1))
+        assert np.isfinite(traj.read("positions_A")).all()
+        # the step across the kill is an ordinary MD step: no jump back to the start
+        x = traj.read("positions_A")
+        steps = np.linalg.norm(x[1:] - x[:-1], axis=-1).max(axis=1)
+        assert steps[killed_at[k] - 1] < 5 * np.median(steps)
