@@ -131,6 +131,9 @@ class LabelConfig(Strict):
     max_failure_ratio: float = Field(0.05, ge=0, le=1)
     retry_failed: bool = True  # retry a failed single point once with safer settings
     checkpoint_dir: Path = Path("data/.checkpoints")
+    # a single point with no answer after this many seconds is abandoned and recorded as
+    # timed out (then retried once with safer settings); null: wait forever
+    timeout_s: float | None = Field(1800.0, gt=0)
 
 
 class JobqueueConfig(Strict):

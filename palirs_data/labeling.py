@@ -7,10 +7,24 @@ or runs in-process when no client is given. Each finished chunk is checkpointed 
 small Parquet table in a directory keyed by the label settings, so a killed run, re-run with
 the same settings, labels only what is missing and never labels a structure twice.
 
-A single point that fails (exception, SCF not converged, non-finite result) is retried once
-with the label source's safer settings (when it has them) and otherwise recorded as ``failed``
-with its error; it never stops the other structures. If the failed fraction exceeds
-``label.max_failure_ratio`` the result is refused with a summary (:class:`StageFailed`).
+A single point that fails (exception, SCF not converged, non-finite result, or no answer
+within ``label.timeout_s``) is retried once with the label source's safer settings (when it has
+them) and otherwise recorded as ``failed`` with its error; it never stops the other structures.
+If the failed fraction exceeds ``label.max_failure_ratio`` the result is refused with a summary
+(:class:`StageFailed`).
+
+Faults of the label source itself:
+
+- **hang**: each single point runs in a watchdog thread; past ``label.timeout_s`` it is
+  abandoned and recorded as timed out (then retried once with safer settings). A thread stuck
+  in native code cannot be stopped from Python, so the chunk reports it and the process that
+  collects results restarts that Dask worker (``Client.restart_workers``; workers under a
+  nanny, the default) once the chunk is in, freeing the core it would otherwise burn.
+- **crash** (segfault, ``os._exit``, out of memory): the worker process dies with the chunk.
+  Dask re-runs the chunk on another worker up to ``distributed.scheduler.allowed-failures``
+  times (Dask's default 3), then gives up on it (``KilledWorker``); the chunk is then split into
+  one task per structure, so only the structure that kills its worker is recorded as failed
+  ("killed its worker") and the others are labelled.
 """
 
 from __future__ import annotations
@@ -19,8 +33,9 @@ import hashlib
 import math
 import logging
 import shutil
+import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +52,54 @@ from palirs_data.structures import Structure
 log = logging.getLogger(__name__)
 
 
-def label_one(labeler: Labeler, s: Structure, *, retry: bool) -> tuple[Structure, float]:
+class LabelTimeout(Exception):
+    """A single point gave no answer within ``label.timeout_s``."""
+
+
+def call_with_timeout(fn, timeout_s: float | None):
+    """``fn()`` in a daemon thread, waited on for at most ``timeout_s`` seconds (None: no
+    limit). Raises :class:`LabelTimeout` when it does not finish in time; the thread is then
+    abandoned (it cannot be stopped) and keeps running until it returns or its process ends."""
+    if timeout_s is None:
+        return fn()
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="palirs-single-point", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise LabelTimeout(f"no result within label.timeout_s = {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def label_one(labeler: Labeler, s: Structure, *, retry: bool, timeout_s: float | None = None
+              ) -> tuple[Structure, float]:
     """Label one structure; a failure is recorded in the returned row, never raised.
 
-    Returns the row and the seconds spent in the label source (all attempts)."""
+    Returns the row and the seconds spent in the label source (all attempts); every attempt
+    builds its own calculator, so one abandoned after a timeout is never reused."""
     seconds = 0.0
     attempts = [False, True] if retry and labeler.has_safer() else [False]
     errors: list[str] = []
     for safer in attempts:
         settings = structures.settings_json(labeler.settings(safer=safer))
         try:
-            lab = labeler.label(s.to_atoms(), charge_e=s.charge_e, multiplicity=s.multiplicity,
-                                safer=safer)
+            lab = call_with_timeout(
+                lambda: labeler.label(s.to_atoms(), charge_e=s.charge_e,
+                                      multiplicity=s.multiplicity, safer=safer), timeout_s)
             seconds += lab.seconds
+        except LabelTimeout as exc:
+            errors.append(f"{'safer' if safer else 'default'} settings: timeout: {exc}")
+            seconds += timeout_s or 0.0
+            continue
         except Exception as exc:  # any failure of the QM code is data, not a crash
             first = str(exc).splitlines()[0] if str(exc) else ""
             errors.append(f"{'safer' if safer else 'default'} settings: "
@@ -66,16 +116,54 @@ def label_one(labeler: Labeler, s: Structure, *, retry: bool) -> tuple[Structure
                    energy_eV=None, forces_eVA=None, dipole_eA=None), seconds
 
 
-def label_chunk(rows: list[Structure], config: LabelerConfig, retry: bool
-                ) -> tuple[pa.Table, float]:
-    """Label a chunk of structures (the unit of work sent to a Dask worker).
+@dataclass
+class ChunkResult:
+    """What a chunk task returns: a validated structure table (built on the worker, so the
+    collecting process only concatenates Arrow tables), the seconds spent in the label source,
+    and whether a timed-out single point left a thread running on the worker (its address)."""
 
-    Returns a validated structure table, built on the worker so that the process collecting
-    results only concatenates Arrow tables, and the seconds spent in the label source.
-    """
+    table: pa.Table
+    seconds: float
+    hung_worker: str | None = None
+    timed_out: int = 0
+
+
+def label_chunk(rows: list[Structure], config: LabelerConfig, retry: bool,
+                timeout_s: float | None = None) -> ChunkResult:
+    """Label a chunk of structures (the unit of work sent to a Dask worker)."""
     labeler = make_labeler(config)
-    results = [label_one(labeler, s, retry=retry) for s in rows]
-    return structures.to_table([r for r, _ in results]), sum(t for _, t in results)
+    results, timed_out = [], 0
+    for s in rows:
+        row, seconds = label_one(labeler, s, retry=retry, timeout_s=timeout_s)
+        if row.label_error and "timeout:" in row.label_error:
+            timed_out += 1
+        results.append((row, seconds))
+    hung = None
+    if timed_out:
+        hung = _worker_address() or "<this process>"
+        log.warning("label: %d single point(s) timed out; their threads may still run on %s",
+                    timed_out, hung)
+    return ChunkResult(structures.to_table([r for r, _ in results]),
+                       sum(t for _, t in results), hung, timed_out)
+
+
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
+
+
+def killed_worker_row(s: Structure, config: LabelerConfig, error: str) -> Structure:
+    """The failed row of a structure whose single point kept killing its Dask worker."""
+    labeler = make_labeler(config)
+    return replace(s, label_status="failed", label_method=labeler.method,
+                   label_settings=structures.settings_json(labeler.settings()),
+                   label_error=f"the label source killed its Dask worker: {error}"[:500],
+                   label_attempts=s.label_attempts + 1, energy_eV=None, forces_eVA=None,
+                   dipole_eA=None)
 
 
 def checkpoint_dir(config: LabelConfig, labeler_config: LabelerConfig) -> Path:
@@ -118,21 +206,25 @@ class LabelReport:
     checkpoint: Path
     label_seconds: float  # time spent in the label source by this run's single points
     wall_seconds: float  # wall time of this run's labelling
+    failure_causes: dict[str, int] = field(default_factory=dict)  # timeout/killed_worker/other
 
     def metrics(self) -> dict[str, float | int]:
         """Figures for ``metrics/label.json`` (timings vary between runs; tables do not)."""
         per_point = self.label_seconds / self.n_computed if self.n_computed else None
         return {"n_pending": self.n_pending, "n_resumed": self.n_resumed,
                 "n_computed": self.n_computed, "n_failed": self.n_failed,
-                "n_retried_ok": self.n_retried_ok,
+                "n_retried_ok": self.n_retried_ok, "failure_causes": self.failure_causes,
                 "seconds_per_single_point": per_point,
                 "single_points_per_second": (self.n_computed / self.wall_seconds
                                              if self.n_computed and self.wall_seconds else None)}
 
     def summary(self) -> str:
+        causes = ", ".join(f"{n} {c.replace('_', ' ')}" for c, n in
+                           self.failure_causes.items() if n)
         return (f"{self.n_pending} to label: {self.n_resumed} from checkpoint, "
-                f"{self.n_computed} computed, {self.n_failed} failed "
-                f"({self.n_retried_ok} needed the safer retry)")
+                f"{self.n_computed} computed, {self.n_failed} failed"
+                f"{f' ({causes})' if causes else ''}, "
+                f"{self.n_retried_ok} needed the safer retry")
 
 
 def chunk_size(n_todo: int, n_workers: int, largest: int) -> int:
@@ -172,11 +264,11 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     start = time.perf_counter()
     with make_progress() as bar:
         task = bar.add_task("label", total=pending.num_rows, completed=resumed.num_rows)
-        for result, seconds in _run_chunks(chunks, labeler_config, config.retry_failed, client):
-            _write_chunk(ckpt, result)
-            labelled.append(result)
-            spent += seconds
-            bar.advance(task, result.num_rows)
+        for result in _run_chunks(chunks, labeler_config, config, client):
+            _write_chunk(ckpt, result.table)
+            labelled.append(result.table)
+            spent += result.seconds
+            bar.advance(task, result.table.num_rows)
     wall = time.perf_counter() - start
     new = pa.concat_tables(labelled)
     merged = pa.concat_tables([table.filter(pc.invert(is_pending)), new])
@@ -188,29 +280,76 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     n_failed = pc.sum(failed).as_py() or 0
     retried = pc.and_(pc.equal(new.column("label_status"), "ok"),
                       pc.greater(new.column("label_attempts"), 1))
+    errors = [e or "" for e in new.filter(failed).column("label_error").to_pylist()]
+    causes = {"timeout": sum("timeout:" in e for e in errors),
+              "killed_worker": sum("killed its Dask worker" in e for e in errors)}
+    causes["other"] = n_failed - sum(causes.values())
     report = LabelReport(out, pending.num_rows, resumed.num_rows, len(todo), n_failed,
-                         pc.sum(retried).as_py() or 0, ckpt, spent, wall)
+                         pc.sum(retried).as_py() or 0, ckpt, spent, wall, causes)
     if pending.num_rows and n_failed / pending.num_rows > config.max_failure_ratio:
         worst = new.filter(failed).slice(0, 1).to_pylist()[0]
         raise StageFailed(
             f"label: {n_failed} of {pending.num_rows} single points failed "
-            f"(> label.max_failure_ratio {config.max_failure_ratio}); first: molecule "
+            f"(> label.max_failure_ratio {config.max_failure_ratio}; "
+            f"{causes['timeout']} timed out, {causes['killed_worker']} killed their worker, "
+            f"{causes['other']} other); first: molecule "
             f"'{worst['molecule']}' structure {worst['structure_id']}: {worst['label_error']}")
     return report
 
 
-def _run_chunks(chunks, labeler_config, retry, client):
+def _run_chunks(chunks, labeler_config: LabelerConfig, config: LabelConfig, client):
+    """Yield a :class:`ChunkResult` per chunk, in completion order (module docstring: a chunk
+    that keeps killing its worker is split; a single structure that does is recorded failed)."""
+    retry, timeout_s = config.retry_failed, config.timeout_s
     if client is None:
         for chunk in chunks:
-            yield label_chunk(chunk, labeler_config, retry)
+            yield label_chunk(chunk, labeler_config, retry, timeout_s)
         return
     from distributed import as_completed
+    from distributed.scheduler import KilledWorker
 
-    futures = [client.submit(label_chunk, chunk, labeler_config, retry, pure=False)
-               for chunk in chunks]
-    for future in as_completed(futures):
-        yield future.result()
-        future.release()
+    def submit(chunk):
+        return client.submit(label_chunk, chunk, labeler_config, retry, timeout_s, pure=False)
+
+    rows = {}
+    futures = []
+    for chunk in chunks:
+        futures.append(submit(chunk))
+        rows[futures[-1].key] = chunk
+    pending = as_completed(futures)
+    for future in pending:
+        chunk = rows.pop(future.key)
+        try:
+            result = future.result()
+        except KilledWorker as exc:
+            if len(chunk) > 1:
+                log.warning("label: a chunk of %d structures killed its workers (%s); "
+                            "labelling them one by one", len(chunk), exc)
+                for s in chunk:
+                    f = submit([s])
+                    rows[f.key] = [s]
+                    pending.add(f)
+                continue
+            log.warning("label: structure %s killed its workers; recorded as failed",
+                        chunk[0].structure_id)
+            result = ChunkResult(structures.to_table(
+                [killed_worker_row(chunk[0], labeler_config, str(exc))]), 0.0)
+        finally:
+            future.release()
+        if result.hung_worker is not None:
+            _restart(client, result.hung_worker)
+        yield result
+
+
+def _restart(client, address: str) -> None:
+    """Restart a worker left with an abandoned (hung) single point, if a nanny runs it."""
+    try:
+        client.restart_workers([address], timeout=120)
+        log.warning("label: restarted worker %s (a timed-out single point kept running)",
+                    address)
+    except Exception as exc:  # no nanny, or already gone: the thread dies with its process
+        log.warning("label: could not restart worker %s (%s); its timed-out single point may "
+                    "keep a core busy", address, exc)
 
 
 def clear_checkpoint(directory: Path) -> None:

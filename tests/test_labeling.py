@@ -166,3 +166,71 @@ def test_chunks_balance_the_workers():
     assert chunk_size(120, 2, 50) == 15  # the demo: 8 tasks for 2 workers
     assert chunk_size(100_000, 2, 50) == 50
     assert chunk_size(3, 8, 50) == 1
+
+
+def _faulty(table, **faults) -> tuple[LabelerConfig, list[float]]:
+    """A label source that crashes / hangs / returns NaN on the rows named by index in
+    ``faults``; its safer retry clears the NaN fault only."""
+    x0 = [round(float(p[0][0]), 6) for p in table.column("positions_A").to_pylist()]
+    kwargs = {"verbosity": 0, **{k: [x0[i] for i in v] for k, v in faults.items()}}
+    safer = {"nan_at": []} if "nan_at" in faults else None
+    return LabelerConfig(method="ase", ase={"calculator": "faulty_calc.FaultyTBLite",
+                                            "kwargs": kwargs, "safer_kwargs": safer}), x0
+
+
+def test_a_hanging_single_point_times_out_and_is_recorded(tmp_path):
+    """In process: the hung single point is abandoned after label.timeout_s, retried once
+    (with safer settings, which hang too) and recorded as failed; the others are labelled."""
+    table = _water_table(4)
+    labeler, _ = _faulty(table, hang_at=[1], nan_at=[2])
+    start = time.perf_counter()
+    report = label_table(table, labeler_config=labeler, config=LabelConfig(
+        chunk_size=4, checkpoint_dir=tmp_path, timeout_s=1.5, max_failure_ratio=0.5))
+    assert time.perf_counter() - start < 30
+    rows = structures.from_table(report.table)
+    assert [r.label_status for r in rows] == ["ok", "failed", "ok", "ok"]
+    assert rows[1].label_error.count("timeout:") == 2 and rows[1].label_attempts == 2
+    assert rows[2].label_attempts == 2  # NaN first, then fine with the safer settings
+    assert report.n_retried_ok == 1
+    assert report.failure_causes == {"timeout": 1, "killed_worker": 0, "other": 0}
+
+
+def test_crash_hang_and_nan_on_a_local_cluster_are_recorded_retried_and_reported(tmp_path,
+                                                                                 caplog):
+    """A label source that kills its worker process on one structure, hangs on another and
+    returns NaN on a third, on a local Dask cluster (2 worker processes under nannies): every
+    structure ends either labelled or failed with its cause, the crash costs only its own
+    structure, the hung worker is restarted, and a failure ratio above the threshold fails
+    with a summary naming the causes."""
+    import dask
+
+    from palirs_data.compute import dask_client
+
+    table = _water_table(8)
+    labeler, _ = _faulty(table, crash_at=[2], hang_at=[5], nan_at=[6])
+    config = LabelConfig(chunk_size=4, checkpoint_dir=tmp_path / "a", timeout_s=2.0,
+                         max_failure_ratio=0.3)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with dask_client(ComputeConfig(n_workers=2)) as client:
+            pids = set(client.run(os.getpid).values())
+            with caplog.at_level("WARNING", logger="palirs_data.labeling"):
+                report = label_table(table, labeler_config=labeler, config=config,
+                                     client=client)
+            assert "restarted worker" in caplog.text
+            # crashed and hung workers were replaced by new processes: two workers again
+            client.wait_for_workers(2, timeout=60)
+            assert set(client.run(os.getpid).values()) != pids
+            strict = LabelConfig(chunk_size=4, checkpoint_dir=tmp_path / "b", timeout_s=2.0,
+                                 max_failure_ratio=0.2)
+            with pytest.raises(StageFailed, match=r"2 of 8 single points failed .*1 timed out, "
+                                                  r"1 killed their worker, 0 other"):
+                label_table(table, labeler_config=labeler, config=strict, client=client)
+    rows = structures.from_table(report.table)
+    status = [r.label_status for r in rows]
+    assert status == ["ok", "ok", "failed", "ok", "ok", "failed", "ok", "ok"]
+    assert "killed its Dask worker" in rows[2].label_error
+    assert "timeout:" in rows[5].label_error
+    assert rows[6].label_attempts == 2 and np.isfinite(rows[6].energy_eV)
+    assert report.failure_causes == {"timeout": 1, "killed_worker": 1, "other": 0}
+    # each structure exactly once, in input order
+    assert report.table.column("structure_id").equals(table.column("structure_id"))
