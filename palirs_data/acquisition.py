@@ -27,6 +27,7 @@ training table, the committee, the trajectory store and the evaluation of that i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -144,6 +145,112 @@ class AcquisitionReport:
     runs: list[dict]  # one record per trajectory
     md_seconds: float
     replica_steps: int
+    md_worker: str | None = None  # the Dask worker that ran the MD (None: this process)
+    md_device: str = "cpu"
+    resumed_frames: int = 0  # frames found in the store from a killed run, not recomputed
+
+
+def acquisition_md(committee: Committee, minima: list[Structure], config: AcquireConfig, *,
+                   iteration: int, store: TrajectoryStore,
+                   previous: TrajectoryStore | None = None, progress: bool = False,
+                   chunk_frames: int = 256) -> dict:
+    """The committee MD of one iteration into ``store`` (module docstring, steps 2-3).
+
+    ``store`` may hold the frames of a killed attempt at the same computation (same committee,
+    minima, settings): every run then continues from its last committed frame, after all are
+    cut back to the shortest (an append interrupted between trajectories), and runs the guard
+    already stopped stay stopped. As the noise is reseeded per written chunk
+    (:mod:`palirs_data.dynamics`), the result equals that of an uninterrupted run."""
+    replicas = acquisition_replicas(minima, config, iteration=iteration, previous=previous)
+    done = {r.key: store[r.key] for r in replicas if r.key in store and store[r.key].n_frames}
+    resumed = 0
+    if done:
+        if len(done) < len(replicas):  # killed while creating the trajectories
+            raise ValueError(f"{store.path}: holds some of this iteration's trajectories "
+                             "but not all; delete it to start over")
+        running = [t for t in done.values() if t.attrs.get("stopped_at_time_fs") is None]
+        if running:
+            shortest = min(t.n_frames for t in running)
+            for t in running:
+                t.truncate(shortest)
+        resumed = sum(t.n_frames for t in done.values())
+        replicas = [r for r in replicas if done[r.key].attrs.get("stopped_at_time_fs") is None]
+    steps = config.n_steps
+    if done and replicas:
+        steps -= (store[replicas[0].key].n_frames - 1) * config.write_every
+    md = BatchedMD(committee, replicas, timestep_fs=config.timestep_fs, store=store,
+                   model_names=[f"iter{iteration - 1}"],
+                   chunk_frames=chunk_frames) if replicas else None
+    seconds, replica_steps = 0.0, 0
+    if md is not None:
+        guard = Guard(max_force_rel_dev=config.max_force_rel_dev,
+                      min_distance_A=config.min_distance_A,
+                      max_distance_A=config.max_distance_A)
+        if not done:
+            stop = guard(md, md.output)  # a start that the new committee already distrusts
+            md.record()  # frame 0: the starting state
+            md.stop([i for i, s in zip(list(md.active), stop) if s], 0)
+        report = md.run(steps, write_every=config.write_every, guard=guard, progress=progress)
+        seconds, replica_steps = report.seconds, report.replica_steps
+    return {"md_seconds": seconds, "replica_steps": replica_steps, "resumed_frames": resumed}
+
+
+def acquisition_md_task(committee_paths: list[str], minima: list[Structure],
+                        config: AcquireConfig, iteration: int, store_path: str,
+                        previous_path: str | None) -> dict:
+    """:func:`acquisition_md` as one unit of GPU work on a Dask worker: the models are loaded
+    from files onto this worker's device, the trajectories go to the store at ``store_path``
+    (both on a file system the worker shares with the submitting process)."""
+    from palirs_data.compute import device, worker_name
+
+    dev = device()
+    committee = Committee.load(committee_paths, device=dev)
+    previous = TrajectoryStore(previous_path, mode="r") if previous_path else None
+    out = acquisition_md(committee, minima, config, iteration=iteration,
+                         store=TrajectoryStore(store_path), previous=previous)
+    return {**out, "worker": worker_name(), "device": dev}
+
+
+def select_acquired(minima: list[Structure], config: AcquireConfig, *, iteration: int,
+                    store: TrajectoryStore) -> tuple[pa.Table, list[dict]]:
+    """The most uncertain frames of each run in ``store`` (module docstring, step 4), and one
+    record per run."""
+    rows, runs = [], []
+    for m in minima:
+        for temperature in config.temperatures_K:
+            key = trajectory_key(m.molecule, temperature, 0)
+            traj = store[key]
+            t = traj.read("time_fs")
+            unc = {"force_std_max_eVA": traj.read("force_std_max_eVA"),
+                   "force_rel_dev": traj.read("force_rel_dev")}
+            # frame 0 (the starting state) is a candidate only when the guard stopped the run
+            # before any new frame: the committee distrusts the start itself, and without its
+            # label the next iteration would start from the same state again
+            first = 1 if traj.n_frames > 1 else 0
+            chosen = first + select_frames(t[first:], unc[config.uncertainty][first:],
+                                           n=config.per_temperature,
+                                           min_spacing_fs=config.min_spacing_fs)
+            positions = traj.read("positions_A")
+            for i in chosen:
+                rows.append(Structure(
+                    molecule=m.molecule, numbers=m.numbers, positions_A=positions[i],
+                    source="active_learning", charge_e=m.charge_e, multiplicity=m.multiplicity,
+                    iteration=iteration, temperature_K=temperature,
+                    force_std_max_eVA=float(unc["force_std_max_eVA"][i]),
+                    force_rel_dev=float(unc["force_rel_dev"][i])))
+            stopped = traj.attrs.get("stopped_at_time_fs")
+            runs.append({
+                "key": key, "molecule": m.molecule, "temperature_K": temperature,
+                "frames": traj.n_frames, "start_time_fs": float(t[0]),
+                "end_time_fs": float(t[-1]),
+                "stopped_at_step": (None if stopped is None else
+                                    int(round((stopped - t[0]) / config.timestep_fs))),
+                "stop_reason": traj.attrs.get("stop_reason"),
+                "max_force_std_max_eVA": float(np.nanmax(unc["force_std_max_eVA"])),
+                "max_force_rel_dev": float(np.nanmax(unc["force_rel_dev"])),
+                "selected": len(chosen)})
+    table = structures.to_table(structures.dedupe(rows)) if rows else structures.empty_table()
+    return table, runs
 
 
 def run_acquisition(committee: Committee, minima: list[Structure], config: AcquireConfig, *,
@@ -151,54 +258,13 @@ def run_acquisition(committee: Committee, minima: list[Structure], config: Acqui
                     previous: TrajectoryStore | None = None,
                     progress: bool = False) -> AcquisitionReport:
     """Committee MD of every molecule and temperature (one batch), guarded, into ``store``;
-    then the most uncertain frames of each run (module docstring, steps 2-4)."""
-    replicas = acquisition_replicas(minima, config, iteration=iteration, previous=previous)
-    if any(key in store and store[key].n_frames for key in (r.key for r in replicas)):
-        raise ValueError(f"{store.path}: already holds frames; acquisition starts a new store")
-    md = BatchedMD(committee, replicas, timestep_fs=config.timestep_fs, store=store,
-                   model_names=[f"iter{iteration - 1}"])
-    guard = Guard(max_force_rel_dev=config.max_force_rel_dev,
-                  min_distance_A=config.min_distance_A, max_distance_A=config.max_distance_A)
-    stop = guard(md, md.output)  # a start that the new committee already distrusts
-    md.record()  # frame 0: the starting state
-    md.stop([i for i, s in zip(list(md.active), stop) if s], 0)
-    report = md.run(config.n_steps, write_every=config.write_every, guard=guard,
-                    progress=progress)
-    rows, runs = [], []
-    by_molecule = {s.molecule: s for s in minima}
-    for r in replicas:
-        traj = store[r.key]
-        t = traj.read("time_fs")
-        unc = {"force_std_max_eVA": traj.read("force_std_max_eVA"),
-               "force_rel_dev": traj.read("force_rel_dev")}
-        # frame 0 (the starting state) is a candidate only when the guard stopped the run
-        # before any new frame: the committee distrusts the start itself, and without its
-        # label the next iteration would start from the same state again
-        first = 1 if traj.n_frames > 1 else 0
-        chosen = first + select_frames(t[first:], unc[config.uncertainty][first:],
-                                       n=config.per_temperature,
-                                       min_spacing_fs=config.min_spacing_fs)
-        positions = traj.read("positions_A")
-        m = by_molecule[r.molecule]
-        for i in chosen:
-            rows.append(Structure(
-                molecule=r.molecule, numbers=r.numbers, positions_A=positions[i],
-                source="active_learning", charge_e=m.charge_e, multiplicity=m.multiplicity,
-                iteration=iteration, temperature_K=r.temperature_K,
-                force_std_max_eVA=float(unc["force_std_max_eVA"][i]),
-                force_rel_dev=float(unc["force_rel_dev"][i])))
-        runs.append({
-            "key": r.key, "molecule": r.molecule, "temperature_K": r.temperature_K,
-            "frames": traj.n_frames, "start_time_fs": float(t[0]), "end_time_fs": float(t[-1]),
-            "stopped_at_step": r.stopped_at_step,
-            "stop_reason": getattr(r, "stop_reason", None),
-            "max_force_std_max_eVA": float(np.nanmax(unc["force_std_max_eVA"])),
-            "max_force_rel_dev": float(np.nanmax(unc["force_rel_dev"])),
-            "selected": len(chosen)})
-        traj.set_attrs(stopped_at_step=r.stopped_at_step,
-                       stop_reason=getattr(r, "stop_reason", None))
-    table = structures.to_table(structures.dedupe(rows)) if rows else structures.empty_table()
-    return AcquisitionReport(table, runs, report.seconds, report.replica_steps)
+    then the most uncertain frames of each run (module docstring, steps 2-4), in this
+    process."""
+    md = acquisition_md(committee, minima, config, iteration=iteration, store=store,
+                        previous=previous, progress=progress)
+    table, runs = select_acquired(minima, config, iteration=iteration, store=store)
+    return AcquisitionReport(table, runs, md["md_seconds"], md["replica_steps"],
+                             resumed_frames=md["resumed_frames"])
 
 
 @dataclass
@@ -206,6 +272,7 @@ class AcquireResult:
     table: pa.Table  # the previous table with the new labelled frames appended
     metrics: dict
     checkpoint: Path | None = None  # label checkpoint, to clear once the table is written
+    store: Path | None = None  # the trajectories (in the work directory); None: no MD ran
 
 
 def _counts(table: pa.Table) -> dict[str, int]:
@@ -229,12 +296,61 @@ def read_iteration(directory: Path) -> tuple[pa.Table, dict]:
     return structures.read_table(directory / "train.parquet"), metrics
 
 
+def work_store_path(work_dir: Path, *, iteration: int, committee_paths: list[Path],
+                    minima: list[Structure], config: AcquireConfig,
+                    previous: TrajectoryStore | None) -> Path:
+    """Where an iteration's MD runs before it becomes the stage's output: a directory keyed
+    by everything the trajectories depend on (committee files, minima, settings, the previous
+    iteration's last frames), so a killed run is continued only by the same computation."""
+    h = hashlib.sha256()
+    for path in committee_paths:
+        h.update(Path(path).read_bytes())
+    for m in minima:
+        h.update(m.structure_id.encode())
+    h.update(config.model_dump_json().encode())
+    h.update(str(iteration).encode())
+    if previous is not None:
+        for key in previous.keys():
+            traj = previous[key]
+            h.update(key.encode())
+            if traj.n_frames:
+                h.update(traj.last("positions_A").tobytes())
+                h.update(traj.last("velocities_A_fs").tobytes())
+    return work_dir / f"iter{iteration}-{h.hexdigest()[:16]}" / "trajectories.zarr"
+
+
+def _md(committee_paths: list[Path], minima: list[Structure], config: AcquireConfig, *,
+        iteration: int, store_path: Path, previous_path: Path | None, client, compute,
+        progress: bool) -> dict:
+    """The iteration's MD in this process, or as one GPU task on the Dask ``client``."""
+    if client is None:
+        previous = TrajectoryStore(previous_path, mode="r") if previous_path else None
+        out = acquisition_md(Committee.load(committee_paths), minima, config,
+                             iteration=iteration, store=TrajectoryStore(store_path),
+                             previous=previous, progress=progress)
+        return {**out, "worker": None, "device": "cpu"}
+    from palirs_data.compute import submit, watch_store
+    from palirs_data.config import ComputeConfig
+
+    future = submit(client, acquisition_md_task, [str(p.resolve()) for p in committee_paths],
+                    minima, config, iteration, str(store_path.resolve()),
+                    str(previous_path.resolve()) if previous_path else None,
+                    config=compute or ComputeConfig(), gpu=True)
+    total = len(minima) * len(config.temperatures_K) * (config.n_steps // config.write_every + 1)
+    return watch_store(future, store_path, total_frames=total, label="md (Dask)",
+                       progress=progress)
+
+
 def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
             config: ActiveLearningConfig, labeler_config: LabelerConfig,
-            label_config: LabelConfig, store: TrajectoryStore, client=None,
+            label_config: LabelConfig, work_dir: Path, client=None, compute=None,
             progress: bool = False) -> AcquireResult:
-    """One acquisition step (module docstring): returns the grown table and its metrics;
-    trajectories go to ``store``."""
+    """One acquisition step (module docstring): returns the grown table and its metrics.
+
+    The trajectories are written to a store under ``work_dir`` (:func:`work_store_path`),
+    returned as ``AcquireResult.store`` for the stage to move into place; a killed run
+    continues from the frames and labels already there. With a Dask ``client`` the MD runs as
+    one GPU-annotated task and the single points fan out over the workers."""
     start = time.perf_counter()
     previous_table, previous_eval = read_iteration(previous_dir)
     mae = float(previous_eval["frequency_mae_cm1"])
@@ -251,14 +367,29 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
                        label_seconds=0.0)
         metrics["seconds"] = round(time.perf_counter() - start, 2)
         return AcquireResult(previous_table, metrics)
-    committee = Committee.load(sorted((previous_dir / "committee").glob("model_*.model")))
-    previous_store = (TrajectoryStore(previous_dir / "trajectories.zarr", mode="r")
-                      if (previous_dir / "trajectories.zarr").exists() else None)
+    committee_paths = sorted((previous_dir / "committee").glob("model_*.model"))
+    if not committee_paths:
+        raise PalirsInputError(f"{previous_dir / 'committee'}: no committee models")
+    previous_path = previous_dir / "trajectories.zarr"
+    previous_path = previous_path if previous_path.exists() else None
     minima = structures.from_table(equilibrium)
-    report = run_acquisition(committee, minima, config.acquire, iteration=iteration,
-                             store=store, previous=previous_store, progress=progress)
-    log.info("iter%d: MD of %d runs in %.1f s, %d frames selected", iteration,
-             len(report.runs), report.md_seconds, report.table.num_rows)
+    store_path = work_store_path(
+        work_dir, iteration=iteration, committee_paths=committee_paths, minima=minima,
+        config=config.acquire,
+        previous=TrajectoryStore(previous_path, mode="r") if previous_path else None)
+    md = _md(committee_paths, minima, config.acquire, iteration=iteration,
+             store_path=store_path, previous_path=previous_path, client=client,
+             compute=compute, progress=progress)
+    if md["resumed_frames"]:
+        log.info("iter%d: continued a killed run: %d frames were already in %s", iteration,
+                 md["resumed_frames"], store_path)
+    store = TrajectoryStore(store_path)
+    table, runs = select_acquired(minima, config.acquire, iteration=iteration, store=store)
+    report = AcquisitionReport(table, runs, md["md_seconds"], md["replica_steps"],
+                               md["worker"], md["device"], md["resumed_frames"])
+    log.info("iter%d: MD of %d runs in %.1f s on %s (%s), %d frames selected", iteration,
+             len(report.runs), report.md_seconds, report.md_device,
+             report.md_worker or "this process", report.table.num_rows)
     known = previous_table.column("structure_id")
     stalled = [r["key"] for r in report.runs if r["frames"] == 1]
     if stalled:
@@ -282,6 +413,8 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
         max_force_rel_dev=max(r["max_force_rel_dev"] for r in report.runs),
         guard_stops=len(stops), runs=report.runs, md_seconds=round(report.md_seconds, 2),
         md_replica_steps_per_s=round(report.replica_steps / max(report.md_seconds, 1e-9), 1),
+        md_worker=report.md_worker, md_device=report.md_device,
+        md_resumed_frames=report.resumed_frames,
         label_seconds=round(labelled.wall_seconds, 2))
     metrics["seconds"] = round(time.perf_counter() - start, 2)
-    return AcquireResult(table, metrics, labelled.checkpoint)
+    return AcquireResult(table, metrics, labelled.checkpoint, store_path)

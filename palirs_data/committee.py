@@ -93,7 +93,7 @@ KIND_FLAGS = {
 def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int, float],
                     elements: Sequence[str], model: MaceModelConfig,
                     training: MaceTrainingConfig, seed: int, work_dir: Path,
-                    kind: str = "energy") -> list[str]:
+                    kind: str = "energy", device: str = "cpu") -> list[str]:
     """Command-line flags for ``mace_run_train`` (mace-torch's own training)."""
     m, t = model, training
     z = sorted(atomic_numbers[e] for e in elements)
@@ -113,7 +113,7 @@ def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[
         "--max_num_epochs", str(t.max_num_epochs), "--batch_size", str(t.batch_size),
         "--valid_batch_size", str(t.batch_size), "--lr", str(t.lr),
         "--energy_weight", str(t.energy_weight), "--forces_weight", str(t.forces_weight),
-        "--patience", str(t.patience), "--default_dtype", t.default_dtype, "--device", "cpu",
+        "--patience", str(t.patience), "--default_dtype", t.default_dtype, "--device", device,
         "--eval_interval", "1", "--save_cpu", "--keep_checkpoints",
     ]
     if t.ema:
@@ -136,6 +136,8 @@ class MemberReport:
     valid_rmse_f_meV_A: float
     curve: list[dict]  # mace-torch's evaluation records, one per epoch
     valid_rmse_mu_mD: float = float("nan")  # dipole models: validation dipole RMSE, mDebye
+    device: str = "cpu"  # where it was trained
+    worker: str | None = None  # the Dask worker that trained it (None: this process)
 
 
 _CURVE_KEYS = ("epoch", "loss", "rmse_e_per_atom", "rmse_f", "rmse_mu")
@@ -154,7 +156,7 @@ def _read_curve(results_dir: Path) -> list[dict]:
 def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int, float],
                  elements: Sequence[str], model: MaceModelConfig,
                  training: MaceTrainingConfig, seed: int, work_dir: Path,
-                 kind: str = "energy") -> MemberReport:
+                 kind: str = "energy", device: str = "cpu") -> MemberReport:
     """Train one MACE model from scratch with ``mace_run_train`` in a subprocess.
 
     ``work_dir`` is emptied first: mace-torch would otherwise resume from, and append to, the
@@ -164,7 +166,7 @@ def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int
     work_dir.mkdir(parents=True)
     args = mace_train_args(name=name, train_file=train_file, valid_file=valid_file, e0s=e0s,
                            elements=elements, model=model, training=training, seed=seed,
-                           work_dir=work_dir, kind=kind)
+                           work_dir=work_dir, kind=kind, device=device)
     env = dict(os.environ, OMP_NUM_THREADS=str(training.threads),
                MKL_NUM_THREADS=str(training.threads))
     start = time.perf_counter()
@@ -182,7 +184,40 @@ def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int
     return MemberReport(seed, model, seconds, len(curve),
                         1e3 * best.get("rmse_e_per_atom", float("nan")),
                         1e3 * best.get("rmse_f", float("nan")), curve,
-                        1e3 * best.get("rmse_mu", float("nan")) / DEBYE_EA)
+                        1e3 * best.get("rmse_mu", float("nan")) / DEBYE_EA, device)
+
+
+def train_member_task(job: dict) -> MemberReport:
+    """:func:`train_member` as one unit of GPU work on a Dask worker: trains on this worker's
+    device (CUDA when it has one). Data and the trained model travel as files under the job's
+    ``work_dir``, which must be on a file system the worker and the submitting process share."""
+    from palirs_data.compute import device, worker_name
+
+    report = train_member(**job, device=device())
+    report.worker = worker_name()
+    return report
+
+
+def train_members(jobs: list[dict], *, client=None, compute=None) -> list[MemberReport]:
+    """Train the models of ``jobs`` (keyword arguments of :func:`train_member`): one after
+    the other in this process without a ``client``; with one, as GPU-annotated Dask tasks
+    (:func:`palirs_data.compute.submit`) that run side by side on as many workers as offer
+    the resource (or any worker, ``compute.gpu: auto`` without GPU workers)."""
+    if client is None:
+        return [train_member(**job) for job in jobs]
+    from distributed import as_completed
+
+    from palirs_data.compute import submit
+    from palirs_data.config import ComputeConfig
+    from palirs_data.progress import make_progress
+
+    futures = [submit(client, train_member_task, job, config=compute or ComputeConfig(),
+                      gpu=True) for job in jobs]
+    with make_progress() as bar:
+        task = bar.add_task("train (Dask)", total=len(futures))
+        for _ in as_completed(futures):
+            bar.advance(task)
+    return [f.result() for f in futures]  # raises the first member's StageFailed, if any
 
 
 @dataclass
@@ -191,12 +226,16 @@ class CommitteeReport:
     n_train: int
     n_valid: int
     split_seed: int
+    wall_seconds: float = float("nan")  # the whole committee (members may train side by side)
 
     def metrics(self) -> dict:
         """Validation errors and timings for the ``train_ensemble.json`` of an iteration."""
         return {
             "n_train": self.n_train, "n_valid": self.n_valid,
             "committee_training_seconds": round(sum(m.seconds for m in self.members), 1),
+            "committee_wall_seconds": round(self.wall_seconds, 1),
+            "trained_on": {m.model.stem: {"worker": m.worker, "device": m.device}
+                           for m in self.members},
             "valid_rmse_e_meV_per_atom": {m.model.stem: m.valid_rmse_e_meV_per_atom
                                           for m in self.members},
             "valid_rmse_f_meV_A": {m.model.stem: m.valid_rmse_f_meV_A for m in self.members},
@@ -240,33 +279,36 @@ def write_split(table: pa.Table, *, elements: Sequence[str], valid_fraction: flo
 
 
 def train_committee(table: pa.Table, *, e0s: dict[int, float], config: CommitteeConfig,
-                    out_dir: Path, work_dir: Path) -> CommitteeReport:
+                    out_dir: Path, work_dir: Path, client=None, compute=None
+                    ) -> CommitteeReport:
     """Train every committee member on the labelled rows of ``table``.
 
     Models are written to ``out_dir/model_<k>.model``; mace-torch's working files (logs,
-    checkpoints, curves) stay under ``work_dir``.
+    checkpoints, curves) stay under ``work_dir``. With a Dask ``client`` the members train as
+    GPU tasks side by side (:func:`train_members`; ``compute``: the ComputeConfig).
     """
     work_dir = work_dir.resolve()  # mace-torch runs with its own working directory
     train_file, valid_file, n_train, n_valid = write_split(
         table, elements=config.elements, valid_fraction=config.valid_fraction,
         split_seed=config.split_seed, data_dir=work_dir / "data")
     out_dir.mkdir(parents=True, exist_ok=True)
-    members = []
-    for k, seed in enumerate(config.seeds):
-        log.info("training committee member %d/%d (seed %d) on %d structures", k + 1,
-                 len(config.seeds), seed, n_train)
-        report = train_member(name=f"model_{k}", train_file=train_file, valid_file=valid_file,
-                              e0s=e0s, elements=config.elements, model=config.model,
-                              training=config.training, seed=seed,
-                              work_dir=work_dir / f"m{k}")
+    log.info("training %d committee members (seeds %s) on %d structures", len(config.seeds),
+             list(config.seeds), n_train)
+    jobs = [dict(name=f"model_{k}", train_file=train_file, valid_file=valid_file, e0s=e0s,
+                 elements=list(config.elements), model=config.model, training=config.training,
+                 seed=seed, work_dir=work_dir / f"m{k}") for k, seed in enumerate(config.seeds)]
+    start = time.perf_counter()
+    members = train_members(jobs, client=client, compute=compute)
+    wall = time.perf_counter() - start
+    for k, report in enumerate(members):
         target = out_dir / f"model_{k}.model"
         shutil.copyfile(report.model, target)
         report.model = target
-        log.info("member %d: %d epochs in %.1f s, valid RMSE E %.2f meV/atom, F %.1f meV/Å",
-                 k, report.epochs, report.seconds, report.valid_rmse_e_meV_per_atom,
+        log.info("member %d: %d epochs in %.1f s on %s (%s), valid RMSE E %.2f meV/atom, "
+                 "F %.1f meV/Å", k, report.epochs, report.seconds, report.device,
+                 report.worker or "this process", report.valid_rmse_e_meV_per_atom,
                  report.valid_rmse_f_meV_A)
-        members.append(report)
-    return CommitteeReport(members, n_train, n_valid, config.split_seed)
+    return CommitteeReport(members, n_train, n_valid, config.split_seed, wall)
 
 
 def training_fingerprint(table: pa.Table, *, e0s: dict[int, float],
@@ -284,21 +326,26 @@ def training_fingerprint(table: pa.Table, *, e0s: dict[int, float],
 
 
 def train_dipole_model(table: pa.Table, *, e0s: dict[int, float], elements: Sequence[str],
-                       config: DipoleConfig, out_file: Path, work_dir: Path) -> MemberReport:
-    """Train a MACE dipole model (mace-torch's AtomicDipolesMACE) on the labelled rows."""
+                       config: DipoleConfig, out_file: Path, work_dir: Path, client=None,
+                       compute=None) -> MemberReport:
+    """Train a MACE dipole model (mace-torch's AtomicDipolesMACE) on the labelled rows; with
+    a Dask ``client``, as one GPU task (:func:`train_members`)."""
     work_dir = work_dir.resolve()
     train_file, valid_file, n_train, _ = write_split(
         table, elements=elements, valid_fraction=config.valid_fraction,
         split_seed=config.split_seed, data_dir=work_dir / "data")
     log.info("training the dipole model (seed %d) on %d structures", config.seed, n_train)
-    report = train_member(name="dipole", train_file=train_file, valid_file=valid_file, e0s=e0s,
-                          elements=elements, model=config.model, training=config.training,
-                          seed=config.seed, work_dir=work_dir / "dipole", kind="dipole")
+    (report,) = train_members([dict(
+        name="dipole", train_file=train_file, valid_file=valid_file, e0s=e0s,
+        elements=list(elements), model=config.model, training=config.training,
+        seed=config.seed, work_dir=work_dir / "dipole", kind="dipole")],
+        client=client, compute=compute)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(report.model, out_file)
     report.model = out_file
-    log.info("dipole model: %d epochs in %.1f s, valid RMSE %.1f mDebye", report.epochs,
-             report.seconds, report.valid_rmse_mu_mD)
+    log.info("dipole model: %d epochs in %.1f s on %s (%s), valid RMSE %.1f mDebye",
+             report.epochs, report.seconds, report.device, report.worker or "this process",
+             report.valid_rmse_mu_mD)
     return report
 
 

@@ -169,3 +169,28 @@ def worker_name() -> str | None:
         return str(get_worker().name)
     except ValueError:
         return None
+
+
+def watch_store(future, store_path, *, total_frames: int, label: str,
+                progress: bool = False):
+    """Wait for an MD task that writes a trajectory store, showing the frames committed so
+    far (the store is the progress); returns the task's result."""
+    from distributed import wait
+
+    from palirs_data.progress import make_progress
+    from palirs_data.trajectory import TrajectoryStore
+
+    with make_progress() as bar:
+        task = bar.add_task(label, total=total_frames, visible=progress)
+        while not future.done():
+            try:
+                wait([future], timeout=2.0)
+            except TimeoutError:
+                pass
+            try:
+                written = TrajectoryStore(store_path, mode="r")
+                bar.update(task, completed=sum(written[k].n_frames for k in written.keys()))
+            except Exception:  # the worker may not have created the store yet
+                pass
+        bar.update(task, completed=total_frames)
+    return future.result()

@@ -18,7 +18,11 @@ committee mean. Units: Å, Å/fs, amu, eV/Å, fs, K.
 Frames (positions, velocities, committee energy and spread, time, and dipoles when a dipole
 model is given) stream into a :class:`TrajectoryStore` in chunks; a run continues from the
 last committed frame of each trajectory. Random numbers come from one torch generator per
-replica seeded by (seed, frames already in the store), so a continued run is reproducible.
+replica, seeded by (seed, frames in the store) at the start and again after every chunk is
+written: a run killed and continued from its last committed chunk draws the same noise as one
+that was never interrupted, so it ends with the same frames (same batch, same device).
+A replica stopped by a guard records ``stopped_at_time_fs`` and ``stop_reason`` in its
+trajectory's attributes when it stops.
 """
 
 from __future__ import annotations
@@ -52,9 +56,15 @@ class Replica:
     seed: int
     velocities_A_fs: np.ndarray | None = None
     time_fs: float = 0.0
-    n_frames: int = 0  # frames in the store before this run
+    n_frames: int = 0  # frames committed to the store (before this run, then as written)
     stopped_at_step: int | None = None
     buffer: dict[str, list] = field(default_factory=dict, repr=False)
+
+
+def _generator(seed: int, n_frames: int) -> torch.Generator:
+    """The noise generator of a replica with ``n_frames`` committed frames."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(
+        [seed, n_frames]).generate_state(1)[0]))
 
 
 def maxwell_boltzmann(numbers: np.ndarray, temperature_K: float, generator: torch.Generator,
@@ -125,8 +135,7 @@ class BatchedMD:
                     r.positions_A = traj.last("positions_A")
                     r.velocities_A_fs = traj.last("velocities_A_fs")
                     r.time_fs = float(traj.last("time_fs"))
-            gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
-                [r.seed, r.n_frames]).generate_state(1)[0]))
+            gen = _generator(r.seed, r.n_frames)
             r.generator = gen  # type: ignore[attr-defined]
             positions.append(torch.as_tensor(np.array(r.positions_A), dtype=self.dtype))
             velocities.append(
@@ -221,6 +230,8 @@ class BatchedMD:
             if self.store is not None:
                 self.store[r.key].append(**{k: np.asarray(v) for k, v in r.buffer.items()})
             r.buffer = {name: [] for name in self._arrays}
+            r.n_frames += n
+            r.generator = _generator(r.seed, r.n_frames)  # type: ignore[attr-defined]
             written += n
         return written
 
@@ -234,6 +245,11 @@ class BatchedMD:
         for i in indices:
             self.replicas[i].stopped_at_step = step
         self._flush(indices)
+        if self.store is not None:
+            for i in indices:
+                r = self.replicas[i]
+                self.store[r.key].set_attrs(stopped_at_time_fs=r.time_fs,
+                                            stop_reason=getattr(r, "stop_reason", None))
         self.active = [self.active[k] for k in keep]
         if self.active:
             self._x = torch.cat([xs[k] for k in keep])

@@ -149,16 +149,21 @@ class TestSetReport:
     table: pa.Table  # pending structure table, source="test"
     frames_per_molecule: dict[str, int]
     md_seconds: float
+    md_worker: str | None = None
+    md_device: str = "cpu"
 
 
-def build_test_set(committee: Committee, equilibrium: pa.Table, *, species: list[str],
-                   temperature_K: float, duration_fs: float, timestep_fs: float,
-                   friction_fs: float, n_candidates: int, n_clusters: int, per_cluster: int,
-                   seed: int) -> TestSetReport:
-    """Test structures for every molecule (see the module docstring); unlabelled."""
-    first = Committee(committee.models[:1])
-    minima = structures.from_table(equilibrium)
-    rng = np.random.default_rng(seed)
+def test_set_md(model_path: str, minima: list[Structure], *, temperature_K: float,
+                duration_fs: float, timestep_fs: float, friction_fs: float, n_candidates: int,
+                seed: int) -> tuple[list[np.ndarray], float, str | None, str]:
+    """The test set's candidate frames: MD of every minimum with one model (a unit of GPU
+    work: the model is loaded from its file onto this process's device). Returns the positions
+    (n_frames, n_atoms, 3) per molecule, as arrays (they travel back as bytes), the MD
+    seconds, the Dask worker (None outside one) and the device."""
+    from palirs_data.compute import device, worker_name
+
+    dev = device()
+    first = Committee.load([model_path], device=dev)
     replicas = [dynamics.Replica(key=f"test/{k}", molecule=s.molecule, numbers=s.numbers,
                                  positions_A=s.positions_A, temperature_K=temperature_K,
                                  friction_fs=friction_fs, seed=seed + k)
@@ -175,8 +180,33 @@ def build_test_set(committee: Committee, equilibrium: pa.Table, *, species: list
         md = dynamics.BatchedMD(first, replicas, timestep_fs=timestep_fs, store=store)
         report = md.run(write_every * (n_steps // write_every), write_every=write_every,
                         guard=sane)
-        frames = [list(store[r.key].read("positions_A")) for r in replicas]
-    seconds = report.seconds
+        frames = [store[r.key].read("positions_A") for r in replicas]
+    return frames, report.seconds, worker_name(), dev
+
+
+def build_test_set(model_paths, equilibrium: pa.Table, *, species: list[str],
+                   temperature_K: float, duration_fs: float, timestep_fs: float,
+                   friction_fs: float, n_candidates: int, n_clusters: int, per_cluster: int,
+                   seed: int, client=None, compute=None) -> TestSetReport:
+    """Test structures for every molecule (see the module docstring); unlabelled. The MD uses
+    the first of ``model_paths``; with a Dask ``client`` it runs as one GPU-annotated task
+    (:func:`test_set_md`)."""
+    minima = structures.from_table(equilibrium)
+    rng = np.random.default_rng(seed)
+    args = (str(Path(sorted(model_paths)[0]).resolve()), minima)
+    kwargs = dict(temperature_K=temperature_K, duration_fs=duration_fs,
+                  timestep_fs=timestep_fs, friction_fs=friction_fs, n_candidates=n_candidates,
+                  seed=seed)
+    if client is None:
+        frames, seconds, worker, dev = test_set_md(*args, **kwargs)
+    else:
+        from palirs_data.compute import submit
+        from palirs_data.config import ComputeConfig
+
+        frames, seconds, worker, dev = submit(client, test_set_md, *args,
+                                              config=compute or ComputeConfig(), gpu=True,
+                                              **kwargs).result()
+    log.info("test-set MD: %.1f s on %s (%s)", seconds, dev, worker or "this process")
     rows: list[Structure] = []
     counts = {}
     for s, traj in zip(minima, frames):
@@ -189,7 +219,8 @@ def build_test_set(committee: Committee, equilibrium: pa.Table, *, species: list
                                   positions_A=traj[i], source="test",
                                   temperature_K=temperature_K, charge_e=s.charge_e,
                                   multiplicity=s.multiplicity))
-    return TestSetReport(structures.to_table(structures.dedupe(rows)), counts, seconds)
+    return TestSetReport(structures.to_table(structures.dedupe(rows)), counts, seconds,
+                         worker, dev)
 
 
 # --- errors on the test set -------------------------------------------------------------------

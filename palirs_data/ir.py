@@ -362,28 +362,6 @@ def ml_md_task(committee_paths: list[str], dipole_path: str, minima: list[Struct
     return {**dataclasses.asdict(report), "worker": worker_name(), "device": dev}
 
 
-def _watch(future, store_path, total_frames: int, progress: bool) -> dict:
-    """Wait for the MD task, showing the frames written so far (the store is the progress)."""
-    from distributed import wait
-
-    from palirs_data.progress import make_progress
-
-    with make_progress() as bar:
-        task = bar.add_task("md (Dask)", total=total_frames, visible=progress)
-        while not future.done():
-            try:
-                wait([future], timeout=2.0)
-            except TimeoutError:
-                pass
-            try:
-                written = TrajectoryStore(store_path, mode="r")
-                bar.update(task, completed=sum(written[k].n_frames for k in written.keys()))
-            except Exception:  # the worker may not have created the store yet
-                pass
-        bar.update(task, completed=total_frames)
-    return future.result()
-
-
 def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
           store: TrajectoryStore, *, client=None, compute=None,
           progress: bool = False) -> IrResult:
@@ -397,7 +375,7 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
 
     from palirs_data import structures
     from palirs_data.committee import load_model
-    from palirs_data.compute import submit
+    from palirs_data.compute import submit, watch_store
     from palirs_data.config import ComputeConfig
     from palirs_data.errors import PalirsInputError
 
@@ -419,8 +397,9 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
                         str(Path(dipole_path).resolve()), minima, config, store_path,
                         config=compute or ComputeConfig(), gpu=True,
                         key=f"ir-md-{time.time_ns()}")
-        report = _watch(future, store_path, n_runs * (config.produce_steps
-                                                      // config.write_every), progress)
+        report = watch_store(future, store_path, label="md (Dask)", progress=progress,
+                             total_frames=n_runs * (config.produce_steps
+                                                    // config.write_every))
         store = TrajectoryStore(store.path, mode="r")  # as the worker left it
     spectra = spectra_table(store_dipoles(store), config)
     t0 = time.perf_counter()

@@ -9,6 +9,7 @@ through unchanged.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import typer
@@ -40,6 +41,9 @@ def main(
     output: Path = typer.Option(..., help="Output: the grown structure table."),
     trajectories: Path = typer.Option(..., help="Output: this iteration's trajectory store."),
     metrics: Path = typer.Option(..., help="Output metrics: what this iteration acquired."),
+    work_dir: Path = typer.Option(Path("data/.work/acquire"),
+                                  help="Scratch space: the MD runs here, so a killed run "
+                                  "continues from the frames already written."),
 ) -> None:
     """Grow the training table with the frames the committee is least sure about."""
 
@@ -49,15 +53,21 @@ def main(
         if iteration_number(previous.name) != k - 1:
             raise PalirsInputError(
                 f"{previous}: iteration {iteration} continues iter{k - 1}, not {previous.name}")
+        with dask_client(p.compute) as client:
+            result = acquire(iteration=k, previous_dir=previous,
+                             equilibrium=structures.read_table(equilibrium),
+                             config=p.active_learning, labeler_config=p.labeler,
+                             label_config=p.label, work_dir=work_dir, client=client,
+                             compute=p.compute, progress=True)
         with atomic_path(trajectories, directory=True) as tmp:
-            with dask_client(p.compute) as client:
-                result = acquire(iteration=k, previous_dir=previous,
-                                 equilibrium=structures.read_table(equilibrium),
-                                 config=p.active_learning, labeler_config=p.labeler,
-                                 label_config=p.label, store=TrajectoryStore(tmp), client=client,
-                                 progress=True)
+            if result.store is not None:  # the finished work store becomes the output
+                shutil.copytree(result.store, tmp, dirs_exist_ok=True)
+            else:  # converged: no MD, an empty store
+                TrajectoryStore(tmp)
             structures.write_table(result.table, output)
             write_text_atomic(metrics, json.dumps(result.metrics, indent=2) + "\n")
+        if result.store is not None:
+            shutil.rmtree(result.store.parent, ignore_errors=True)
         if result.checkpoint is not None:
             clear_checkpoint(result.checkpoint)
         m = result.metrics

@@ -8,9 +8,9 @@ import typer
 
 from palirs_data import structures
 from palirs_data.cli import run_stage
-from palirs_data.committee import Committee
 from palirs_data.compute import dask_client
 from palirs_data.config import load_params
+from palirs_data.errors import PalirsInputError
 from palirs_data.evaluation import build_test_set
 from palirs_data.labeling import clear_checkpoint, label_table
 
@@ -36,14 +36,16 @@ def main(
         p = load_params(params)
         c = p.test_set
         source = models if models is not None else c.from_models
-        committee = Committee.load(sorted(Path(source).glob("model_*.model")))
-        report = build_test_set(
-            committee, structures.read_table(equilibrium), species=p.committee.elements,
-            temperature_K=c.temperature_K, duration_fs=c.duration_fs,
-            timestep_fs=c.timestep_fs, friction_fs=c.friction_fs,
-            n_candidates=c.n_candidates, n_clusters=c.n_clusters,
-            per_cluster=c.per_cluster, seed=c.seed)
+        paths = sorted(Path(source).glob("model_*.model"))
+        if not paths:
+            raise PalirsInputError(f"{source}: no committee models (model_*.model)")
         with dask_client(p.compute) as client:
+            report = build_test_set(
+                paths, structures.read_table(equilibrium), species=p.committee.elements,
+                temperature_K=c.temperature_K, duration_fs=c.duration_fs,
+                timestep_fs=c.timestep_fs, friction_fs=c.friction_fs,
+                n_candidates=c.n_candidates, n_clusters=c.n_clusters,
+                per_cluster=c.per_cluster, seed=c.seed, client=client, compute=p.compute)
             labelled = label_table(report.table, labeler_config=p.labeler, config=p.label,
                                    client=client)
         structures.write_table(labelled.table, output)

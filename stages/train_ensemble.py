@@ -19,11 +19,13 @@ from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.committee import train_committee, training_fingerprint
+from palirs_data.compute import dask_client
 from palirs_data.config import load_params
 from palirs_data.e0s import read_e0s
 
 STAGE_PARAMS = ("committee",)
-RUNTIME_PARAMS: tuple[str, ...] = ()
+#: read but result-neutral: where the members train (not tracked by DVC).
+RUNTIME_PARAMS = ("compute",)
 
 app = typer.Typer(add_completion=False)
 
@@ -58,13 +60,14 @@ def main(
             summary = json.loads((models / "training.json").read_text())
             write_text_atomic(metrics, json.dumps(
                 {"reused_from": str(reuse), "n_train": summary["n_train"],
-                 "n_valid": summary["n_valid"], "committee_training_seconds": 0.0},
+                 "n_valid": summary["n_valid"], "committee_training_seconds": 0.0,
+                 "committee_wall_seconds": 0.0},
                 indent=2) + "\n")
             write_text_atomic(curves, "member,epoch,loss,rmse_e_meV_per_atom,rmse_f_meV_A\n")
             return f"same data and settings as {reuse}: committee copied, not retrained"
-        with atomic_path(models, directory=True) as tmp:
+        with atomic_path(models, directory=True) as tmp, dask_client(p.compute) as client:
             report = train_committee(table, e0s=energies, config=p.committee, out_dir=tmp,
-                                     work_dir=work_dir)
+                                     work_dir=work_dir, client=client, compute=p.compute)
             summary = report.summary()
             summary["e0s_eV"] = {str(z): e for z, e in sorted(energies.items())}
             summary["fingerprint"] = fingerprint
@@ -74,7 +77,7 @@ def main(
         write_text_atomic(metrics, json.dumps(report.metrics(), indent=2) + "\n")
         write_text_atomic(curves, report.curves_csv())
         shutil.rmtree(work_dir, ignore_errors=True)
-        seconds = report.metrics()["committee_training_seconds"]
+        seconds = report.metrics()["committee_wall_seconds"]
         return (f"{len(report.members)} models on {report.n_train} structures "
                 f"({report.n_valid} validation) in {seconds:.0f} s -> {models}")
 

@@ -173,6 +173,38 @@ def test_acquisition_continues_exactly_and_selects_per_temperature(tiny_committe
             assert sorted(rows.column("force_std_max_eVA").to_pylist()) == sorted(u[expected])
 
 
+def test_acquisition_md_killed_and_continued_equals_an_uninterrupted_run(tiny_committee,
+                                                                         minimum, tmp_path):
+    """An acquisition whose MD was killed after its second chunk, with one trajectory's last
+    append lost (the kill fell between two trajectories' appends), continues from the
+    committed frames and ends bit for bit where an uninterrupted run ends; a run the guard had
+    stopped stays stopped."""
+    from palirs_data.acquisition import acquisition_md
+
+    config = AcquireConfig(temperatures_K=[300.0, 700.0], duration_fs=30.0, write_every=2,
+                           friction_fs=0.01, max_force_rel_dev=1e9)
+    committee = tiny_committee["committee"]
+    whole = TrajectoryStore(tmp_path / "whole.zarr")
+    acquisition_md(committee, [minimum], config, iteration=1, store=whole, chunk_frames=8)
+    killed = TrajectoryStore(tmp_path / "killed.zarr")
+    partial = config.model_copy(update={"duration_fs": 15.0})  # 30 steps: frames 0-15
+    acquisition_md(committee, [minimum], partial, iteration=1, store=killed, chunk_frames=8)
+    killed["methanol/700K/0"].truncate(8)
+    out = acquisition_md(committee, [minimum], config, iteration=1, store=killed,
+                         chunk_frames=8)
+    assert out["resumed_frames"] == 16
+    for key in ("methanol/300K/0", "methanol/700K/0"):
+        assert killed[key].n_frames == whole[key].n_frames == 31
+        for name in ("positions_A", "velocities_A_fs", "energy_eV", "time_fs"):
+            np.testing.assert_array_equal(killed[key].read(name), whole[key].read(name))
+    # a stopped run is not restarted by a continuation
+    killed["methanol/300K/0"].set_attrs(stopped_at_time_fs=5.0, stop_reason="test")
+    killed["methanol/300K/0"].truncate(5)
+    again = acquisition_md(committee, [minimum], config, iteration=1, store=killed,
+                           chunk_frames=8)
+    assert killed["methanol/300K/0"].n_frames == 5 and again["replica_steps"] == 0
+
+
 # --- after convergence: nothing added, nothing retrained ------------------------------------
 
 def test_converged_campaign_passes_the_table_through(methanol_data, tmp_path):
@@ -189,10 +221,10 @@ def test_converged_campaign_passes_the_table_through(methanol_data, tmp_path):
                      equilibrium=methanol_data["result"].equilibrium,
                      config=ActiveLearningConfig(stop_mae_cm1=5.0), labeler_config=LabelerConfig(),
                      label_config=LabelConfig(checkpoint_dir=tmp_path / "ckpt"),
-                     store=TrajectoryStore(tmp_path / "iter4.zarr"))  # no committee needed
+                     work_dir=tmp_path / "work")  # no committee needed
     assert result.table.equals(methanol_data["labelled"])
     assert result.metrics["converged"] and result.metrics["n_labelled"] == 0
-    assert TrajectoryStore(tmp_path / "iter4.zarr").keys() == []
+    assert result.store is None and not (tmp_path / "work").exists()
 
 
 def test_retrain_copies_a_committee_trained_on_the_same_data(methanol_data, tmp_path):

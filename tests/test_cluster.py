@@ -1,6 +1,6 @@
 """The compute layer on a real Dask cluster: a scheduler and two workers started as separate
-processes on 127.0.0.1, one offering the resource GPU=1. GPU-annotated work (the ir stage's
-committee MD) runs only there; single points go anywhere; a worker killed while labelling has
+processes on 127.0.0.1, one offering the resource GPU=1. GPU-annotated work (committee
+training, the MD of acquire, test-set and ir) runs only there; single points go anywhere; a worker killed while labelling has
 its tasks re-run on the other and every structure ends labelled exactly once."""
 
 from __future__ import annotations
@@ -96,6 +96,55 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
         assert sorted(TrajectoryStore(tmp_path / "ir.zarr", mode="r").keys()) == [
             "methanol/300K/0", "methanol/300K/1"]
         assert set(result.spectra.column("n_runs").to_pylist()) == {2}
+
+        # training: every member is a GPU task
+        from palirs_data.committee import Committee, train_committee
+        from palirs_data.config import CommitteeConfig
+
+        from conftest import TINY_MODEL
+
+        trained = train_committee(
+            methanol_data["labelled"], e0s=methanol_data["e0s"],
+            config=CommitteeConfig(seeds=[0, 1], model=TINY_MODEL,
+                                   training={"max_num_epochs": 2}),
+            out_dir=tmp_path / "committee", work_dir=tmp_path / "train-work", client=client,
+            compute=config)
+        assert {m.worker for m in trained.members} == {"gpu-worker"}
+        assert len(Committee.load([m.model for m in trained.members]).models) == 2
+
+        # one acquisition step: its MD on the GPU worker, its single points anywhere
+        import shutil
+
+        from palirs_data.acquisition import acquire
+        from palirs_data.config import AcquireConfig, ActiveLearningConfig
+
+        previous = tmp_path / "iter0"
+        (previous / "committee").mkdir(parents=True)
+        for p in tiny_committee["paths"]:
+            shutil.copy(p, previous / "committee" / Path(p).name)
+        structures.write_table(methanol_data["labelled"], previous / "train.parquet")
+        (previous / "evaluate.json").write_text(json.dumps({"frequency_mae_cm1": 50.0}))
+        step = acquire(iteration=1, previous_dir=previous,
+                       equilibrium=methanol_data["result"].equilibrium,
+                       config=ActiveLearningConfig(acquire=AcquireConfig(
+                           temperatures_K=[300.0], duration_fs=10.0, per_temperature=2,
+                           min_spacing_fs=1.0, max_force_rel_dev=1e9)),
+                       labeler_config=LabelerConfig(),
+                       label_config=LabelConfig(checkpoint_dir=tmp_path / "acq-ckpt"),
+                       work_dir=tmp_path / "acq-work", client=client, compute=config)
+        assert step.metrics["md_worker"] == "gpu-worker"
+        assert step.metrics["n_labelled"] == 2 and step.metrics["n_failed"] == 0
+        assert TrajectoryStore(step.store, mode="r")["methanol/300K/0"].n_frames == 11
+
+        # the test set's MD too
+        from palirs_data.evaluation import build_test_set
+
+        test = build_test_set(tiny_committee["paths"], methanol_data["result"].equilibrium,
+                              species=["H", "C", "N", "O"], temperature_K=300.0,
+                              duration_fs=20.0, timestep_fs=0.5, friction_fs=0.01,
+                              n_candidates=20, n_clusters=2, per_cluster=2, seed=0,
+                              client=client, compute=config)
+        assert test.md_worker == "gpu-worker" and test.table.num_rows == 4
 
         # label through both workers; SIGKILL the CPU worker while it holds a task
         slow = LabelerConfig(method="ase", ase={"calculator": "slow_calc.SlowTBLite",

@@ -68,7 +68,7 @@ def test_mbtr_separates_geometries():
 
 def test_test_set_has_20_structures_per_molecule(tiny_committee, methanol_data):
     report = evaluation.build_test_set(
-        tiny_committee["committee"], methanol_data["result"].equilibrium,
+        tiny_committee["paths"], methanol_data["result"].equilibrium,
         species=["H", "C", "N", "O"], temperature_K=300.0, duration_fs=100.0,
         timestep_fs=0.5, friction_fs=0.01, n_candidates=50, n_clusters=5, per_cluster=4,
         seed=0)
