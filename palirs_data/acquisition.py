@@ -27,7 +27,6 @@ training table, the committee, the trajectory store and the evaluation of that i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -40,6 +39,7 @@ import pyarrow.compute as pc
 import torch
 
 from palirs_data import structures
+from palirs_data.atomic import keyed_work_dir
 from palirs_data.committee import Committee, CommitteeOutput, segment_reduce
 from palirs_data.config import ActiveLearningConfig, AcquireConfig, LabelConfig, LabelerConfig
 from palirs_data.dynamics import BatchedMD, Replica
@@ -302,21 +302,17 @@ def work_store_path(work_dir: Path, *, iteration: int, committee_paths: list[Pat
     """Where an iteration's MD runs before it becomes the stage's output: a directory keyed
     by everything the trajectories depend on (committee files, minima, settings, the previous
     iteration's last frames), so a killed run is continued only by the same computation."""
-    h = hashlib.sha256()
-    for path in committee_paths:
-        h.update(Path(path).read_bytes())
-    for m in minima:
-        h.update(m.structure_id.encode())
-    h.update(config.model_dump_json().encode())
-    h.update(str(iteration).encode())
+    parts: list = [m.structure_id for m in minima]
+    parts += [config.model_dump_json(), iteration]
     if previous is not None:
         for key in previous.keys():
             traj = previous[key]
-            h.update(key.encode())
+            parts.append(key)
             if traj.n_frames:
-                h.update(traj.last("positions_A").tobytes())
-                h.update(traj.last("velocities_A_fs").tobytes())
-    return work_dir / f"iter{iteration}-{h.hexdigest()[:16]}" / "trajectories.zarr"
+                parts += [traj.last("positions_A").tobytes(),
+                          traj.last("velocities_A_fs").tobytes()]
+    return keyed_work_dir(work_dir, f"iter{iteration}", files=committee_paths,
+                          parts=parts) / "trajectories.zarr"
 
 
 def _md(committee_paths: list[Path], minima: list[Structure], config: AcquireConfig, *,

@@ -60,3 +60,18 @@ def atomic_outputs(*paths: str | os.PathLike[str]) -> Iterator[tuple[Path, ...]]
     only after the block succeeds, none if it raises."""
     with contextlib.ExitStack() as stack:
         yield tuple(stack.enter_context(atomic_path(p)) for p in paths)
+
+
+def keyed_work_dir(root: str | os.PathLike[str], name: str, *, files=(), parts=()) -> Path:
+    """A scratch directory ``root/<name>-<digest>`` named by everything a computation depends
+    on (the bytes of ``files``, the ``parts`` as bytes or text): work left there by a killed
+    run is found again, and only by the same computation."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).read_bytes())
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else str(part).encode())
+        h.update(b"\0")
+    return Path(root) / f"{name}-{h.hexdigest()[:16]}"

@@ -75,29 +75,79 @@ class IrRunReport:
     produce_seconds: float
     replica_steps: int
     stopped: list[str]
+    resumed_frames: int = 0  # produced frames found in the store (a killed run's), kept
+
+
+def production_seed(seed: int) -> int:
+    """The noise seed of a run's production part (its thermalisation uses ``seed``)."""
+    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
 
 
 def run_ml_md(committee: Committee, dipole_model: torch.nn.Module, minima: list[Structure],
-              config: IrConfig, store: TrajectoryStore, *, progress: bool = False
-              ) -> IrRunReport:
-    """Thermalise, then produce with dipoles into ``store`` (module docstring)."""
+              config: IrConfig, store: TrajectoryStore, *, progress: bool = False,
+              chunk_frames: int = 1024) -> IrRunReport:
+    """Thermalise, then produce with dipoles into ``store`` (module docstring).
+
+    Each run's thermalised state is kept in its trajectory's attributes, so a ``store`` left
+    by a killed run of the same computation is continued: thermalised runs are not thermalised
+    again, produced frames are kept (all runs cut back to the shortest, for an append the kill
+    interrupted) and production continues from the last one; runs the guard stopped stay
+    stopped. The noise is reseeded at every written chunk (:mod:`palirs_data.dynamics`), so the
+    result equals that of an uninterrupted run."""
     replicas = ir_replicas(minima, config)
-    warm = BatchedMD(committee, replicas, timestep_fs=config.timestep_fs)
     guard = _sanity_guard()
-    first = warm.run(config.thermalise_steps, write_every=config.thermalise_steps + 1,
-                     guard=guard, progress=progress)
-    for r, x, v in zip([warm.replicas[i] for i in warm.active], warm.positions,
-                       warm.velocities):
-        r.positions_A, r.velocities_A_fs = x.cpu().numpy(), v.cpu().numpy()
-        r.time_fs = 0.0
-    alive = [warm.replicas[i] for i in warm.active]
-    md = BatchedMD(committee, alive, timestep_fs=config.timestep_fs, store=store,
-                   dipole_model=dipole_model, chunk_frames=1024)
-    second = md.run(config.produce_steps, write_every=config.write_every, guard=guard,
-                    progress=progress)
-    stopped = sorted(set(first.stopped) | set(second.stopped))
-    return IrRunReport(first.seconds, second.seconds,
-                       first.replica_steps + second.replica_steps, stopped)
+
+    def state(r: Replica) -> str:
+        if r.key not in store:
+            return "cold"
+        attrs = store[r.key].attrs
+        if attrs.get("stopped_at_time_fs") is not None:
+            return "stopped"
+        if store[r.key].n_frames or "thermalised_positions_A" in attrs:
+            return "warm"
+        return "cold"
+
+    states = {r.key: state(r) for r in replicas}
+    cold = [r for r in replicas if states[r.key] == "cold"]
+    warm = [r for r in replicas if states[r.key] == "warm"]
+    resumed = sum(store[r.key].n_frames for r in warm)
+    first = None
+    fresh: list[Replica] = []
+    if cold:
+        md = BatchedMD(committee, cold, timestep_fs=config.timestep_fs)
+        first = md.run(config.thermalise_steps, write_every=config.thermalise_steps + 1,
+                       guard=guard, progress=progress)
+        for r, x, v in zip([md.replicas[i] for i in md.active], md.positions, md.velocities):
+            r.positions_A, r.velocities_A_fs = x.cpu().numpy(), v.cpu().numpy()
+            r.time_fs = 0.0
+            fresh.append(r)
+    for r in warm:
+        attrs = store[r.key].attrs
+        r.positions_A = np.asarray(attrs["thermalised_positions_A"], dtype=np.float64)
+        r.velocities_A_fs = np.asarray(attrs["thermalised_velocities_A_fs"], dtype=np.float64)
+    running = sorted(fresh + warm, key=lambda r: replicas.index(r))
+    for r in running:
+        r.seed = production_seed(r.seed)
+    if warm:
+        shortest = min([store[r.key].n_frames for r in warm] + ([0] if fresh else []))
+        for r in warm:
+            store[r.key].truncate(shortest)
+    done = store[warm[0].key].n_frames if warm else 0
+    second = None
+    if running:
+        md = BatchedMD(committee, running, timestep_fs=config.timestep_fs, store=store,
+                       dipole_model=dipole_model, chunk_frames=chunk_frames)
+        for r in fresh:  # the production's starting point, for a continuation
+            store[r.key].set_attrs(thermalised_positions_A=np.asarray(r.positions_A).tolist(),
+                                   thermalised_velocities_A_fs=np.asarray(
+                                       r.velocities_A_fs).tolist())
+        second = md.run(config.produce_steps - done * config.write_every,
+                        write_every=config.write_every, guard=guard, progress=progress)
+    stopped = sorted({*(first.stopped if first else []), *(second.stopped if second else []),
+                      *(k for k, v in states.items() if v == "stopped")})
+    return IrRunReport(first.seconds if first else 0.0, second.seconds if second else 0.0,
+                       (first.replica_steps if first else 0)
+                       + (second.replica_steps if second else 0), stopped, resumed)
 
 
 def reference_run(s: Structure, temperature_K: float, seed: int, config: IrConfig,
@@ -362,6 +412,21 @@ def ml_md_task(committee_paths: list[str], dipole_path: str, minima: list[Struct
     return {**dataclasses.asdict(report), "worker": worker_name(), "device": dev}
 
 
+def ir_work_store(work_dir, committee_dir, dipole_path, equilibrium: pa.Table,
+                  config: IrConfig) -> TrajectoryStore:
+    """The store the ``ir`` MD writes to before it becomes the stage's output: under
+    ``work_dir``, named by the models, minima and protocol, so that a killed run is continued
+    (:func:`run_ml_md`) by the same computation only."""
+    from pathlib import Path
+
+    from palirs_data.atomic import keyed_work_dir
+
+    files = [*sorted(Path(committee_dir).glob("model_*.model")), Path(dipole_path)]
+    parts = [*equilibrium.column("structure_id").to_pylist(), config.model_dump_json()]
+    path = keyed_work_dir(work_dir, "ir", files=files, parts=parts) / "trajectories.zarr"
+    return TrajectoryStore(path)
+
+
 def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
           store: TrajectoryStore, *, client=None, compute=None,
           progress: bool = False) -> IrResult:
@@ -415,6 +480,7 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
         "produce_seconds": round(report["produce_seconds"], 1),
         "md_replica_steps_per_s": round(report["replica_steps"] / max(md_seconds, 1e-9), 1),
         "md_worker": report["worker"], "md_device": report["device"],
+        "md_resumed_frames": report["resumed_frames"],
         "stopped": report["stopped"], "harmonic_seconds": round(harmonic_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1)}
     return IrResult(spectra, harmonic, metrics)

@@ -8,6 +8,7 @@ spectrum of the committee (see :mod:`palirs_data.ir`).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import typer
@@ -18,8 +19,7 @@ from palirs_data.cli import run_stage
 from palirs_data.compare import figure_name, spectra_by_key, temperature_figure
 from palirs_data.compute import dask_client
 from palirs_data.config import load_params
-from palirs_data.ir import ml_ir, write_harmonic, write_spectra
-from palirs_data.trajectory import TrajectoryStore
+from palirs_data.ir import ir_work_store, ml_ir, write_harmonic, write_spectra
 
 STAGE_PARAMS = ("ir", "compare.window_cm1")
 RUNTIME_PARAMS = ("compute",)
@@ -44,16 +44,21 @@ def main(
                                  help="Output metrics: runs, timings, stops."),
     figures: Path = typer.Option(Path("metrics/figures/ir"),
                                  help="Output plots: each molecule's temperature series."),
+    work_dir: Path = typer.Option(Path("data/.work/ir"),
+                                  help="Scratch space: the MD runs here, so a killed run "
+                                  "continues from the frames already written."),
 ) -> None:
     """Run committee MD with dipoles and compute the IR spectra."""
 
     def body() -> str:
         p = load_params(params)
+        table = structures.read_table(equilibrium)
+        store = ir_work_store(work_dir, models, dipole, table, p.ir)
+        with dask_client(p.compute) as client:  # the MD is GPU work (compute.gpu)
+            result = ml_ir(models, dipole, table, p.ir, store, client=client,
+                           compute=p.compute, progress=True)
         with atomic_path(trajectories, directory=True) as tmp:
-            with dask_client(p.compute) as client:  # the MD is GPU work (compute.gpu)
-                result = ml_ir(models, dipole, structures.read_table(equilibrium), p.ir,
-                               TrajectoryStore(tmp), client=client, compute=p.compute,
-                               progress=True)
+            shutil.copytree(store.path, tmp, dirs_exist_ok=True)
             write_spectra(result.spectra, spectra)
             write_harmonic(result.harmonic, harmonic)
             with atomic_path(figures, directory=True) as fig_dir:
@@ -64,6 +69,7 @@ def main(
                     temperature_figure(molecule, series, p.compare.window_cm1,
                                        fig_dir / figure_name(molecule))
             write_text_atomic(metrics, json.dumps(result.metrics, indent=2) + "\n")
+        shutil.rmtree(store.path.parent, ignore_errors=True)
         m = result.metrics
         stops = f", stopped: {', '.join(m['stopped'])}" if m["stopped"] else ""
         return (f"{m['runs']} runs x {m['steps_per_run']} steps on {m['md_worker']} "

@@ -40,6 +40,31 @@ def test_committee_md_with_dipoles_gives_a_mean_spectrum_and_its_spread(
     assert read_spectra(tmp_path / "ir.parquet").equals(table)
 
 
+def test_ir_md_killed_and_continued_equals_an_uninterrupted_run(
+        tiny_committee, tiny_dipole_model, methanol_data, tmp_path):
+    """The ir MD killed after two production chunks, with one run's last append lost, and
+    killed again before one run had produced anything, continues to the frames of an
+    uninterrupted run, bit for bit (thermalised states are kept; nothing is thermalised
+    twice)."""
+    minima = structures.from_table(methanol_data["result"].equilibrium)
+    config = IrConfig(temperatures_K=[300.0], trajectories=3, thermalise_fs=5.0,
+                      produce_fs=20.0, write_every=1, max_correlation_fs=10.0)
+    committee, dipole = tiny_committee["committee"], tiny_dipole_model["model"]
+    whole = TrajectoryStore(tmp_path / "whole.zarr")
+    run_ml_md(committee, dipole, minima, config, whole, chunk_frames=8)
+    killed = TrajectoryStore(tmp_path / "killed.zarr")
+    partial = config.model_copy(update={"produce_fs": 8.0})  # 16 steps: two chunks
+    run_ml_md(committee, dipole, minima, partial, killed, chunk_frames=8)
+    killed["methanol/300K/1"].truncate(8)
+    killed["methanol/300K/2"].truncate(0)  # thermalised, nothing produced yet
+    report = run_ml_md(committee, dipole, minima, config, killed, chunk_frames=8)
+    assert report.resumed_frames == 16 + 8 and report.thermalise_seconds == 0.0
+    for key in whole.keys():
+        assert killed[key].n_frames == whole[key].n_frames == 40
+        for name in ("positions_A", "velocities_A_fs", "dipole_eA", "time_fs"):
+            np.testing.assert_array_equal(killed[key].read(name), whole[key].read(name))
+
+
 def test_label_source_md_of_water_has_its_bands_at_the_harmonic_frequencies(water):
     """GFN2-xTB MD of water: at 100 K the centres (intensity-weighted mean wavenumbers) of the
     bend and stretch bands lie at the harmonic frequencies of the same method; at 300 K they
