@@ -6,7 +6,9 @@ Run: python benchmarks/label_throughput.py [--n 2000] [--workers 2] [--chunk 200
 All variants label the same structures (methanol displaced at random, 0.05 Å) with the same
 label source in the same run:
   serial loop      labeler.label(atoms) in a Python loop, nothing else;
-  label_table      the label stage's machinery in this process (chunks, checkpoints);
+  label_table      the label stage's machinery in this process (chunks, checkpoints, the
+                   per-point watchdog thread of label.timeout_s);
+  no watchdog      the same with label.timeout_s = null (single points in the calling thread);
   dask fan-out     the same machinery over a local Dask cluster of N worker processes.
 The cluster's start-up is timed separately (it is paid once per stage run). Each variant
 runs --repeats times, interleaved with the others; the best time of each is reported.
@@ -59,7 +61,8 @@ def main() -> None:
     atoms_list = [s.to_atoms() for s in structures.from_table(table)]
     labeler.label(atoms_list[0])  # warm-up (library load)
 
-    times: dict[str, list[float]] = {"serial": [], "machinery": [], "fanout": []}
+    times: dict[str, list[float]] = {"serial": [], "machinery": [], "no_watchdog": [],
+                                     "fanout": []}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, \
             dask_client(ComputeConfig(n_workers=args.workers)) as client:
@@ -77,23 +80,32 @@ def main() -> None:
             label_table(table, labeler_config=config, config=cfg)
             times["machinery"].append(time.perf_counter() - t0)
 
+            cfg = LabelConfig(chunk_size=args.chunk, checkpoint_dir=Path(tmp) / f"c{rep}",
+                              timeout_s=None)
+            t0 = time.perf_counter()
+            label_table(table, labeler_config=config, config=cfg)
+            times["no_watchdog"].append(time.perf_counter() - t0)
+
             cfg = LabelConfig(chunk_size=args.chunk, checkpoint_dir=Path(tmp) / f"b{rep}")
             t0 = time.perf_counter()
             report = label_table(table, labeler_config=config, config=cfg, client=client)
             times["fanout"].append(time.perf_counter() - t0)
             assert report.n_failed == 0
-    serial, machinery, fanout = (min(times[k]) for k in ("serial", "machinery", "fanout"))
+    serial, machinery, bare, fanout = (min(times[k]) for k in ("serial", "machinery",
+                                                               "no_watchdog", "fanout"))
 
     n = args.n
     print(f"methanol, GFN2-xTB (tblite), {n} single points each, "
           f"{args.workers} Dask workers, {args.chunk} per task, best of {args.repeats}")
     print(f"{'variant':<28}{'s/point':>12}{'points/s':>12}{'vs serial':>11}")
     for name, seconds in [("serial loop", serial), ("label_table, in process", machinery),
+                          ("label_table, no watchdog", bare),
                           (f"dask fan-out ({args.workers} workers)", fanout)]:
         print(f"{name:<28}{seconds / n * 1e3:>10.3f}ms{n / seconds:>12.1f}"
               f"{serial / seconds:>10.2f}x")
     print(f"dask local cluster start-up and warm-up: {startup:.2f} s (once per stage run)")
     print(f"ratio dask fan-out / serial loop: {serial / fanout:.2f}")
+    print(f"ratio label_table with / without the timeout watchdog: {bare / machinery:.2f}")
 
     if args.pyscf:
         dft = make_labeler(LabelerConfig(method="pyscf"))

@@ -24,7 +24,8 @@ Faults of the label source itself:
   Dask re-runs the chunk on another worker up to ``distributed.scheduler.allowed-failures``
   times (Dask's default 3), then gives up on it (``KilledWorker``); the chunk is then split into
   one task per structure, so only the structure that kills its worker is recorded as failed
-  ("killed its worker") and the others are labelled.
+  ("killed its Dask worker", after Dask gave up on it alone :data:`SOLO_TRIES` times: a death
+  also counts against the tasks queued on that worker) and the others are labelled.
 """
 
 from __future__ import annotations
@@ -297,6 +298,11 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     return report
 
 
+#: how many times Dask may give up (KilledWorker) on a structure submitted alone before it is
+#: recorded as failed; more than once, since a death counts against queued tasks too
+SOLO_TRIES = 2
+
+
 def _run_chunks(chunks, labeler_config: LabelerConfig, config: LabelConfig, client):
     """Yield a :class:`ChunkResult` per chunk, in completion order (module docstring: a chunk
     that keeps killing its worker is split; a single structure that does is recorded failed)."""
@@ -317,21 +323,30 @@ def _run_chunks(chunks, labeler_config: LabelerConfig, config: LabelConfig, clie
         futures.append(submit(chunk))
         rows[futures[-1].key] = chunk
     pending = as_completed(futures)
+    alone: dict[str, int] = {}  # structure id -> times Dask gave up on it as a task of its own
     for future in pending:
         chunk = rows.pop(future.key)
         try:
             result = future.result()
         except KilledWorker as exc:
-            if len(chunk) > 1:
-                log.warning("label: a chunk of %d structures killed its workers (%s); "
-                            "labelling them one by one", len(chunk), exc)
+            # Dask counts a death against every task the worker held, queued ones too, so an
+            # innocent structure can be given up on: a chunk is split into single structures,
+            # and a single structure is recorded as failed only once Dask has given up on it
+            # SOLO_TRIES times as a task of its own
+            if len(chunk) == 1:
+                sid = chunk[0].structure_id
+                alone[sid] = alone.get(sid, 0) + 1
+            if len(chunk) > 1 or alone[sid] < SOLO_TRIES:
+                if len(chunk) > 1:
+                    log.warning("label: a chunk of %d structures killed its workers (%s); "
+                                "labelling them one by one", len(chunk), exc)
                 for s in chunk:
                     f = submit([s])
                     rows[f.key] = [s]
                     pending.add(f)
                 continue
-            log.warning("label: structure %s killed its workers; recorded as failed",
-                        chunk[0].structure_id)
+            log.warning("label: structure %s killed its workers %d times; recorded as failed",
+                        sid, alone[sid])
             result = ChunkResult(structures.to_table(
                 [killed_worker_row(chunk[0], labeler_config, str(exc))]), 0.0)
         finally:

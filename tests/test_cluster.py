@@ -196,23 +196,38 @@ def _slow_name():
     return worker_name()
 
 
+def _torch_threads():
+    import torch
+
+    from palirs_data.compute import device
+
+    if device() == "cpu":
+        return worker_name(), torch.get_num_threads()
+    return worker_name(), "cuda"
+
+
 def test_gpu_annotation_policy_without_gpu_workers():
     """No worker offers a GPU: ``auto`` runs GPU work unannotated (on CPU) instead of waiting
     forever; ``required`` refuses at once; a local GPU worker gets the annotated work."""
-    with dask_client(ComputeConfig(n_workers=1)) as client:
+    none = ComputeConfig(n_workers=1, local_gpu_workers=0)
+    with dask_client(none) as client:
         assert gpu_workers(client) == []
-        assert gpu_resources(client, ComputeConfig()) is None
+        assert gpu_resources(client, none) is None
         assert client.submit(worker_name, pure=False).result() is not None
     with pytest.raises(PalirsInputError, match="compute.gpu is 'required'"):
-        with dask_client(ComputeConfig(n_workers=1, gpu="required")):
+        with dask_client(none.model_copy(update={"gpu": "required"})):
             pass
-    config = ComputeConfig(n_workers=2, local_gpu_workers=1)
+    config = ComputeConfig(n_workers=2, gpu_worker_threads=2)  # the default: 1 GPU slot
     with dask_client(config) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         (gpu,) = gpu_workers(client)
-        ran = client.gather([submit(client, worker_name, config=config, gpu=True)
+        ran = client.gather([submit(client, _torch_threads, config=config, gpu=True)
                              for _ in range(4)])
-        assert set(ran) == {client.scheduler_info()["workers"][gpu]["name"]}
+        # GPU work only on the GPU slot, with its own thread count (no GPU here: CPU threads)
+        assert set(ran) == {(client.scheduler_info()["workers"][gpu]["name"], 2)}
+        plain = client.gather([submit(client, _torch_threads, config=config)
+                               for _ in range(8)])
+        assert {t for name, t in plain if name != "gpu-0"} == {1}
     assert gpu_resources.__doc__
 
 
