@@ -162,22 +162,24 @@ def acquisition_md(committee: Committee, minima: list[Structure], config: Acquir
     already stopped stay stopped. As the noise is reseeded per written chunk
     (:mod:`palirs_data.dynamics`), the result equals that of an uninterrupted run."""
     replicas = acquisition_replicas(minima, config, iteration=iteration, previous=previous)
-    done = {r.key: store[r.key] for r in replicas if r.key in store and store[r.key].n_frames}
-    resumed = 0
-    if done:
-        if len(done) < len(replicas):  # killed while creating the trajectories
-            raise ValueError(f"{store.path}: holds some of this iteration's trajectories "
-                             "but not all; delete it to start over")
-        running = [t for t in done.values() if t.attrs.get("stopped_at_time_fs") is None]
-        if running:
-            shortest = min(t.n_frames for t in running)
-            for t in running:
-                t.truncate(shortest)
-        resumed = sum(t.n_frames for t in done.values())
-        replicas = [r for r in replicas if done[r.key].attrs.get("stopped_at_time_fs") is None]
+    existing = {r.key: store[r.key] for r in replicas if r.key in store}
+    running = [t for t in existing.values() if t.attrs.get("stopped_at_time_fs") is None]
+    done = len(existing) == len(replicas) and all(t.n_frames for t in running)
+    if not done:  # nothing yet, or killed before every run had committed a chunk: start over
+        for t in existing.values():
+            t.truncate(0)
+            t.set_attrs(stopped_at_time_fs=None, stop_reason=None)
+    elif running:
+        shortest = min(t.n_frames for t in running)
+        for t in running:
+            t.truncate(shortest)
+    resumed = sum(t.n_frames for t in existing.values())
     steps = config.n_steps
-    if done and replicas:
-        steps -= (store[replicas[0].key].n_frames - 1) * config.write_every
+    if done:
+        replicas = [r for r in replicas
+                    if existing[r.key].attrs.get("stopped_at_time_fs") is None]
+        if replicas:
+            steps -= (existing[replicas[0].key].n_frames - 1) * config.write_every
     md = BatchedMD(committee, replicas, timestep_fs=config.timestep_fs, store=store,
                    model_names=[f"iter{iteration - 1}"],
                    chunk_frames=chunk_frames) if replicas else None

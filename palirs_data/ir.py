@@ -125,7 +125,8 @@ def run_ml_md(committee: Committee, dipole_model: torch.nn.Module, minima: list[
         attrs = store[r.key].attrs
         r.positions_A = np.asarray(attrs["thermalised_positions_A"], dtype=np.float64)
         r.velocities_A_fs = np.asarray(attrs["thermalised_velocities_A_fs"], dtype=np.float64)
-    running = sorted(fresh + warm, key=lambda r: replicas.index(r))
+    order = {r.key: i for i, r in enumerate(replicas)}
+    running = sorted(fresh + warm, key=lambda r: order[r.key])
     for r in running:
         r.seed = production_seed(r.seed)
     if warm:

@@ -197,6 +197,14 @@ def test_acquisition_md_killed_and_continued_equals_an_uninterrupted_run(tiny_co
         assert killed[key].n_frames == whole[key].n_frames == 31
         for name in ("positions_A", "velocities_A_fs", "energy_eV", "time_fs"):
             np.testing.assert_array_equal(killed[key].read(name), whole[key].read(name))
+    # killed before every run had committed a chunk: started over, same result
+    early = TrajectoryStore(tmp_path / "early.zarr")
+    acquisition_md(committee, [minimum], partial, iteration=1, store=early, chunk_frames=8)
+    early["methanol/300K/0"].truncate(0)
+    acquisition_md(committee, [minimum], config, iteration=1, store=early, chunk_frames=8)
+    for key in ("methanol/300K/0", "methanol/700K/0"):
+        np.testing.assert_array_equal(early[key].read("positions_A"),
+                                      whole[key].read("positions_A"))
     # a stopped run is not restarted by a continuation
     killed["methanol/300K/0"].set_attrs(stopped_at_time_fs=5.0, stop_reason="test")
     killed["methanol/300K/0"].truncate(5)
