@@ -9,12 +9,12 @@ Everything goes through a Dask distributed ``Client`` (:func:`dask_client`), cho
 2. a dask-jobqueue cluster described by ``compute.jobqueue`` (SLURM or PBS; the scheduler runs
    in this process, the workers in batch jobs; ``pip install 'palirs-data[cluster]'``);
 3. a local cluster of ``compute.n_workers`` processes × ``compute.threads_per_worker``, of
-   which ``compute.local_gpu_workers`` (default 1) carry the resource ``GPU=1``: the slot for
-   GPU work. It uses CUDA when torch sees a GPU; on a machine without one it runs the GPU
-   work one task at a time on ``compute.gpu_worker_threads`` threads (default: every core),
-   which on a CPU is faster than running several torch jobs side by side on one thread each
-   (measured: three committee members side by side on 1 thread took 274 s, one after the
-   other on 2 threads 188 s, 2 cores).
+   which ``compute.local_gpu_workers`` (default 0; one per GPU on a machine with GPUs) carry
+   the resource ``GPU=1`` and take the GPU work one task at a time, with
+   ``compute.gpu_worker_threads`` OpenMP threads (default: every core). Without them, GPU
+   work runs on any worker like the rest: on 2 cores, three committee members side by side
+   on one thread each train 1.36x faster than one after the other on two threads, and the ir
+   MD on a 1-thread worker runs as fast as in the stage's process on two (benchmarks/).
 
 GPU work (training, committee MD) is submitted with :func:`submit` and ``gpu=True``: it carries
 the Dask resource annotation ``{"GPU": 1}`` so it lands only on workers started with that
@@ -78,8 +78,17 @@ def jobqueue_cluster(config: JobqueueConfig):
 
 
 def _local_cluster(config: ComputeConfig) -> LocalCluster:
+    import dask
     from distributed import Nanny
 
+    # no MALLOC_TRIM_THRESHOLD_ in the workers: Dask's default (65536) makes torch's large
+    # allocations go to mmap/munmap every time (training ~1.3x slower); these clusters live
+    # one stage long, so trimming memory buys nothing
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return _start_local_cluster(config, Nanny)
+
+
+def _start_local_cluster(config: ComputeConfig, Nanny) -> LocalCluster:
     cluster = LocalCluster(n_workers=config.n_workers - config.local_gpu_workers,
                            threads_per_worker=config.threads_per_worker, processes=True,
                            dashboard_address=None)

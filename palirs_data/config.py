@@ -169,9 +169,10 @@ class ComputeConfig(Strict):
     threads_per_worker: int = Field(1, ge=1)
     jobqueue: JobqueueConfig | None = None
     gpu: Literal["auto", "required", "never"] = "auto"
-    # local workers started with the resource GPU=1: they take the GPU work (training, MD), one
-    # task at a time each, on CUDA when torch sees it, else on gpu_worker_threads CPU threads
-    local_gpu_workers: int = Field(1, ge=0)
+    # local workers started with the resource GPU=1 (on a machine with GPUs: one per GPU): they
+    # take the GPU work (training, MD) one task at a time each, on CUDA when torch sees it,
+    # with gpu_worker_threads OpenMP threads
+    local_gpu_workers: int = Field(0, ge=0)
     gpu_worker_threads: int | None = Field(None, ge=1)  # None: every core of the machine
 
     @model_validator(mode="after")

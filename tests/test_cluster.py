@@ -217,7 +217,7 @@ def test_gpu_annotation_policy_without_gpu_workers():
     with pytest.raises(PalirsInputError, match="compute.gpu is 'required'"):
         with dask_client(none.model_copy(update={"gpu": "required"})):
             pass
-    config = ComputeConfig(n_workers=2, gpu_worker_threads=2)  # the default: 1 GPU slot
+    config = ComputeConfig(n_workers=2, local_gpu_workers=1, gpu_worker_threads=2)
     with dask_client(config) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         (gpu,) = gpu_workers(client)
