@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -69,13 +70,21 @@ def _version(package: str) -> str:
     return importlib.metadata.version(package)
 
 
+_openmp_limit = threading.local()
+
+
 def _limit_openmp_threads(threads: int) -> None:
-    """Set the OpenMP thread count of this process (tblite's libgomp must be loaded first:
-    OpenMP reads OMP_NUM_THREADS only once, so the limit is set through threadpoolctl)."""
+    """Set the OpenMP thread count of the calling thread (tblite's libgomp must be loaded
+    first: OpenMP reads OMP_NUM_THREADS only once, so the limit is set through threadpoolctl).
+    OpenMP keeps the count per thread, so every thread that labels sets it; once per thread
+    (threadpoolctl's library scan costs milliseconds)."""
+    if getattr(_openmp_limit, "threads", None) == threads:
+        return
     import tblite.interface  # noqa: F401  (loads libtblite and its OpenMP runtime)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads, user_api="openmp")
+    _openmp_limit.threads = threads
 
 
 class _CalculatorLabeler:
@@ -122,6 +131,12 @@ class XtbLabeler(_CalculatorLabeler):
     def __init__(self, settings: XtbSettings) -> None:
         self._s = settings
         _limit_openmp_threads(settings.threads)
+
+    def label(self, atoms: Atoms, *, charge_e: int = 0, multiplicity: int = 1,
+              safer: bool = False) -> Label:
+        _limit_openmp_threads(self._s.threads)  # in whichever thread labels
+        return super().label(atoms, charge_e=charge_e, multiplicity=multiplicity,
+                             safer=safer)
 
     def settings(self, *, safer: bool = False) -> dict[str, Any]:
         s = {

@@ -181,7 +181,9 @@ def _faulty(table, **faults) -> tuple[LabelerConfig, list[float]]:
 def _abandoned_threads() -> int:
     import threading
 
-    return sum(t.name == "palirs-single-point" and t.is_alive() for t in threading.enumerate())
+    from palirs_data.labeling import ABANDONED
+
+    return sum(t.name == ABANDONED and t.is_alive() for t in threading.enumerate())
 
 
 def test_a_hanging_single_point_times_out_and_is_recorded(tmp_path):
