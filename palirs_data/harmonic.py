@@ -9,12 +9,20 @@ the same way.
 - Vibrational modes: all 3N modes of the Hessian minus the 6 (5 for a linear molecule) of
   smallest magnitude, which are the translations and rotations. Imaginary frequencies are
   stored as negative numbers.
-- Samples: displacements along each vibrational mode as ASE animates a mode at temperature T
-  (``VibrationsData.iter_animated_mode``: the mode vector scaled by sqrt(kT/|ħω|) times
-  sin(phase)). ASE's phases 2πk/F include 0 and π, which give the undisplaced minimum, and pairs
-  with equal sine, which give identical geometries; we take ASE's animation with 4F frames and
-  keep frames 1, 5, 9, ..., i.e. phases 2π(k + 1/4)/F, which for even F are F distinct
-  geometries spanning the same amplitude range.
+- Normal modes: eigenvectors of the mass-weighted Hessian H_ij/sqrt(m_i m_j), unit length in
+  mass-weighted coordinates (eigenvalues λ = ω² in eV/(Å² amu)); stored with the reference
+  frequencies so a model's modes can be matched to them by overlap (:func:`match_modes`).
+- Samples (:func:`normal_mode_samples`), ``frames_per_mode`` × n_vib geometries per molecule:
+
+  - ``thermal`` (default): classical Boltzmann sampling of the harmonic well at T, every mode
+    displaced at once, normal coordinate Q_k ~ N(0, kT/ω_k²); the harmonic potential energy of
+    a sample then averages (3N−6)·kT/2, the potential energy MD at T visits.
+  - ``wigner``: the harmonic Wigner distribution at T, variance (ħω/2)·coth(ħω/2kT)/ω² per
+    mode (zero-point motion included; the classical limit is ``thermal``).
+  - ``ase``: the method's original samples, one mode at a time as ASE animates it
+    (``VibrationsData.iter_animated_mode``: the mode vector times sqrt(kT/|ħω|) times
+    sin(2πk/3F)), the first F of 3F frames, one-sided, minimum included. Its amplitude is
+    3-10× the classical thermal one at 300 K (not a physical distribution).
 """
 
 from __future__ import annotations
@@ -45,8 +53,10 @@ FREQUENCY_SCHEMA = pa.schema(
         pa.field("structure_id", pa.string(), nullable=False),  # the optimised minimum
         pa.field("label_method", pa.string(), nullable=False),
         pa.field("label_settings", pa.string(), nullable=False),
+        # the mode's unit eigenvector of the mass-weighted Hessian, (3N,) flattened atom-major
+        pa.field("mode_vector", pa.list_(pa.float64()), nullable=False),
     ],
-    metadata={b"palirs.table": b"frequencies", b"palirs.schema_version": b"1"},
+    metadata={b"palirs.table": b"frequencies", b"palirs.schema_version": b"2"},
 )
 
 
@@ -73,8 +83,10 @@ class HarmonicResult:
     """Optimised geometry and its harmonic analysis.
 
     ``frequencies_cm1`` (n_vib,) ascending, negative = imaginary; ``mode_indices`` (n_vib,)
-    index each vibrational mode in ``vibrations`` (ASE's full 3N list); ``energy_eV`` of the
-    optimised geometry; ``optimisation_steps`` taken by BFGS.
+    index each vibrational mode in ``vibrations`` (ASE's full 3N list); ``modes`` (n_vib, 3N)
+    the unit eigenvectors of the mass-weighted Hessian and ``eigenvalues`` (n_vib,) its
+    eigenvalues ω², eV/(Å² amu), in the same order; ``energy_eV`` of the optimised geometry;
+    ``optimisation_steps`` taken by BFGS.
     """
 
     atoms: Atoms
@@ -84,6 +96,8 @@ class HarmonicResult:
     vibrations: VibrationsData
     optimisation_steps: int
     dropped_max_cm1: float  # largest |frequency| among the dropped translations/rotations
+    modes: np.ndarray | None = None
+    eigenvalues: np.ndarray | None = None
 
 
 def is_linear(atoms: Atoms, *, tol: float = 1e-3) -> bool:
@@ -146,23 +160,83 @@ def harmonic_analysis(atoms: Atoms, calc: Calculator, *, fmax_eVA: float, max_st
     if (freqs < 0).any():
         log.warning("molecule '%s': %d imaginary frequencies; not a minimum", name,
                     int((freqs < 0).sum()))
-    return HarmonicResult(opt_atoms, energy, freqs, keep, data, steps, dropped_max)
+    values, vectors = mass_weighted_modes(data)
+    return HarmonicResult(opt_atoms, energy, freqs, keep, data, steps, dropped_max,
+                          modes=vectors[:, keep].T.copy(), eigenvalues=values[keep])
 
 
-def normal_mode_samples(result: HarmonicResult, *, temperature_K: float,
-                        frames_per_mode: int) -> list[tuple[int, Atoms]]:
-    """Displaced geometries along every vibrational mode: ``frames_per_mode`` each.
+def mass_weighted_modes(data: VibrationsData) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (3N,), eV/(Å² amu), and unit eigenvectors (3N, 3N, as columns) of the
+    mass-weighted Hessian, in ASE's order (ascending eigenvalue, as ``get_energies``)."""
+    sqrt_m = np.sqrt(np.repeat(data.get_atoms().get_masses(), 3))
+    hessian = data.get_hessian_2d()
+    weighted = hessian / np.outer(sqrt_m, sqrt_m)
+    return np.linalg.eigh(0.5 * (weighted + weighted.T))
 
-    Returns ``(mode_index, atoms)`` pairs, ``mode_index`` counting vibrational modes in
-    ascending frequency (as in the frequency table). See the module docstring for the phases.
+
+def match_modes(reference: np.ndarray, model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Assign each reference mode a model mode by eigenvector overlap.
+
+    ``reference`` (n, 3N) and ``model`` (n, 3N) hold unit mass-weighted eigenvectors as rows.
+    The assignment maximises the summed overlap |⟨q_ref|q_model⟩| over one-to-one pairings
+    (Hungarian algorithm, ``scipy.optimize.linear_sum_assignment``), so two modes that cross
+    in frequency are still compared with their own counterparts. Returns the model index of
+    each reference mode and the overlap of each pair.
     """
-    if frames_per_mode % 2:
-        raise ValueError("frames_per_mode must be even for distinct sinusoidal phases")
+    from scipy.optimize import linear_sum_assignment
+
+    overlap = np.abs(np.asarray(reference) @ np.asarray(model).T)
+    rows, cols = linear_sum_assignment(-overlap)
+    order = np.empty(len(rows), dtype=np.int64)
+    order[rows] = cols
+    return order, overlap[rows, cols][np.argsort(rows)]
+
+
+#: normal-mode samplers (module docstring)
+SAMPLERS = ("thermal", "wigner", "ase")
+
+
+def mode_variances(result: HarmonicResult, *, temperature_K: float, sampler: str) -> np.ndarray:
+    """Variance of each vibrational normal coordinate, Å² amu: kT/ω² (``thermal``) or
+    (ħω/2)·coth(ħω/2kT)/ω² (``wigner``); |ω²| for an imaginary mode."""
     kT = units.KB_EV_PER_K * temperature_K
-    samples = []
-    for vib_index, full_index in enumerate(result.mode_indices):
-        frames = list(result.vibrations.iter_animated_mode(
-            int(full_index), temperature=kT, frames=4 * frames_per_mode))
-        for frame in frames[1::4]:
-            samples.append((vib_index, Atoms(numbers=frame.numbers, positions=frame.positions)))
-    return samples
+    lam = np.abs(result.eigenvalues)
+    if sampler == "thermal":
+        return kT / lam
+    if sampler == "wigner":
+        hw = np.abs(result.frequencies_cm1) * units.INVCM_EV  # ħω, eV
+        return 0.5 * hw / np.tanh(hw / (2 * kT)) / lam
+    raise ValueError(f"no variance for sampler {sampler!r}; choose one of: thermal, wigner")
+
+
+def normal_mode_samples(result: HarmonicResult, *, temperature_K: float, frames_per_mode: int,
+                        sampler: str = "thermal", rng: np.random.Generator | None = None
+                        ) -> list[tuple[int | None, Atoms]]:
+    """``frames_per_mode`` × n_vib displaced geometries of the minimum in ``result``.
+
+    Returns ``(mode_index, atoms)`` pairs; ``mode_index`` counts vibrational modes in ascending
+    frequency (as in the frequency table) for ``ase`` samples, which displace one mode each,
+    and is None for ``thermal`` and ``wigner`` samples, which displace all modes at once
+    (module docstring). ``rng`` draws the normal coordinates of those two.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    if sampler == "ase":
+        kT = units.KB_EV_PER_K * temperature_K
+        samples: list[tuple[int | None, Atoms]] = []
+        for vib_index, full_index in enumerate(result.mode_indices):
+            frames = list(result.vibrations.iter_animated_mode(
+                int(full_index), temperature=kT, frames=3 * frames_per_mode))
+            for frame in frames[:frames_per_mode]:
+                samples.append((vib_index, Atoms(numbers=frame.numbers,
+                                                 positions=frame.positions)))
+        return samples
+    rng = rng if rng is not None else np.random.default_rng(0)
+    sigma = np.sqrt(mode_variances(result, temperature_K=temperature_K, sampler=sampler))
+    n_samples = frames_per_mode * len(sigma)
+    q = rng.standard_normal((n_samples, len(sigma))) * sigma  # normal coordinates, Å amu^½
+    inv_sqrt_m = 1.0 / np.sqrt(np.repeat(result.atoms.get_masses(), 3))
+    displacements = (q @ result.modes) * inv_sqrt_m  # (n_samples, 3N), Å
+    x0 = result.atoms.positions
+    return [(None, Atoms(numbers=result.atoms.numbers, positions=x0 + d.reshape(x0.shape)))
+            for d in displacements]

@@ -34,23 +34,101 @@ def test_morse_diatomic_frequency_matches_analytic():
         pytest.approx(r0, abs=1e-4)
 
 
-def test_morse_samples_follow_ase_animation_amplitude():
+def test_morse_ase_samples_are_the_methods_one_sided_animation():
     eps, rho0, r0 = 11.0, 2.5, 1.13
     atoms = Atoms("CO", positions=[[0, 0, 0], [0, 0, r0]])
     result = harmonic.harmonic_analysis(
         atoms, MorsePotential(epsilon=eps, rho0=rho0, r0=r0), fmax_eVA=1e-4, max_steps=200,
         hessian_step_A=0.005, name="CO")
-    samples = harmonic.normal_mode_samples(result, temperature_K=300.0, frames_per_mode=10)
+    samples = harmonic.normal_mode_samples(result, temperature_K=300.0, frames_per_mode=10,
+                                           sampler="ase")
     bonds = np.array([a.get_distance(0, 1) for _, a in samples])
-    assert len(bonds) == 10 and len(np.unique(np.round(bonds, 8))) == 10
-    # ASE's animation: mode vector * sqrt(kT/|hw|) * sin(phase); phases 2pi(k+1/4)/10
+    # ASE's animation: mode vector * sqrt(kT/|hw|) * sin(2 pi k / 30), the first 10 of 30
+    # frames: one-sided, the minimum (k = 0) included
     mode = result.vibrations.get_modes(all_atoms=True)[result.mode_indices[0]]
     hw = abs(result.vibrations.get_energies()[result.mode_indices[0]])
     amplitude = np.linalg.norm(mode[1] - mode[0]) * np.sqrt(ase_units.kB * 300.0 / hw)
-    phases = 2 * np.pi * (np.arange(10) + 0.25) / 10
-    np.testing.assert_allclose(np.sort(np.abs(bonds - r0)),
-                               np.sort(amplitude * np.abs(np.sin(phases))), atol=1e-6)
-    assert abs(np.mean(bonds) - r0) < 1e-6  # symmetric about the minimum
+    np.testing.assert_allclose(np.abs(bonds - r0),
+                               amplitude * np.sin(2 * np.pi * np.arange(10) / 30), atol=1e-6)
+    assert bonds[0] == pytest.approx(result.atoms.get_distance(0, 1), abs=1e-9)
+
+
+def _harmonic_energy_eV(result, samples) -> np.ndarray:
+    """Energy of each sample in the harmonic well of ``result``: ½ dxᵀ H dx."""
+    hessian = result.vibrations.get_hessian_2d()
+    dx = np.array([a.positions - result.atoms.positions for _, a in samples]).reshape(
+        len(samples), -1)
+    return 0.5 * np.einsum("si,ij,sj->s", dx, hessian, dx)
+
+
+def test_thermal_samples_carry_the_equipartition_energy(methanol_sample):
+    """Classical Boltzmann samples of the harmonic well at T: the potential energy averages
+    (3N-6)·kT/2 (methanol: 12 modes), and each normal coordinate has variance kT/ω²."""
+    from palirs_data.structures import from_table
+
+    eq = from_table(methanol_sample.equilibrium)[0]
+    result = harmonic.harmonic_analysis(eq.to_atoms(), make_labeler(LabelerConfig()).calculator(),
+                                        fmax_eVA=1e-3, max_steps=50, hessian_step_A=0.01,
+                                        name="methanol")
+    for temperature in (100.0, 300.0):
+        samples = harmonic.normal_mode_samples(result, temperature_K=temperature,
+                                               frames_per_mode=400, sampler="thermal",
+                                               rng=np.random.default_rng(3))
+        assert len(samples) == 400 * 12 and all(k is None for k, _ in samples)
+        energy = _harmonic_energy_eV(result, samples)
+        expected = 12 * ase_units.kB * temperature / 2
+        # the mean of a sum of 12 chi-square(1) terms: relative error sqrt(2/12/4800) = 0.6 %
+        assert energy.mean() == pytest.approx(expected, rel=0.03)
+        sqrt_m = np.sqrt(np.repeat(result.atoms.get_masses(), 3))
+        dx = np.array([a.positions - result.atoms.positions for _, a in samples]).reshape(
+            len(samples), -1)
+        q = (dx * sqrt_m) @ result.modes.T  # normal coordinates
+        np.testing.assert_allclose(q.var(0) * result.eigenvalues,
+                                   ase_units.kB * temperature, rtol=0.1)
+
+
+def test_wigner_samples_hold_zero_point_motion(methanol_sample):
+    """Wigner variance (ħω/2)coth(ħω/2kT)/ω²: above the classical kT/ω², by ħω/2kT for a
+    stiff mode at low T, and equal to it in the classical limit."""
+    from palirs_data.structures import from_table
+
+    eq = from_table(methanol_sample.equilibrium)[0]
+    result = harmonic.harmonic_analysis(eq.to_atoms(), make_labeler(LabelerConfig()).calculator(),
+                                        fmax_eVA=1e-3, max_steps=50, hessian_step_A=0.01,
+                                        name="methanol")
+    thermal = harmonic.mode_variances(result, temperature_K=300.0, sampler="thermal")
+    wigner = harmonic.mode_variances(result, temperature_K=300.0, sampler="wigner")
+    hw = result.frequencies_cm1 * ase_units.invcm
+    assert np.all(wigner > thermal)
+    np.testing.assert_allclose(wigner[-1] / thermal[-1], hw[-1] / (2 * ase_units.kB * 300.0),
+                               rtol=1e-3)  # O-H stretch: coth -> 1
+    hot = harmonic.mode_variances(result, temperature_K=1e6, sampler="wigner")
+    np.testing.assert_allclose(hot, harmonic.mode_variances(result, temperature_K=1e6,
+                                                            sampler="thermal"), rtol=1e-3)
+    with pytest.raises(ValueError, match="choose one of: thermal, wigner, ase"):
+        harmonic.normal_mode_samples(result, temperature_K=300.0, frames_per_mode=1,
+                                     sampler="wignr")
+
+
+def test_mode_matching_follows_eigenvectors_not_order():
+    """Two modes that cross in frequency: sorting pairs each with the other's reference;
+    eigenvector overlap pairs them correctly."""
+    rng = np.random.default_rng(0)
+    vectors, _ = np.linalg.qr(rng.normal(size=(9, 9)))
+    reference = vectors[:, :3].T  # rows: unit eigenvectors
+    ref_freqs = np.array([1000.0, 1100.0, 3000.0])
+    # the model swaps the order of the first two modes (1000 -> 1150, 1100 -> 1050) and
+    # rotates its eigenvectors slightly
+    model = np.array([reference[1], reference[0], reference[2]])
+    model = model + 0.05 * rng.normal(size=model.shape)
+    model /= np.linalg.norm(model, axis=1, keepdims=True)
+    model_freqs = np.array([1050.0, 1150.0, 3010.0])
+    match, overlap = harmonic.match_modes(reference, model)
+    assert match.tolist() == [1, 0, 2] and (overlap > 0.9).all()
+    matched = model_freqs[match] - ref_freqs
+    assert np.abs(matched).mean() == pytest.approx((150 + 50 + 10) / 3)
+    by_order = np.sort(model_freqs) - ref_freqs
+    assert np.abs(by_order).mean() == pytest.approx((50 + 50 + 10) / 3)  # too optimistic
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +140,16 @@ def methanol_sample():
 def test_methanol_yields_120_samples_and_12_frequencies(methanol_sample):
     freqs = methanol_sample.frequencies.column("frequency_cm1").to_numpy()
     assert methanol_sample.frequencies.num_rows == 12
+    vectors = np.array(methanol_sample.frequencies.column("mode_vector").to_pylist())
+    np.testing.assert_allclose(vectors @ vectors.T, np.eye(12), atol=1e-8)  # orthonormal
     assert methanol_sample.samples.num_rows == 120
     assert (freqs > 0).all() and np.all(np.diff(freqs) >= 0)
     # physically placed: torsion lowest, O-H stretch highest, C-H stretches below it
     assert 150 < freqs[0] < 450
     assert 3400 < freqs[-1] < 3800
     assert np.sum((freqs > 2800) & (freqs < 3150)) == 3
-    counts = np.bincount(methanol_sample.samples.column("mode_index").to_numpy())
-    assert counts.tolist() == [10] * 12
+    # thermal samples displace every mode at once
+    assert methanol_sample.samples.column("mode_index").null_count == 120
     ids = methanol_sample.samples.column("structure_id").to_pylist()
     assert len(set(ids)) == 120
 
