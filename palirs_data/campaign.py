@@ -37,7 +37,9 @@ log = logging.getLogger("palirs_data.campaign")  # also when run as __main__
 
 #: columns of the per-iteration learning curve (``metrics/campaign.csv``)
 CURVE_COLUMNS = ("iteration", "n_train", "labels_per_molecule_min", "added",
-                 "frequency_mae_cm1", "frequency_rmse_cm1", "test_energy_rmse_meV_per_atom",
+                 "frequency_mae_cm1", "frequency_member_mae_std_cm1",
+                 "frequency_mae_sorted_cm1", "frequency_rmse_cm1",
+                 "test_energy_rmse_meV_per_atom",
                  "test_force_rmse_meV_A", "max_force_std_max_eVA", "guard_stops")
 
 
@@ -72,6 +74,10 @@ def iteration_record(directory: Path) -> dict:
         "converged_before": bool(acquired.get("converged", False)),
         "frequency_mae_cm1": evaluation["frequency_mae_cm1"],
         "frequency_rmse_cm1": evaluation["frequency_rmse_cm1"],
+        "frequency_mae_sorted_cm1": evaluation.get("frequency_mae_sorted_cm1"),
+        "frequency_member_mae_mean_cm1": evaluation.get("frequency_member_mae_mean_cm1"),
+        "frequency_member_mae_std_cm1": evaluation.get("frequency_member_mae_std_cm1"),
+        "runs": acquired.get("runs", []),
         "test_energy_rmse_meV_per_atom": evaluation["test"]["energy_rmse_meV_per_atom"],
         "test_force_rmse_meV_A": evaluation["test"]["force_rmse_meV_A"],
         "max_force_std_max_eVA": acquired.get("max_force_std_max_eVA"),
@@ -91,14 +97,43 @@ def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[di
         "iterations": last["iteration"], "converged": bool(below),
         "converged_at": below[0] if below else None,
         **{k: last[k] for k in ("n_train", "labels_per_molecule", "frequency_mae_cm1",
+                                "frequency_member_mae_std_cm1", "frequency_mae_sorted_cm1",
                                 "frequency_rmse_cm1", "test_energy_rmse_meV_per_atom",
                                 "test_force_rmse_meV_A")},
         # this iteration's acquisition: labels added, largest committee spread, guard stops
         "added": last["added"], "max_force_std_max_eVA": last["max_force_std_max_eVA"],
         "guard_stops": last["guard_stops"],
         "guard_stops_total": sum(r["guard_stops"] for r in rows),
+        "kinetic_temperature_K": pooled_kinetic_temperatures(rows),
     }
     return rows, summary
+
+
+def pooled_kinetic_temperatures(rows: list[dict]) -> dict[str, dict]:
+    """Mean kinetic temperature of the acquisition MD per molecule and target temperature,
+    pooled over the runs of every iteration (frame-weighted; a short run of a small molecule
+    fluctuates too much to say alone), with its standard error and relative deviation from
+    the target."""
+    pooled: dict[str, dict] = {}
+    for row in rows:
+        for run in row["runs"]:
+            n = run.get("kinetic_frames", 0)
+            if not n:
+                continue
+            key = f"{run['molecule']}/{run['temperature_K']:g}K"
+            p = pooled.setdefault(key, {"target_K": run["temperature_K"], "frames": 0,
+                                        "sum": 0.0, "var_sum": 0.0})
+            p["frames"] += n
+            p["sum"] += n * run["kinetic_temperature_K"]
+            se = run.get("kinetic_temperature_se_K")
+            p["var_sum"] += (n * se) ** 2 if se is not None and np.isfinite(se) else 0.0
+    out = {}
+    for key, p in pooled.items():
+        mean = p["sum"] / p["frames"]
+        out[key] = {"mean_K": round(mean, 1), "se_K": round(np.sqrt(p["var_sum"]) / p["frames"], 1),
+                    "target_K": p["target_K"], "frames": p["frames"],
+                    "rel_dev": round(mean / p["target_K"] - 1, 4)}
+    return out
 
 
 def curve_csv(rows: list[dict]) -> str:

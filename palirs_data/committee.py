@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from ase.calculators.calculator import Calculator, all_changes
 from ase.data import atomic_masses, atomic_numbers
 
 from palirs_data import structures
@@ -122,7 +123,7 @@ def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[
         if not Path(t.foundation_model).is_file():
             raise PalirsInputError(f"committee.training.foundation_model: "
                                    f"{t.foundation_model}: no such file")
-        args += ["--foundation_model", str(t.foundation_model)]
+        args += ["--foundation_model", str(Path(t.foundation_model).resolve())]
     return args + list(t.extra_args)
 
 
@@ -281,14 +282,30 @@ def write_split(table: pa.Table, *, elements: Sequence[str], valid_fraction: flo
     return train_file, valid_file, len(train_idx), len(valid_idx)
 
 
+def member_training(config: CommitteeConfig, k: int, previous: Path | None
+                    ) -> MaceTrainingConfig:
+    """Training settings of member ``k``: ``config.training``, or with ``retrain: continue``
+    and a previous committee holding ``model_<k>.model``, that model's weights as the
+    starting point for ``continue_epochs`` epochs (mace-torch's fine-tuning from a local
+    model file)."""
+    if config.retrain == "continue" and previous is not None:
+        start = previous / f"model_{k}.model"
+        if start.is_file():
+            return config.training.model_copy(update={"foundation_model": start,
+                                                      "max_num_epochs": config.continue_epochs})
+    return config.training
+
+
 def train_committee(table: pa.Table, *, e0s: dict[int, float], config: CommitteeConfig,
-                    out_dir: Path, work_dir: Path, client=None, compute=None
-                    ) -> CommitteeReport:
+                    out_dir: Path, work_dir: Path, client=None, compute=None,
+                    previous: Path | None = None) -> CommitteeReport:
     """Train every committee member on the labelled rows of ``table``.
 
     Models are written to ``out_dir/model_<k>.model``; mace-torch's working files (logs,
     checkpoints, curves) stay under ``work_dir``. With a Dask ``client`` the members train as
     GPU tasks side by side (:func:`train_members`; ``compute``: the ComputeConfig).
+    ``previous``: the last iteration's committee directory, the starting point of every
+    member with ``retrain: continue`` (:func:`member_training`).
     """
     work_dir = work_dir.resolve()  # mace-torch runs with its own working directory
     train_file, valid_file, n_train, n_valid = write_split(
@@ -298,8 +315,9 @@ def train_committee(table: pa.Table, *, e0s: dict[int, float], config: Committee
     log.info("training %d committee members (seeds %s) on %d structures", len(config.seeds),
              list(config.seeds), n_train)
     jobs = [dict(name=f"model_{k}", train_file=train_file, valid_file=valid_file, e0s=e0s,
-                 elements=list(config.elements), model=config.model, training=config.training,
-                 seed=seed, work_dir=work_dir / f"m{k}") for k, seed in enumerate(config.seeds)]
+                 elements=list(config.elements), model=config.model,
+                 training=member_training(config, k, previous), seed=seed,
+                 work_dir=work_dir / f"m{k}") for k, seed in enumerate(config.seeds)]
     start = time.perf_counter()
     members = train_members(jobs, client=client, compute=compute)
     wall = time.perf_counter() - start
@@ -517,3 +535,23 @@ def predict_dipoles(model: torch.nn.Module, batch: MolecularBatch,
     """Dipoles (n_graphs, 3), e·Å, of a mace-torch dipole model on a batch of molecules."""
     data = batch.graph(positions.detach().clone(), float(model.r_max))
     return model(data, training=False, compute_force=False)["dipole"].detach()
+
+
+class CommitteeCalculator(Calculator):
+    """An ASE calculator for one molecule: committee-mean energy and forces (harmonic
+    analyses of the committee-mean force field; a one-member committee gives one model's)."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, committee: Committee, numbers: np.ndarray) -> None:
+        super().__init__()
+        self.committee = committee
+        self.molecular_batch = committee.batch([np.asarray(numbers)])
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        c = self.committee
+        out = c.evaluate(self.molecular_batch,
+                         torch.as_tensor(self.atoms.positions, dtype=c.dtype, device=c.device))
+        self.results = {"energy": float(out.energy_eV[0]),
+                        "forces": out.forces_eVA.cpu().numpy().astype(np.float64)}

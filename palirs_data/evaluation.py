@@ -1,9 +1,11 @@
 """Evaluation: harmonic frequencies of a model vs the reference, and errors on a test set.
 
 Harmonic frequencies (the active-learning stopping signal): each reference minimum is
-re-optimised with the first committee model and analysed exactly as the ``sample`` stage does
-with the label source (:mod:`palirs_data.harmonic`); frequencies are compared mode by mode in
-ascending order. MAE and RMSE in cm⁻¹ per molecule and over all modes.
+re-optimised with the committee-mean force field, and with each member alone, and analysed
+exactly as the ``sample`` stage does with the label source (:mod:`palirs_data.harmonic`);
+model modes are matched to the reference modes by eigenvector overlap. MAE and RMSE in cm⁻¹
+per molecule and over all modes; the stop rule reads the committee mean's MAE, the members'
+spread is its error bar.
 
 Test set, built the paper's way: MD at 300 K driven by the first committee model for each
 molecule, frames sampled uniformly, MBTR descriptors (dscribe), k-means into 5 clusters
@@ -20,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from ase import Atoms
 
 from palirs_data import dynamics, harmonic, structures
-from palirs_data.committee import Committee, MolecularBatch, predict_dipoles
+from palirs_data.committee import (Committee, CommitteeCalculator, MolecularBatch, load_model,
+                                   predict_dipoles)
 from palirs_data.structures import Structure
 from palirs_data.trajectory import TrajectoryStore
 from palirs_data.units import DEBYE_EA
@@ -35,46 +39,106 @@ log = logging.getLogger(__name__)
 # --- harmonic frequencies ----------------------------------------------------------------
 
 
-def model_frequencies(model_path, equilibrium: pa.Table, *, fmax_eVA: float, max_steps: int,
-                      hessian_step_A: float) -> dict[str, np.ndarray]:
-    """Harmonic frequencies (cm⁻¹, ascending) of each molecule with one MACE model."""
-    from mace.calculators import MACECalculator
-
-    calc = MACECalculator(model_paths=str(model_path), device="cpu", default_dtype="float64")
+def model_harmonics(committee: Committee, equilibrium: pa.Table, *, fmax_eVA: float,
+                    max_steps: int, hessian_step_A: float) -> dict[str, harmonic.HarmonicResult]:
+    """Harmonic analysis of each molecule with the mean force field of ``committee`` (a
+    one-member committee: one model), from the reference minimum, exactly as the ``sample``
+    stage analyses the label source."""
     out = {}
     for s in structures.from_table(equilibrium):
-        result = harmonic.harmonic_analysis(
-            s.to_atoms(), calc, fmax_eVA=fmax_eVA, max_steps=max_steps,
-            hessian_step_A=hessian_step_A, name=s.molecule, require_convergence=False)
-        out[s.molecule] = result.frequencies_cm1
+        out[s.molecule] = harmonic.harmonic_analysis(
+            s.to_atoms(), CommitteeCalculator(committee, s.numbers), fmax_eVA=fmax_eVA,
+            max_steps=max_steps, hessian_step_A=hessian_step_A, name=s.molecule,
+            require_convergence=False)
     return out
 
 
-def frequency_errors(reference: pa.Table, model: dict[str, np.ndarray]) -> dict:
-    """MAE/RMSE (cm⁻¹) of model vs reference frequencies, per molecule and over all modes."""
-    per_molecule, diffs = {}, []
-    ref = reference.to_pydict()
-    for name in sorted(set(ref["molecule"])):
-        r = np.sort([f for m, f in zip(ref["molecule"], ref["frequency_cm1"]) if m == name])
-        p = np.sort(model[name])
-        if len(p) != len(r):
-            raise ValueError(f"molecule '{name}': {len(p)} model modes vs {len(r)} reference")
-        d = p - r
+def _reference_modes(reference: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    ref = reference.filter(pc.equal(reference.column("molecule"), name))
+    order = np.argsort(ref.column("mode_index").to_numpy())
+    freqs = ref.column("frequency_cm1").to_numpy()[order]
+    vectors = np.array(ref.column("mode_vector").to_pylist(), dtype=np.float64)[order]
+    return freqs, vectors
+
+
+def frequency_errors(reference: pa.Table, model: dict[str, harmonic.HarmonicResult]) -> dict:
+    """Model vs reference harmonic frequencies (cm⁻¹), per molecule and over all modes.
+
+    Modes are matched by eigenvector overlap (:func:`palirs_data.harmonic.match_modes`):
+    ``mae_cm1``/``rmse_cm1``; ``mae_sorted_cm1`` compares them in ascending order instead (a
+    lower bound when modes cross); ``min_overlap`` is the worst matched pair's overlap. Each
+    molecule also carries ``matched_cm1``, the model frequency of each reference mode.
+    """
+    per_molecule, diffs, sorted_diffs = {}, [], []
+    for name in sorted(set(reference.column("molecule").to_pylist())):
+        ref_freqs, ref_vectors = _reference_modes(reference, name)
+        result = model[name]
+        if len(result.frequencies_cm1) != len(ref_freqs):
+            raise ValueError(f"molecule '{name}': {len(result.frequencies_cm1)} model modes vs "
+                             f"{len(ref_freqs)} reference")
+        match, overlap = harmonic.match_modes(ref_vectors, result.modes)
+        matched = result.frequencies_cm1[match]
+        d, ds = matched - ref_freqs, np.sort(result.frequencies_cm1) - np.sort(ref_freqs)
         diffs.append(d)
+        sorted_diffs.append(ds)
         per_molecule[name] = {"mae_cm1": float(np.abs(d).mean()),
-                              "rmse_cm1": float(np.sqrt((d ** 2).mean()))}
-    d = np.concatenate(diffs)
+                              "rmse_cm1": float(np.sqrt((d ** 2).mean())),
+                              "mae_sorted_cm1": float(np.abs(ds).mean()),
+                              "min_overlap": float(overlap.min()),
+                              "matched_cm1": matched.tolist()}
+    d, ds = np.concatenate(diffs), np.concatenate(sorted_diffs)
     return {"mae_cm1": float(np.abs(d).mean()), "rmse_cm1": float(np.sqrt((d ** 2).mean())),
-            "per_molecule": per_molecule}
+            "mae_sorted_cm1": float(np.abs(ds).mean()), "per_molecule": per_molecule}
 
 
-def frequencies_csv(reference: pa.Table, model: dict[str, np.ndarray]) -> str:
-    """Model vs reference frequency of every mode (ascending order), for DVC plots."""
-    ref = reference.to_pydict()
-    lines = ["molecule,mode_index,reference_cm1,model_cm1"]
-    for name, predicted in model.items():
-        r = sorted(f for m, f in zip(ref["molecule"], ref["frequency_cm1"]) if m == name)
-        lines += [f'"{name}",{k},{a},{b}' for k, (a, b) in enumerate(zip(r, sorted(predicted)))]
+@dataclass
+class FrequencyReport:
+    """Harmonic frequencies of the committee-mean force field and of every member against the
+    reference: the stop rule reads ``committee["mae_cm1"]``; the spread of the members' MAEs
+    is the learning curve's error bar."""
+
+    committee: dict  # frequency_errors of the committee mean
+    members: list[dict]  # frequency_errors of each member
+
+    def metrics(self) -> dict:
+        member_mae = [m["mae_cm1"] for m in self.members]
+        per_molecule = {
+            name: {**{k: v for k, v in errors.items() if k != "matched_cm1"},
+                   "member_mae_cm1": [m["per_molecule"][name]["mae_cm1"] for m in self.members]}
+            for name, errors in self.committee["per_molecule"].items()}
+        return {
+            "frequency_mae_cm1": self.committee["mae_cm1"],
+            "frequency_rmse_cm1": self.committee["rmse_cm1"],
+            "frequency_mae_sorted_cm1": self.committee["mae_sorted_cm1"],
+            "frequency_member_mae_cm1": member_mae,
+            "frequency_member_mae_mean_cm1": float(np.mean(member_mae)),
+            "frequency_member_mae_std_cm1": float(np.std(member_mae)),
+            "frequency_per_molecule": per_molecule,
+        }
+
+
+def committee_frequencies(model_paths, equilibrium: pa.Table, reference: pa.Table, *,
+                          fmax_eVA: float, max_steps: int, hessian_step_A: float
+                          ) -> FrequencyReport:
+    """:class:`FrequencyReport` of the committee whose members are ``model_paths``."""
+    models = [load_model(p) for p in model_paths]
+    kwargs = dict(fmax_eVA=fmax_eVA, max_steps=max_steps, hessian_step_A=hessian_step_A)
+    mean = frequency_errors(reference, model_harmonics(Committee(models), equilibrium,
+                                                       **kwargs))
+    members = [frequency_errors(reference, model_harmonics(Committee([m]), equilibrium,
+                                                           **kwargs)) for m in models]
+    return FrequencyReport(mean, members)
+
+
+def frequencies_csv(reference: pa.Table, report: FrequencyReport) -> str:
+    """Reference and committee-mean frequency of every mode (matched by overlap) and each
+    member's, for DVC plots."""
+    lines = ["molecule,mode_index,reference_cm1,model_cm1,member_min_cm1,member_max_cm1"]
+    for name, errors in report.committee["per_molecule"].items():
+        ref_freqs, _ = _reference_modes(reference, name)
+        members = np.array([m["per_molecule"][name]["matched_cm1"] for m in report.members])
+        for k, (r, p) in enumerate(zip(ref_freqs, errors["matched_cm1"])):
+            lines.append(f'"{name}",{k},{r},{p},{members[:, k].min()},{members[:, k].max()}')
     return "\n".join(lines) + "\n"
 
 

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import torch
-from ase.calculators.calculator import Calculator, all_changes
 
 from palirs_data import units
-from palirs_data.committee import Committee
+from palirs_data.committee import Committee, CommitteeCalculator
 from palirs_data.config import IrConfig, LabelerConfig
 from palirs_data.dynamics import BatchedMD, Replica
 from palirs_data.spectra import SPEED_OF_LIGHT_CM_FS, ir_spectrum
@@ -335,26 +334,6 @@ def double_harmonic(committee: Committee, dipole_model: torch.nn.Module,
     dmu_dq = jacobian @ displacements  # e·Å per (Å amu^½)
     intensities = (dmu_dq ** 2).sum(0) * DEBYE_PER_EA ** 2 * KM_MOL_PER_D2_A2_AMU
     return HarmonicIr(frequencies, intensities, displacements.T.reshape(-1, n, 3))
-
-
-class CommitteeCalculator(Calculator):
-    """An ASE calculator for one molecule: committee-mean energy and forces (for the
-    minimum the double-harmonic spectrum needs)."""
-
-    implemented_properties = ["energy", "forces"]
-
-    def __init__(self, committee: Committee, numbers: np.ndarray) -> None:
-        super().__init__()
-        self.committee = committee
-        self.molecular_batch = committee.batch([np.asarray(numbers)])
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        c = self.committee
-        out = c.evaluate(self.molecular_batch,
-                         torch.as_tensor(self.atoms.positions, dtype=c.dtype, device=c.device))
-        self.results = {"energy": float(out.energy_eV[0]),
-                        "forces": out.forces_eVA.cpu().numpy().astype(np.float64)}
 
 
 #: one row per vibrational mode of the double-harmonic analysis

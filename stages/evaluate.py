@@ -1,4 +1,5 @@
-"""evaluate: harmonic-frequency error of the first committee model, and test-set errors."""
+"""evaluate: harmonic-frequency error of the committee mean and of each member, and test-set
+errors."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from palirs_data.atomic import write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.committee import Committee, load_model
 from palirs_data.config import load_params
-from palirs_data.evaluation import (errors_on_test_set, frequencies_csv, frequency_errors,
-                                    model_frequencies)
+from palirs_data.evaluation import committee_frequencies, errors_on_test_set, frequencies_csv
 
 STAGE_PARAMS = ("evaluate",)
 RUNTIME_PARAMS: tuple[str, ...] = ()
@@ -42,18 +42,18 @@ def main(
         p = load_params(params)
         paths = sorted(models.glob("model_*.model"))
         reference = harmonic.read_frequencies(frequencies)
-        predicted = model_frequencies(paths[0], structures.read_table(equilibrium),
-                                      fmax_eVA=p.evaluate.fmax_eVA,
-                                      max_steps=p.evaluate.max_steps,
-                                      hessian_step_A=p.evaluate.hessian_step_A)
-        freq = frequency_errors(reference, predicted)
+        report = committee_frequencies(paths, structures.read_table(equilibrium), reference,
+                                       fmax_eVA=p.evaluate.fmax_eVA,
+                                       max_steps=p.evaluate.max_steps,
+                                       hessian_step_A=p.evaluate.hessian_step_A)
+        freq = report.metrics()
         errors = errors_on_test_set(structures.read_table(test), Committee.load(paths),
                                     load_model(dipole) if dipole is not None else None)
-        write_text_atomic(metrics, json.dumps({
-            "frequency_mae_cm1": freq["mae_cm1"], "frequency_rmse_cm1": freq["rmse_cm1"],
-            "frequency_per_molecule": freq["per_molecule"], "test": errors}, indent=2) + "\n")
-        write_text_atomic(plot, frequencies_csv(reference, predicted))
-        return (f"frequency MAE {freq['mae_cm1']:.1f} cm-1 (RMSE {freq['rmse_cm1']:.1f}); "
+        write_text_atomic(metrics, json.dumps({**freq, "test": errors}, indent=2) + "\n")
+        write_text_atomic(plot, frequencies_csv(reference, report))
+        return (f"frequency MAE {freq['frequency_mae_cm1']:.1f} cm-1 (committee mean; members "
+                f"{freq['frequency_member_mae_mean_cm1']:.1f} ± "
+                f"{freq['frequency_member_mae_std_cm1']:.1f}); "
                 f"test RMSE E {errors['energy_rmse_meV_per_atom']:.1f} meV/atom, "
                 f"F {errors['force_rmse_meV_A']:.0f} meV/Å -> {metrics}")
 

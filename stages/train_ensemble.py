@@ -44,8 +44,9 @@ def main(
                                 help="Output plots: validation curves of every member."),
     work_dir: Path = typer.Option(Path("data/.work/train-ensemble/iter0"),
                                   help="Scratch space for mace-torch (logs, checkpoints)."),
-    reuse: Path = typer.Option(None, help="A committee directory to copy instead of "
-                               "retraining when its training fingerprint is the same."),
+    reuse: Path = typer.Option(None, help="The previous committee: copied instead of "
+                               "retrained when its training fingerprint is the same; with "
+                               "committee.retrain: continue, every member's starting point."),
 ) -> None:
     """Train every committee member from scratch on DATA."""
 
@@ -67,7 +68,8 @@ def main(
             return f"same data and settings as {reuse}: committee copied, not retrained"
         with atomic_path(models, directory=True) as tmp, dask_client(p.compute) as client:
             report = train_committee(table, e0s=energies, config=p.committee, out_dir=tmp,
-                                     work_dir=work_dir, client=client, compute=p.compute)
+                                     work_dir=work_dir, client=client, compute=p.compute,
+                                     previous=reuse)
             summary = report.summary()
             summary["e0s_eV"] = {str(z): e for z, e in sorted(energies.items())}
             summary["fingerprint"] = fingerprint

@@ -136,3 +136,40 @@ def test_training_report_metrics_and_curves(tiny_committee):
     lines = report.curves_csv().splitlines()
     assert lines[0] == "member,epoch,loss,rmse_e_meV_per_atom,rmse_f_meV_A"
     assert len(lines) == 1 + sum(m.epochs for m in report.members)
+
+
+def _max_weight_change(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """Largest change of a trained weight (the interaction, product and readout blocks, by
+    name) between two models, relative to that weight's scale."""
+    theirs = dict(b.named_parameters())
+    changes = [float((p - theirs[name]).abs().max()) / (float(p.abs().max()) or 1.0)
+               for name, p in a.named_parameters()
+               if name.startswith(("interactions", "products", "readouts"))]
+    assert len(changes) > 10
+    return max(changes)
+
+
+def test_continue_starts_from_the_previous_members(tiny_committee, methanol_data, tmp_path):
+    """retrain: continue trains each member from the previous iteration's weights (a step
+    this small leaves them nearly unchanged); retrain: scratch starts from a new
+    initialisation, far from them."""
+    from conftest import TINY_MODEL
+
+    from palirs_data.committee import load_model, train_committee
+    from palirs_data.config import CommitteeConfig
+
+    previous = tiny_committee["paths"][0].parent
+    results = {}
+    for mode in ("continue", "scratch"):
+        config = CommitteeConfig(seeds=[0, 1], model=TINY_MODEL, retrain=mode,
+                                 continue_epochs=1,
+                                 training={"max_num_epochs": 1, "lr": 1e-7, "ema": False})
+        report = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
+                                 config=config, out_dir=tmp_path / mode / "models",
+                                 work_dir=tmp_path / mode / "work", previous=previous)
+        assert [m.epochs for m in report.members] == [1, 1]
+        results[mode] = [_max_weight_change(load_model(previous / f"model_{k}.model"),
+                                            load_model(m.model))
+                         for k, m in enumerate(report.members)]
+    assert max(results["continue"]) < 1e-3, results
+    assert min(results["scratch"]) > 0.1, results

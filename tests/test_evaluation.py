@@ -20,17 +20,60 @@ def test_frequency_error_is_zero_when_the_model_is_the_reference(methanol_data):
     again = harmonic.harmonic_analysis(eq.to_atoms(), make_labeler(LabelerConfig()).calculator(),
                                        fmax_eVA=1e-3, max_steps=100, hessian_step_A=0.01,
                                        name="methanol")
-    errors = evaluation.frequency_errors(result.frequencies, {"methanol": again.frequencies_cm1})
+    errors = evaluation.frequency_errors(result.frequencies, {"methanol": again})
     assert errors["mae_cm1"] < 1e-3 and errors["rmse_cm1"] < 1e-3  # cm-1: zero up to BFGS noise
+    assert errors["per_molecule"]["methanol"]["min_overlap"] > 0.99
+
+
+def _reference_harmonics(methanol_data):
+    from palirs_data.config import LabelerConfig
+    from palirs_data.labelers import make_labeler
+
+    eq = structures.from_table(methanol_data["result"].equilibrium)[0]
+    return harmonic.harmonic_analysis(eq.to_atoms(), make_labeler(LabelerConfig()).calculator(),
+                                      fmax_eVA=1e-3, max_steps=100, hessian_step_A=0.01,
+                                      name="methanol")
 
 
 def test_frequency_errors_measure_a_known_shift(methanol_data):
+    import dataclasses
+
     ref = methanol_data["result"].frequencies
-    freqs = ref.column("frequency_cm1").to_numpy()
-    shifted = freqs + np.where(np.arange(len(freqs)) % 2, 10.0, -10.0)
+    again = _reference_harmonics(methanol_data)
+    shift = np.where(np.arange(12) % 2, 10.0, -10.0)
+    shifted = dataclasses.replace(again, frequencies_cm1=again.frequencies_cm1 + shift)
     errors = evaluation.frequency_errors(ref, {"methanol": shifted})
-    assert errors["mae_cm1"] == pytest.approx(10.0) and errors["rmse_cm1"] == pytest.approx(10.0)
-    assert errors["per_molecule"]["methanol"]["mae_cm1"] == pytest.approx(10.0)
+    assert errors["mae_cm1"] == pytest.approx(10.0, abs=1e-3)
+    assert errors["rmse_cm1"] == pytest.approx(10.0, abs=1e-3)
+    assert errors["per_molecule"]["methanol"]["mae_cm1"] == pytest.approx(10.0, abs=1e-3)
+
+
+def test_stop_rule_reads_the_committee_mean(tiny_committee, methanol_data, tmp_path):
+    """evaluate.json's frequency_mae_cm1 (what acquire's stop rule reads) is the committee
+    mean's, matched by overlap; the members' MAEs are reported beside it as the spread."""
+    import json
+
+    from palirs_data.acquisition import read_iteration
+
+    result = methanol_data["result"]
+    report = evaluation.committee_frequencies(
+        tiny_committee["paths"], result.equilibrium, result.frequencies, fmax_eVA=1e-3,
+        max_steps=200, hessian_step_A=0.01)
+    metrics = report.metrics()
+    assert metrics["frequency_mae_cm1"] == report.committee["mae_cm1"]
+    assert len(metrics["frequency_member_mae_cm1"]) == 3
+    assert metrics["frequency_member_mae_std_cm1"] == pytest.approx(
+        np.std(metrics["frequency_member_mae_cm1"]))
+    assert metrics["frequency_mae_cm1"] not in metrics["frequency_member_mae_cm1"]
+    # a one-member committee is that member
+    alone = evaluation.committee_frequencies(
+        tiny_committee["paths"][:1], result.equilibrium, result.frequencies, fmax_eVA=1e-3,
+        max_steps=200, hessian_step_A=0.01).metrics()
+    assert alone["frequency_mae_cm1"] == pytest.approx(metrics["frequency_member_mae_cm1"][0])
+    (tmp_path / "evaluate.json").write_text(json.dumps({**metrics, "test": {}}))
+    structures.write_table(methanol_data["labelled"], tmp_path / "train.parquet")
+    _, read = read_iteration(tmp_path)
+    assert read["frequency_mae_cm1"] == report.committee["mae_cm1"]
 
 
 def test_cluster_selection_gives_20_from_5_clusters():
