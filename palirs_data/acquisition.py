@@ -8,8 +8,10 @@ training table, the committee, the trajectory store and the evaluation of that i
 2. Otherwise every molecule runs committee MD (forces = committee mean, BAOAB Langevin) at each
    temperature, all of them in one batch (:class:`~palirs_data.dynamics.BatchedMD`). Each run
    starts from the last frame (positions, velocities, time) of the same molecule and
-   temperature in ``iterP``'s store, or from the reference minimum with Maxwell-Boltzmann
-   velocities the first time. Frame 0 of every trajectory in the new store is that starting
+   temperature in ``iterP``'s store, or the first time from the reference minimum with
+   Maxwell-Boltzmann velocities, thermalised under a stronger friction
+   (``acquire.thermalise_fs``, ``thermalise_friction_fs``) before any frame is written, so
+   that the run is at its temperature and not near T/2. Frame 0 of every trajectory in the new store is that starting
    state, evaluated by the new committee; it is not selected (it belongs to ``iterP``) unless
    the guard stops the run before any new frame.
 3. The guard (:class:`Guard`) stops a run at once when a frame's relative force deviation
@@ -42,7 +44,8 @@ from palirs_data import structures
 from palirs_data.atomic import keyed_work_dir
 from palirs_data.committee import Committee, CommitteeOutput, segment_reduce
 from palirs_data.config import ActiveLearningConfig, AcquireConfig, LabelConfig, LabelerConfig
-from palirs_data.dynamics import BatchedMD, Replica
+from palirs_data.dynamics import (BatchedMD, Replica, kinetic_temperatures_K, mean_with_error,
+                                  thermalise)
 from palirs_data.errors import PalirsInputError
 from palirs_data.labeling import label_table
 from palirs_data.structures import Structure
@@ -180,14 +183,17 @@ def acquisition_md(committee: Committee, minima: list[Structure], config: Acquir
                     if existing[r.key].attrs.get("stopped_at_time_fs") is None]
         if replicas:
             steps -= (existing[replicas[0].key].n_frames - 1) * config.write_every
+    guard = Guard(max_force_rel_dev=config.max_force_rel_dev,
+                  min_distance_A=config.min_distance_A, max_distance_A=config.max_distance_A)
+    if not done:  # runs that start at a minimum are thermalised first
+        thermalise(committee, [r for r in replicas if r.velocities_A_fs is None],
+                   timestep_fs=config.timestep_fs, steps=config.thermalise_steps,
+                   friction_fs=config.thermalise_friction_fs, guard=guard)
     md = BatchedMD(committee, replicas, timestep_fs=config.timestep_fs, store=store,
                    model_names=[f"iter{iteration - 1}"],
                    chunk_frames=chunk_frames) if replicas else None
     seconds, replica_steps = 0.0, 0
     if md is not None:
-        guard = Guard(max_force_rel_dev=config.max_force_rel_dev,
-                      min_distance_A=config.min_distance_A,
-                      max_distance_A=config.max_distance_A)
         if not done:
             stop = guard(md, md.output)  # a start that the new committee already distrusts
             md.record()  # frame 0: the starting state
@@ -241,6 +247,10 @@ def select_acquired(minima: list[Structure], config: AcquireConfig, *, iteration
                     force_std_max_eVA=float(unc["force_std_max_eVA"][i]),
                     force_rel_dev=float(unc["force_rel_dev"][i])))
             stopped = traj.attrs.get("stopped_at_time_fs")
+            # frame 0 is the starting state (the previous iteration's last frame): not counted
+            kinetic = kinetic_temperatures_K(numbers=m.numbers,
+                                             velocities_A_fs=traj.read("velocities_A_fs")[1:])
+            t_mean, t_se = mean_with_error(kinetic)
             runs.append({
                 "key": key, "molecule": m.molecule, "temperature_K": temperature,
                 "frames": traj.n_frames, "start_time_fs": float(t[0]),
@@ -250,6 +260,8 @@ def select_acquired(minima: list[Structure], config: AcquireConfig, *, iteration
                 "stop_reason": traj.attrs.get("stop_reason"),
                 "max_force_std_max_eVA": float(np.nanmax(unc["force_std_max_eVA"])),
                 "max_force_rel_dev": float(np.nanmax(unc["force_rel_dev"])),
+                "kinetic_temperature_K": t_mean, "kinetic_temperature_se_K": t_se,
+                "kinetic_frames": int(kinetic.size),
                 "selected": len(chosen)})
     table = structures.to_table(structures.dedupe(rows)) if rows else structures.empty_table()
     return table, runs

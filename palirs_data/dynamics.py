@@ -69,13 +69,38 @@ def _generator(seed: int, n_frames: int) -> torch.Generator:
 
 def maxwell_boltzmann(numbers: np.ndarray, temperature_K: float, generator: torch.Generator,
                       dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Velocities (Å/fs) drawn at ``temperature_K``, centre-of-mass motion removed."""
+    """Velocities (Å/fs) drawn at ``temperature_K``, centre-of-mass motion removed: the
+    kinetic energy then averages (3N−3)·kT/2 (3 degrees of freedom fewer)."""
     from ase.data import atomic_masses
 
     m = torch.as_tensor(atomic_masses[np.asarray(numbers)], dtype=dtype)[:, None]
     sigma = torch.sqrt(units.KB_EV_PER_K * temperature_K / m / units.AMU_A2_FS2_IN_EV)
     v = sigma * torch.randn((len(numbers), 3), generator=generator, dtype=dtype)
     return v - (m * v).sum(0) / m.sum()
+
+
+def kinetic_temperatures_K(*, numbers: np.ndarray, velocities_A_fs: np.ndarray) -> np.ndarray:
+    """Kinetic temperature of each frame of one trajectory, K: 2·KE/(3N·k_B), with
+    ``velocities_A_fs`` (n_frames, N, 3). A Langevin thermostat acts on all 3N degrees of
+    freedom, centre of mass included, so 3N is the count whose average is T."""
+    from ase.data import atomic_masses
+
+    m = atomic_masses[np.asarray(numbers)]
+    ke = 0.5 * np.einsum("i,fij->f", m, np.asarray(velocities_A_fs) ** 2)
+    return 2 * ke * units.AMU_A2_FS2_IN_EV / (3 * len(m) * units.KB_EV_PER_K)
+
+
+def mean_with_error(values: np.ndarray, *, blocks: int = 10) -> tuple[float, float]:
+    """Mean of a correlated time series and its standard error by block averaging (the
+    series cut into ``blocks`` consecutive blocks; fewer values than blocks: each value a
+    block)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    n = min(blocks, values.size)
+    means = np.array([b.mean() for b in np.array_split(values, n)])
+    se = means.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
+    return float(values.mean()), float(se)
 
 
 def kinetic_energy_eV(batch: MolecularBatch, velocities: torch.Tensor) -> torch.Tensor:
@@ -290,3 +315,35 @@ class BatchedMD:
         stopped = [r.key for r in self.replicas if r.stopped_at_step is not None]
         return MDReport(step if n_steps else 0, replica_steps, written, stopped,
                         _time.perf_counter() - start)
+
+
+def thermalise(committee: Committee, replicas: Sequence[Replica], *, timestep_fs: float,
+               steps: int, friction_fs: float, guard: Guard | None = None) -> list[str]:
+    """Bring ``replicas`` to their temperature before any of their frames count.
+
+    A replica that starts at a minimum with Maxwell-Boltzmann velocities at T shares its
+    kinetic energy with the potential and sits near T/2; under the weak friction of the
+    production runs (1/γ = 1 ps) it needs several ps to recover. Here each replica runs
+    ``steps`` steps of Langevin MD with the stronger ``friction_fs`` (several relaxation times
+    1/γ in all), writing nothing; it then starts from the final positions and velocities, its
+    time still at 0. The noise comes from a seed derived from the replica's own, so the
+    production noise does not replay it. Returns the keys of replicas the ``guard`` stopped
+    (they keep their starting state).
+    """
+    if not replicas or steps <= 0:
+        return []
+    warm = [Replica(key=r.key, molecule=r.molecule, numbers=r.numbers,
+                    positions_A=np.asarray(r.positions_A), temperature_K=r.temperature_K,
+                    friction_fs=max(friction_fs, r.friction_fs),
+                    seed=int(np.random.SeedSequence([r.seed, 1]).generate_state(1)[0]),
+                    velocities_A_fs=r.velocities_A_fs) for r in replicas]
+    md = BatchedMD(committee, warm, timestep_fs=timestep_fs)
+    md.run(steps, write_every=steps + 1, guard=guard)
+    for k, (x, v) in zip(md.active, zip(md.positions, md.velocities)):
+        replicas[k].positions_A = x.cpu().numpy().astype(np.float64)
+        replicas[k].velocities_A_fs = v.cpu().numpy().astype(np.float64)
+    stopped = [warm[k].key for k in range(len(warm)) if k not in md.active]
+    if stopped:
+        log.warning("thermalisation: the guard stopped %s; they start from their initial "
+                    "state", ", ".join(stopped))
+    return stopped

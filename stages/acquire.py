@@ -74,7 +74,10 @@ def main(
         if m["converged"]:
             return (f"converged at {previous.name} (frequency MAE "
                     f"{m['previous_frequency_mae_cm1']:.2f} cm-1): table unchanged -> {output}")
-        return (f"{len(m['runs'])} runs ({m['guard_stops']} stopped by the guard), "
+        temps = ", ".join(f"{r['temperature_K']:g}->{r['kinetic_temperature_K']:.0f}"
+                          for r in m["runs"])
+        return (f"{len(m['runs'])} runs ({m['guard_stops']} stopped by the guard; mean "
+                f"kinetic temperature, K: {temps}), "
                 f"{m['n_selected']} frames selected, {m['n_labelled']} labelled, "
                 f"{m['n_failed']} failed; {m['n_train']} labelled structures -> {output}")
 

@@ -134,3 +134,45 @@ def test_maxwell_boltzmann_has_the_right_temperature(tiny_committee, minimum):
     T = dynamics.kinetic_temperature_K(batch, v).mean()
     # COM removal takes 3 of 3N degrees of freedom: expected 500 * (3N-3)/3N
     assert float(T) == pytest.approx(500.0 * 15 / 18, rel=0.03)
+    momentum = (torch.as_tensor(batch.masses_amu)[:, None] * v).reshape(400, 6, 3).sum(1)
+    assert float(momentum.abs().max()) < 1e-12  # zero total momentum, replica by replica
+
+
+def test_thermalised_runs_sit_at_their_temperature(tiny_committee, minimum):
+    """Started at the minimum with Maxwell-Boltzmann velocities, a weakly coupled run sits
+    near T/2 (kinetic energy shares out into the potential); thermalised first under a strong
+    friction, it starts and stays at T."""
+    committee = tiny_committee["committee"]
+    kwargs = dict(T=400.0, gamma=0.001)
+
+    def production(replicas):
+        md = dynamics.BatchedMD(committee, replicas, timestep_fs=0.5)
+        temps = []
+        for _ in range(200):  # 100 fs: far shorter than 1/gamma = 1 ps
+            md.step()
+            temps.append(dynamics.kinetic_temperature_K(md.batch, md._v).numpy())
+        return float(np.mean(temps))
+
+    cold = production([_replica(minimum, f"c{k}", seed=k, **kwargs) for k in range(24)])
+    warm = [_replica(minimum, f"w{k}", seed=k, **kwargs) for k in range(24)]
+    stopped = dynamics.thermalise(committee, warm, timestep_fs=0.5, steps=500, friction_fs=0.02)
+    assert stopped == [] and all(r.velocities_A_fs is not None for r in warm)
+    assert all(r.time_fs == 0.0 for r in warm)
+    hot = production(warm)
+    # 24 replicas x 100 fs of a 6-atom molecule: a few per cent of statistical error
+    assert hot == pytest.approx(400.0, rel=0.08), hot
+    assert cold < 0.8 * 400.0, cold
+
+
+def test_kinetic_temperature_of_a_trajectory_and_its_error():
+    numbers = np.array([8, 1, 1])
+    rng = np.random.default_rng(0)
+    from ase.data import atomic_masses
+
+    from palirs_data import units
+
+    sigma = np.sqrt(units.KB_EV_PER_K * 300.0 / atomic_masses[numbers] / units.AMU_A2_FS2_IN_EV)
+    v = rng.normal(size=(20000, 3, 3)) * sigma[None, :, None]
+    temps = dynamics.kinetic_temperatures_K(numbers=numbers, velocities_A_fs=v)
+    mean, se = dynamics.mean_with_error(temps, blocks=20)
+    assert abs(mean - 300.0) < 4 * se and 0.5 < se < 3.0  # 300 * sqrt(2/9/20000) = 1 K
