@@ -20,6 +20,13 @@ from palirs_data.errors import PalirsInputError
 from palirs_data.molecules import Molecule, check_name
 
 
+def _positive_temperatures(values: list[float]) -> list[float]:
+    bad = [t for t in values if not t > 0]
+    if bad:
+        raise ValueError(f"temperatures must be positive (K), got {bad[0]:g}")
+    return values
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -110,18 +117,16 @@ class LabelerConfig(Strict):
 
 
 class SampleConfig(Strict):
+    """The initial data (:mod:`palirs_data.harmonic`): ``frames_per_mode`` × n_vib geometries
+    per molecule, drawn by ``sampler`` at ``temperature_K``."""
+
     fmax_eVA: float = Field(0.001, gt=0)  # BFGS convergence: max force, eV/Å
     max_steps: int = Field(2000, ge=1)
     hessian_step_A: float = Field(0.01, gt=0, le=0.1)  # finite-difference displacement, Å
-    temperature_K: float = Field(300.0, gt=0)  # amplitude of the normal-mode samples
-    frames_per_mode: int = Field(10, ge=2)
-
-    @field_validator("frames_per_mode")
-    @classmethod
-    def _even(cls, v: int) -> int:
-        if v % 2:
-            raise ValueError("must be even (odd counts repeat geometries along a mode)")
-        return v
+    sampler: Literal["thermal", "wigner", "ase"] = "thermal"
+    temperature_K: float = Field(300.0, gt=0)  # temperature of the normal-mode samples
+    frames_per_mode: int = Field(10, ge=1)
+    seed: int = 0  # draws of the thermal and Wigner samplers
 
 
 class LabelConfig(Strict):
@@ -212,12 +217,18 @@ class MaceTrainingConfig(Strict):
 
 
 class CommitteeConfig(Strict):
+    """The committee: one MACE model per seed on the same data. Each iteration retrains it
+    from scratch (``retrain: scratch``, the method) or continues every member from the
+    previous iteration's weights for ``continue_epochs`` epochs (``retrain: continue``)."""
+
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     valid_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 0
     elements: list[str] = Field(default_factory=lambda: ["H", "C", "N", "O"], min_length=1)
     model: MaceModelConfig = MaceModelConfig()
     training: MaceTrainingConfig = MaceTrainingConfig()
+    retrain: Literal["scratch", "continue"] = "scratch"
+    continue_epochs: int = Field(50, ge=1)
 
     @field_validator("seeds")
     @classmethod
@@ -281,9 +292,18 @@ class AcquireConfig(Strict):
 
     temperatures_K: list[float] = Field(default_factory=lambda: [300.0, 500.0, 700.0],
                                         min_length=1)
+
+    @field_validator("temperatures_K")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        return _positive_temperatures(v)
     duration_fs: float = Field(5000.0, gt=0)  # per iteration; each run continues the last
     timestep_fs: float = Field(0.5, gt=0)
     friction_fs: float = Field(0.001, ge=0)  # Langevin γ, fs⁻¹
+    # a run that starts at a minimum is first thermalised this long under this friction
+    # (several 1/γ), writing nothing
+    thermalise_fs: float = Field(250.0, ge=0)
+    thermalise_friction_fs: float = Field(0.02, gt=0)
     write_every: int = Field(2, ge=1)  # frames kept (candidates, continuation) every N steps
     per_temperature: int = Field(5, ge=1)  # frames selected per molecule and temperature
     min_spacing_fs: float = Field(25.0, ge=0)  # least time between two selected frames
@@ -305,6 +325,10 @@ class AcquireConfig(Strict):
     @property
     def n_steps(self) -> int:
         return int(round(self.duration_fs / self.timestep_fs))
+
+    @property
+    def thermalise_steps(self) -> int:
+        return int(round(self.thermalise_fs / self.timestep_fs))
 
 
 _ITERATION = re.compile(r"^iter([0-9]+)$")
@@ -343,6 +367,11 @@ class IrConfig(Strict):
     line by about γ/(2πc): 0.01 fs⁻¹ adds some 50 cm⁻¹, the default 0.001 fs⁻¹ about 5."""
 
     temperatures_K: list[float] = Field(default_factory=lambda: [300.0], min_length=1)
+
+    @field_validator("temperatures_K")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        return _positive_temperatures(v)
     trajectories: int = Field(3, ge=1)  # independent runs per molecule and temperature
     timestep_fs: float = Field(0.5, gt=0)
     friction_fs: float = Field(0.001, ge=0)

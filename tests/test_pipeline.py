@@ -65,14 +65,14 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     git = ["git", "-c", "user.name=palirs test", "-c", "user.email=test@palirs.invalid"]
     _run(["git", "clone", "-q", str(REPO), str(repo)], tmp_path, env)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["committee"]["training"]["max_num_epochs"] = 3
+    params["committee"]["training"].update(max_num_epochs=3, batch_size=10)
     params["committee"]["model"]["num_channels"] = 8
-    params["dipole"]["training"]["max_num_epochs"] = 3
+    params["dipole"]["training"].update(max_num_epochs=3, batch_size=10)
     params["dipole"]["model"]["num_channels"] = 8
     params["test_set"].update(duration_fs=100.0, n_candidates=40)
     params["active_learning"]["iterations"] = {"iter1": "iter0", "iter2": "iter1"}
     params["active_learning"]["acquire"].update(
-        duration_fs=40.0, min_spacing_fs=2.0,
+        duration_fs=40.0, min_spacing_fs=2.0, thermalise_fs=20.0,
         max_force_rel_dev=1e9)  # 3-epoch models would trip the guard at once (tested apart)
     params["ir"].update(thermalise_fs=20.0, produce_fs=200.0, max_correlation_fs=50.0)
     params["reference_md"].update(thermalise_fs=20.0, produce_fs=200.0)

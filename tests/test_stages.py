@@ -70,7 +70,16 @@ BAD_PARAMS = {
     "unknown section": ({"sampel": {}}, "sampel: unknown key"),
     "wrong type": ({"sample": {"fmax_eVA": "tight"}},
                    "sample.fmax_eVA: Input should be a valid number"),
-    "odd frames": ({"sample": {"frames_per_mode": 7}}, "sample.frames_per_mode"),
+    "no frames": ({"sample": {"frames_per_mode": 0}}, "sample.frames_per_mode"),
+    "unknown sampler": ({"sample": {"sampler": "wignr"}},
+                        "sample.sampler: Input should be 'thermal', 'wigner' or 'ase'"),
+    "negative sample temperature": ({"sample": {"temperature_K": -300}},
+                                    "sample.temperature_K: Input should be greater than 0"),
+    "negative acquire temperature": (
+        {"active_learning": {"acquire": {"temperatures_K": [300, -500]}}},
+        "active_learning.acquire.temperatures_K: temperatures must be positive (K), got -500"),
+    "negative ir temperature": ({"ir": {"temperatures_K": [-300]}},
+                                "ir.temperatures_K: temperatures must be positive"),
     "unsafe name": ({"molecules": {"names": ["x"], "custom": [
         {"name": "../../x", "smiles": "C"}]}}, "invalid molecule name"),
 }
