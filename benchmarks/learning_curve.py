@@ -65,7 +65,6 @@ def run_seed(seed: int, *, iterations: int, overrides: list[str], root: Path) ->
     subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "campaign"], cwd=clone,
                    check=True, env=env)
     wall = time.perf_counter() - start
-    sys.path.insert(0, str(clone))
     from palirs_data.campaign import summarise
     from palirs_data.config import load_params
 
