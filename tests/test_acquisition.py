@@ -141,7 +141,7 @@ def test_guard_stops_non_finite_and_exploding_frames(tiny_committee, minimum):
 def test_acquisition_continues_exactly_and_selects_per_temperature(tiny_committee, minimum,
                                                                    tmp_path):
     config = AcquireConfig(temperatures_K=[300.0, 700.0], duration_fs=20.0, write_every=2,
-                           per_temperature=3, min_spacing_fs=2.0, friction_fs=0.01,
+                           thermalise_fs=10.0, per_temperature=3, min_spacing_fs=2.0, friction_fs=0.01,
                            max_force_rel_dev=1e9)  # tiny models: no guard here
     committee = tiny_committee["committee"]
     first = TrajectoryStore(tmp_path / "iter1.zarr")
@@ -182,7 +182,7 @@ def test_acquisition_md_killed_and_continued_equals_an_uninterrupted_run(tiny_co
     from palirs_data.acquisition import acquisition_md
 
     config = AcquireConfig(temperatures_K=[300.0, 700.0], duration_fs=30.0, write_every=2,
-                           friction_fs=0.01, max_force_rel_dev=1e9)
+                           thermalise_fs=10.0, friction_fs=0.01, max_force_rel_dev=1e9)
     committee = tiny_committee["committee"]
     whole = TrajectoryStore(tmp_path / "whole.zarr")
     acquisition_md(committee, [minimum], config, iteration=1, store=whole, chunk_frames=8)
