@@ -123,12 +123,12 @@ def iteration_seed(seed: int, iteration: int, index: int) -> int:
 
 def acquisition_replicas(minima: list[Structure], config: AcquireConfig, *, iteration: int,
                          previous: TrajectoryStore | None) -> list[Replica]:
-    """One replica per molecule and temperature, continuing ``previous`` where it has the
-    trajectory."""
+    """``config.replicas`` runs per molecule and temperature, continuing ``previous`` where
+    it has the trajectory."""
     replicas = []
     for s in minima:
-        for t in config.temperatures_K:
-            key = trajectory_key(s.molecule, t, 0)
+        for t, k in ((t, k) for t in config.temperatures_K for k in range(config.replicas)):
+            key = trajectory_key(s.molecule, t, k)
             r = Replica(key=key, molecule=s.molecule, numbers=s.numbers,
                         positions_A=s.positions_A, temperature_K=t,
                         friction_fs=config.friction_fs,
@@ -219,6 +219,32 @@ def acquisition_md_task(committee_paths: list[str], minima: list[Structure],
     return {**out, "worker": worker_name(), "device": dev}
 
 
+def _finite(x: float) -> float | None:
+    """``x``, or None where it is not a number (JSON has no NaN)."""
+    return float(x) if np.isfinite(x) else None
+
+
+def _run_record(m: Structure, temperature: float, key: str, traj, t: np.ndarray,
+                unc: dict[str, np.ndarray], config: AcquireConfig) -> dict:
+    """What ``acquire.json`` says about one run: its span, why it stopped, its uncertainty
+    and its mean kinetic temperature (null for a run stopped at its first frame)."""
+    stopped = traj.attrs.get("stopped_at_time_fs")
+    # frame 0 is the starting state (the previous iteration's last frame): not counted
+    kinetic = kinetic_temperatures_K(numbers=m.numbers,
+                                     velocities_A_fs=traj.read("velocities_A_fs")[1:])
+    t_mean, t_se = mean_with_error(kinetic)
+    return {
+        "key": key, "molecule": m.molecule, "temperature_K": temperature,
+        "frames": traj.n_frames, "start_time_fs": float(t[0]), "end_time_fs": float(t[-1]),
+        "stopped_at_step": (None if stopped is None else
+                            int(round((stopped - t[0]) / config.timestep_fs))),
+        "stop_reason": traj.attrs.get("stop_reason"),
+        "max_force_std_max_eVA": _finite(np.nanmax(unc["force_std_max_eVA"])),
+        "max_force_rel_dev": _finite(np.nanmax(unc["force_rel_dev"])),
+        "kinetic_temperature_K": _finite(t_mean), "kinetic_temperature_se_K": _finite(t_se),
+        "kinetic_frames": int(kinetic.size), "selected": 0}
+
+
 def select_acquired(minima: list[Structure], config: AcquireConfig, *, iteration: int,
                     store: TrajectoryStore) -> tuple[pa.Table, list[dict]]:
     """The most uncertain frames of each run in ``store`` (module docstring, step 4), and one
@@ -226,43 +252,41 @@ def select_acquired(minima: list[Structure], config: AcquireConfig, *, iteration
     rows, runs = [], []
     for m in minima:
         for temperature in config.temperatures_K:
-            key = trajectory_key(m.molecule, temperature, 0)
-            traj = store[key]
-            t = traj.read("time_fs")
-            unc = {"force_std_max_eVA": traj.read("force_std_max_eVA"),
-                   "force_rel_dev": traj.read("force_rel_dev")}
-            # frame 0 (the starting state) is a candidate only when the guard stopped the run
-            # before any new frame: the committee distrusts the start itself, and without its
-            # label the next iteration would start from the same state again
-            first = 1 if traj.n_frames > 1 else 0
-            chosen = first + select_frames(t[first:], unc[config.uncertainty][first:],
-                                           n=config.per_temperature,
-                                           min_spacing_fs=config.min_spacing_fs)
-            positions = traj.read("positions_A")
-            for i in chosen:
+            # the candidates of all replicas, selected together: replica k's times are shifted
+            # past replica k-1's so that the spacing rule acts within a run only
+            cand: list[tuple[int, np.ndarray]] = []  # (replica, frame indices)
+            times, uncs, offset = [], [], 0.0
+            for k in range(config.replicas):
+                key = trajectory_key(m.molecule, temperature, k)
+                traj = store[key]
+                t = traj.read("time_fs")
+                unc = {"force_std_max_eVA": traj.read("force_std_max_eVA"),
+                       "force_rel_dev": traj.read("force_rel_dev")}
+                # frame 0 (the starting state) is a candidate only when the guard stopped the
+                # run before any new frame: the committee distrusts the start itself, and
+                # without its label the next iteration would start from the same state again
+                first = 1 if traj.n_frames > 1 else 0
+                idx = np.arange(first, traj.n_frames)
+                cand.append((k, idx))
+                times.append(t[idx] - t[0] + offset)
+                uncs.append(unc[config.uncertainty][idx])
+                offset = float(times[-1].max(initial=0.0)) + config.min_spacing_fs + 1.0
+                runs.append(_run_record(m, temperature, key, traj, t, unc, config))
+            owner = np.concatenate([np.full(len(i), k) for k, i in cand])
+            frame = np.concatenate([i for _, i in cand])
+            chosen = select_frames(np.concatenate(times), np.concatenate(uncs),
+                                   n=config.per_temperature, min_spacing_fs=config.min_spacing_fs)
+            for c in chosen:
+                k, i = int(owner[c]), int(frame[c])
+                traj = store[trajectory_key(m.molecule, temperature, k)]
                 rows.append(Structure(
-                    molecule=m.molecule, numbers=m.numbers, positions_A=positions[i],
+                    molecule=m.molecule, numbers=m.numbers,
+                    positions_A=traj.read("positions_A")[i],
                     source="active_learning", charge_e=m.charge_e, multiplicity=m.multiplicity,
                     iteration=iteration, temperature_K=temperature,
-                    force_std_max_eVA=float(unc["force_std_max_eVA"][i]),
-                    force_rel_dev=float(unc["force_rel_dev"][i])))
-            stopped = traj.attrs.get("stopped_at_time_fs")
-            # frame 0 is the starting state (the previous iteration's last frame): not counted
-            kinetic = kinetic_temperatures_K(numbers=m.numbers,
-                                             velocities_A_fs=traj.read("velocities_A_fs")[1:])
-            t_mean, t_se = mean_with_error(kinetic)
-            runs.append({
-                "key": key, "molecule": m.molecule, "temperature_K": temperature,
-                "frames": traj.n_frames, "start_time_fs": float(t[0]),
-                "end_time_fs": float(t[-1]),
-                "stopped_at_step": (None if stopped is None else
-                                    int(round((stopped - t[0]) / config.timestep_fs))),
-                "stop_reason": traj.attrs.get("stop_reason"),
-                "max_force_std_max_eVA": float(np.nanmax(unc["force_std_max_eVA"])),
-                "max_force_rel_dev": float(np.nanmax(unc["force_rel_dev"])),
-                "kinetic_temperature_K": t_mean, "kinetic_temperature_se_K": t_se,
-                "kinetic_frames": int(kinetic.size),
-                "selected": len(chosen)})
+                    force_std_max_eVA=float(traj.read("force_std_max_eVA")[i]),
+                    force_rel_dev=float(traj.read("force_rel_dev")[i])))
+                runs[-config.replicas + k]["selected"] += 1
     table = structures.to_table(structures.dedupe(rows)) if rows else structures.empty_table()
     return table, runs
 
@@ -346,7 +370,8 @@ def _md(committee_paths: list[Path], minima: list[Structure], config: AcquireCon
                     minima, config, iteration, str(store_path.resolve()),
                     str(previous_path.resolve()) if previous_path else None,
                     config=compute or ComputeConfig(), gpu=True)
-    total = len(minima) * len(config.temperatures_K) * (config.n_steps // config.write_every + 1)
+    total = (len(minima) * len(config.temperatures_K) * config.replicas
+             * (config.n_steps // config.write_every + 1))
     return watch_store(future, store_path, total_frames=total, label="md (Dask)",
                        progress=progress)
 

@@ -305,6 +305,10 @@ class AcquireConfig(Strict):
     thermalise_fs: float = Field(250.0, ge=0)
     thermalise_friction_fs: float = Field(0.02, gt=0)
     write_every: int = Field(2, ge=1)  # frames kept (candidates, continuation) every N steps
+    # independent runs per molecule and temperature (own seeds, each continued across
+    # iterations): more candidates per selection, and a pooled kinetic temperature that one
+    # short run of a small molecule is too noisy to give
+    replicas: int = Field(1, ge=1)
     per_temperature: int = Field(5, ge=1)  # frames selected per molecule and temperature
     min_spacing_fs: float = Field(25.0, ge=0)  # least time between two selected frames
     uncertainty: Literal["force_std_max_eVA", "force_rel_dev"] = "force_std_max_eVA"

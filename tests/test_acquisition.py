@@ -173,6 +173,37 @@ def test_acquisition_continues_exactly_and_selects_per_temperature(tiny_committe
             assert sorted(rows.column("force_std_max_eVA").to_pylist()) == sorted(u[expected])
 
 
+def test_replicas_per_temperature_are_selected_together(tiny_committee, minimum, tmp_path):
+    """``acquire.replicas`` runs per molecule and temperature, each its own trajectory and
+    seed; the frames of all of them compete for the ``per_temperature`` picks, and every run
+    reports its own kinetic temperature. With one replica the first run is unchanged."""
+    config = AcquireConfig(temperatures_K=[300.0], duration_fs=20.0, write_every=2,
+                           thermalise_fs=10.0, per_temperature=4, min_spacing_fs=2.0,
+                           friction_fs=0.01, max_force_rel_dev=1e9, replicas=3)
+    committee = tiny_committee["committee"]
+    store = TrajectoryStore(tmp_path / "three.zarr")
+    report = run_acquisition(committee, [minimum], config, iteration=1, store=store)
+    keys = [f"methanol/300K/{k}" for k in range(3)]
+    assert sorted(store.keys()) == keys
+    assert [r["key"] for r in report.runs] == keys
+    x = [store[k].read("positions_A")[1:] for k in keys]
+    assert not np.allclose(x[0], x[1]) and not np.allclose(x[1], x[2])
+    assert sum(r["selected"] for r in report.runs) == report.table.num_rows == 4
+    assert all(r["kinetic_frames"] == 20 and r["kinetic_temperature_K"] > 0
+               for r in report.runs)
+    # the picks are the 4 most uncertain of all candidates (spacing only within a run)
+    u = np.concatenate([store[k].read("force_std_max_eVA")[1:] for k in keys])
+    picked = sorted(report.table.column("force_std_max_eVA").to_pylist())
+    assert picked[-1] == pytest.approx(u.max())
+    assert picked[0] >= np.sort(u)[-10]  # each pick may skip its 2 neighbours
+    single = TrajectoryStore(tmp_path / "one.zarr")
+    run_acquisition(committee, [minimum], config.model_copy(update={"replicas": 1}),
+                    iteration=1, store=single)
+    # (equal up to the last bits that a larger batch's summation order changes)
+    np.testing.assert_allclose(single["methanol/300K/0"].read("positions_A"),
+                               store["methanol/300K/0"].read("positions_A"), atol=1e-9)
+
+
 def test_acquisition_md_killed_and_continued_equals_an_uninterrupted_run(tiny_committee,
                                                                          minimum, tmp_path):
     """An acquisition whose MD was killed after its second chunk, with one trajectory's last

@@ -78,6 +78,8 @@ BAD_PARAMS = {
     "negative acquire temperature": (
         {"active_learning": {"acquire": {"temperatures_K": [300, -500]}}},
         "active_learning.acquire.temperatures_K: temperatures must be positive (K), got -500"),
+    "no acquisition runs": ({"active_learning": {"acquire": {"replicas": 0}}},
+                            "active_learning.acquire.replicas"),
     "negative ir temperature": ({"ir": {"temperatures_K": [-300]}},
                                 "ir.temperatures_K: temperatures must be positive"),
     "unsafe name": ({"molecules": {"names": ["x"], "custom": [
