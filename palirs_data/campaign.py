@@ -40,7 +40,8 @@ CURVE_COLUMNS = ("iteration", "n_train", "labels_per_molecule_min", "added",
                  "frequency_mae_cm1", "frequency_member_mae_std_cm1",
                  "frequency_mae_sorted_cm1", "frequency_rmse_cm1",
                  "test_energy_rmse_meV_per_atom",
-                 "test_force_rmse_meV_A", "max_force_std_max_eVA", "guard_stops")
+                 "test_force_rmse_meV_A", "test_force_std_error_spearman",
+                 "max_force_std_max_eVA", "guard_stops")
 
 
 def iteration_names(config: ActiveLearningConfig) -> list[str]:
@@ -80,6 +81,7 @@ def iteration_record(directory: Path) -> dict:
         "runs": acquired.get("runs", []),
         "test_energy_rmse_meV_per_atom": evaluation["test"]["energy_rmse_meV_per_atom"],
         "test_force_rmse_meV_A": evaluation["test"]["force_rmse_meV_A"],
+        "test_force_std_error_spearman": evaluation["test"].get("force_std_error_spearman"),
         "max_force_std_max_eVA": acquired.get("max_force_std_max_eVA"),
         "guard_stops": acquired.get("guard_stops", 0),
         "acquire_seconds": acquired.get("seconds", 0.0),
@@ -99,7 +101,7 @@ def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[di
         **{k: last[k] for k in ("n_train", "labels_per_molecule", "frequency_mae_cm1",
                                 "frequency_member_mae_std_cm1", "frequency_mae_sorted_cm1",
                                 "frequency_rmse_cm1", "test_energy_rmse_meV_per_atom",
-                                "test_force_rmse_meV_A")},
+                                "test_force_rmse_meV_A", "test_force_std_error_spearman")},
         # this iteration's acquisition: labels added, largest committee spread, guard stops
         "added": last["added"], "max_force_std_max_eVA": last["max_force_std_max_eVA"],
         "guard_stops": last["guard_stops"],

@@ -294,10 +294,25 @@ def _mae_rmse(d: np.ndarray) -> tuple[float, float]:
     return float(np.abs(d).mean()), float(np.sqrt((d ** 2).mean()))
 
 
+def uncertainty_correlation(uncertainty: np.ndarray, error: np.ndarray) -> dict:
+    """Spearman (rank) and Pearson correlation of a per-structure uncertainty with the
+    per-structure error: near 1 when the committee's spread ranks structures as their errors
+    do (None with fewer than 3 structures or a constant input)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    u, e = np.asarray(uncertainty, dtype=float), np.asarray(error, dtype=float)
+    if u.size < 3 or np.ptp(u) == 0 or np.ptp(e) == 0:
+        return {"force_std_error_spearman": None, "force_std_error_pearson": None}
+    return {"force_std_error_spearman": float(spearmanr(u, e).statistic),
+            "force_std_error_pearson": float(pearsonr(u, e).statistic)}
+
+
 def errors_on_test_set(test: pa.Table, committee: Committee,
                        dipole_model: torch.nn.Module | None = None) -> dict:
     """Energy (meV and meV/atom) and force (meV/Å, per component) MAE and RMSE of the
-    committee mean on the labelled rows, and the dipole model's when one is given."""
+    committee mean on the labelled rows, the correlation of the committee's force spread with
+    its force error per structure (:func:`uncertainty_correlation`), and the dipole model's
+    errors when one is given."""
     rows = [s for s in structures.from_table(test) if s.label_status == "ok"]
     pred = committee.predict_table(structures.to_table(rows))
     e_ref = np.array([s.energy_eV for s in rows])
@@ -308,6 +323,11 @@ def errors_on_test_set(test: pa.Table, committee: Committee,
     out["energy_mae_meV"], out["energy_rmse_meV"] = _mae_rmse(de)
     out["energy_mae_meV_per_atom"], out["energy_rmse_meV_per_atom"] = _mae_rmse(de / n_atoms)
     out["force_mae_meV_A"], out["force_rmse_meV_A"] = _mae_rmse(df.ravel())
+    # does the committee's spread flag its errors? per structure: largest atomic force error
+    # of the committee mean vs the largest atomic force std (what acquisition selects by)
+    err_max = np.array([np.linalg.norm(p - s.forces_eVA, axis=1).max()
+                        for p, s in zip(pred["pred_forces_eVA"], rows)])
+    out.update(uncertainty_correlation(pred["pred_force_std_max_eVA"], err_max))
     if dipole_model is not None:
         out.update(dipole_errors(test, dipole_model))
     return out

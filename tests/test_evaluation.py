@@ -178,3 +178,29 @@ def test_md_streams_dipoles_into_the_store(tiny_committee, tiny_dipole_model, me
     expected = predict_dipoles(tiny_dipole_model["model"], batch,
                                torch.as_tensor(traj.last("positions_A")))[0].numpy()
     np.testing.assert_allclose(traj.last("dipole_eA"), expected, atol=1e-12)
+
+
+def test_force_spread_that_tracks_the_error_correlates_fully(tiny_committee, methanol_data):
+    """Reference forces = committee mean + an error on one atom proportional to the
+    committee's largest force std: the per-structure rank correlation is 1; errors unrelated
+    to the spread (a shuffled assignment) correlate far less."""
+    committee = tiny_committee["committee"]
+    rows = [s for s in structures.from_table(methanol_data["labelled"])[:24]]
+    pred = committee.predict_table(structures.to_table(rows))
+    std = pred["pred_force_std_max_eVA"]
+    assert np.ptp(std) > 0
+
+    def labelled(scale):
+        for k, s in enumerate(rows):
+            s.energy_eV = float(pred["pred_energy_eV"][k])
+            s.forces_eVA = pred["pred_forces_eVA"][k].copy()
+            s.forces_eVA[0, 0] += 3.0 * scale[k]
+        return evaluation.errors_on_test_set(structures.to_table(rows), committee)
+
+    tracked = labelled(std)
+    assert tracked["force_std_error_spearman"] == pytest.approx(1.0)
+    assert tracked["force_std_error_pearson"] == pytest.approx(1.0)
+    shuffled = labelled(np.random.default_rng(0).permutation(std))
+    assert shuffled["force_std_error_spearman"] < 0.6
+    assert evaluation.uncertainty_correlation(np.ones(5), np.arange(5.0)) == {
+        "force_std_error_spearman": None, "force_std_error_pearson": None}
