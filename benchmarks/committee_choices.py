@@ -1,0 +1,189 @@
+"""What a whole committee gains from one change: cutoff, split, hot frames, schedule, warm start.
+
+Run: python benchmarks/committee_choices.py [--variants r3 r4 ...] [--seeds 0 1 2]
+     [--table data/campaign/iter3/train.parquet] [--parallel 2]
+
+Every variant trains a committee (one member per seed, ``committee.train_member`` with
+params.yaml's ``committee`` settings and the changes of the variant, 1 thread each, --parallel
+side by side) on the same labelled table, by default the demo campaign's last training table
+(``dvc pull`` or the README's main command makes it), and measures what the pipeline
+measures: the committee-mean harmonic-frequency MAE against the reference (modes matched by
+overlap, ``evaluation.committee_frequencies``), each member's MAE, and the test-set errors of
+the committee mean (``data/test/test_set.parquet``). A single member moves by 2-3 cm-1 between
+seeds, so compare committees, and read a difference smaller than the members' spread as none.
+
+The README's figures were measured on the 165-structure iter3 table of the lock at commit
+ee67ec5 (``git checkout ee67ec5 -- dvc.lock && dvc checkout``); ``r3_continue`` starts from
+that lock's iteration-0 committee (r_max 3 Å), so take both from one lock.
+
+``--dipole`` trains the dipole-model variants instead (one model each, test RMSE in mDebye).
+The README section "What makes the committee converge" quotes this script's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: name: (changes to committee.model, to committee.training, other settings)
+VARIANTS = {
+    "r3": ({"r_max_A": 3.0}, {}, {}),  # the settings before this table
+    "r3_split1": ({"r_max_A": 3.0}, {}, {"split_seed": 1}),
+    "r3_no_hot": ({"r_max_A": 3.0}, {}, {"max_temperature_K": 300.0}),
+    "r3_exp_lr": ({"r_max_A": 3.0}, {"extra_args": ["--scheduler", "ExponentialLR",
+                                                    "--lr_scheduler_gamma", "0.975"]}, {}),
+    # fine-tuning iteration 0's members for 50 epochs (retrain: continue, in one step)
+    "r3_continue": ({"r_max_A": 3.0}, {"max_num_epochs": 50},
+                    {"continue_from": "data/campaign/iter0/committee"}),
+    "r4": ({"r_max_A": 4.0}, {}, {}),
+    "r5": ({"r_max_A": 5.0}, {}, {}),
+}
+#: name: (changes to dipole.model, to dipole.training)
+DIPOLE_VARIANTS = {
+    "d_r3_bs10_e100": ({"r_max_A": 3.0}, {"batch_size": 10, "max_num_epochs": 100}),
+    "d_r5_bs10_e100": ({"r_max_A": 5.0}, {"batch_size": 10, "max_num_epochs": 100}),
+    "d_r5_32ch_bs5_e100": ({"r_max_A": 5.0, "num_channels": 32},
+                           {"batch_size": 5, "max_num_epochs": 100}),
+    "d_r5_bs5_e200": ({"r_max_A": 5.0}, {"batch_size": 5, "max_num_epochs": 200}),
+}
+
+
+def _table(path: Path, settings: dict):
+    import pyarrow.compute as pc
+
+    from palirs_data import structures
+
+    table = structures.read_table(path)
+    if "max_temperature_K" in settings:  # only the frames at or below this temperature
+        table = table.filter(pc.less_equal(table.column("temperature_K"),
+                                           settings["max_temperature_K"]))
+    return table
+
+
+def _e0s(path: Path) -> dict[int, float]:
+    from ase.data import atomic_numbers
+
+    return {atomic_numbers[el]: e for el, e in json.loads(path.read_text())["e0s_eV"].items()}
+
+
+def train_one(name: str, seed: int, args) -> dict:
+    """One member of variant ``name`` (in this process); the model goes to the work dir."""
+    from palirs_data.committee import train_member, write_split
+    from palirs_data.config import load_params
+
+    model, training, settings = VARIANTS[name]
+    config = load_params(args.params).committee
+    out = args.work / name
+    train, valid, n_train, _ = write_split(
+        _table(args.table, settings), elements=config.elements,
+        valid_fraction=config.valid_fraction,
+        split_seed=settings.get("split_seed", config.split_seed), data_dir=out / f"data{seed}")
+    training = {"threads": 1, **training}
+    if "continue_from" in settings:
+        training["foundation_model"] = Path(settings["continue_from"]).resolve() / \
+            f"model_{seed}.model"
+    start = time.perf_counter()
+    report = train_member(name=f"model_{seed}", train_file=train, valid_file=valid,
+                          e0s=_e0s(args.e0s), elements=config.elements,
+                          model=config.model.model_copy(update=model),
+                          training=config.training.model_copy(update=training), seed=seed,
+                          work_dir=out / f"member{seed}")
+    (out / f"model_{seed}.model").write_bytes(Path(report.model).read_bytes())
+    return {"variant": name, "seed": seed, "n_train": n_train,
+            "seconds": round(time.perf_counter() - start, 1),
+            "valid_rmse_f_meV_A": round(report.valid_rmse_f_meV_A, 1)}
+
+
+def measure(name: str, args) -> dict:
+    """The committee of variant ``name`` measured as the evaluate stage measures."""
+    from palirs_data import harmonic, structures
+    from palirs_data.committee import Committee
+    from palirs_data.evaluation import committee_frequencies, errors_on_test_set
+
+    paths = [args.work / name / f"model_{s}.model" for s in args.seeds]
+    report = committee_frequencies(
+        paths, structures.read_table(args.sample / "equilibrium.parquet"),
+        harmonic.read_frequencies(args.sample / "frequencies.parquet"),
+        fmax_eVA=1e-3, max_steps=2000, hessian_step_A=0.01).metrics()
+    test = errors_on_test_set(structures.read_table(args.test), Committee.load(paths))
+    return {"variant": name, "mae": report["frequency_mae_cm1"],
+            "members": report["frequency_member_mae_cm1"],
+            "e_rmse": test["energy_rmse_meV_per_atom"], "f_rmse": test["force_rmse_meV_A"]}
+
+
+def train_dipole(name: str, args) -> dict:
+    from palirs_data import structures
+    from palirs_data.committee import load_model, train_dipole_model
+    from palirs_data.config import load_params
+    from palirs_data.evaluation import dipole_errors
+
+    model, training = DIPOLE_VARIANTS[name]
+    params = load_params(args.params)
+    config = params.dipole.model_copy(update={
+        "model": params.dipole.model.model_copy(update=model),
+        "training": params.dipole.training.model_copy(update={"threads": 1, **training})})
+    start = time.perf_counter()
+    report = train_dipole_model(_table(args.table, {}), e0s=_e0s(args.e0s),
+                                elements=params.committee.elements, config=config,
+                                out_file=args.work / name / "dipole.model",
+                                work_dir=args.work / name / "work")
+    errors = dipole_errors(structures.read_table(args.test), load_model(report.model))
+    return {"variant": name, "seconds": round(time.perf_counter() - start, 1),
+            "valid_mD": round(report.valid_rmse_mu_mD, 1),
+            "test_rmse_mD": round(errors["dipole_rmse_mD"], 1)}
+
+
+def _children(jobs: list[list[str]], args) -> list[dict]:
+    results = []
+    for k in range(0, len(jobs), args.parallel):
+        procs = [subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--one", *job],
+                                  stdout=subprocess.PIPE, text=True)
+                 for job in jobs[k:k + args.parallel]]
+        results += [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", nargs="+")
+    parser.add_argument("--dipole", action="store_true", help="the dipole-model variants")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--table", type=Path, default=Path("data/campaign/iter3/train.parquet"))
+    parser.add_argument("--sample", type=Path, default=Path("data/sample"))
+    parser.add_argument("--test", type=Path, default=Path("data/test/test_set.parquet"))
+    parser.add_argument("--e0s", type=Path, default=Path("data/reference/e0s.json"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/palirs-committee-choices"))
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # a child process: JSON on stdout's last line
+        if args.dipole:
+            print(json.dumps(train_dipole(args.one[0], args)))
+        else:
+            print(json.dumps(train_one(args.one[0], int(args.one[1]), args)))
+        return
+    if args.dipole:
+        names = args.variants or list(DIPOLE_VARIANTS)
+        print(f"{'dipole variant':<22} {'test RMSE mD':>12} {'valid mD':>8} {'s':>5}")
+        for r in _children([[n] for n in names], args):
+            print(f"{r['variant']:<22} {r['test_rmse_mD']:12.1f} {r['valid_mD']:8.1f} "
+                  f"{r['seconds']:5.0f}")
+        return
+    names = args.variants or list(VARIANTS)
+    trained = _children([[n, str(s)] for n in names for s in args.seeds], args)
+    print(f"{'variant':<12} {'MAE cm-1':>8}  {'members':<20} {'E meV/at':>8} {'F meV/Å':>8} "
+          f"{'s/member':>8}")
+    for name in names:
+        r = measure(name, args)
+        secs = [t["seconds"] for t in trained if t["variant"] == name]
+        print(f"{name:<12} {r['mae']:8.2f}  {', '.join(f'{m:.1f}' for m in r['members']):<20} "
+              f"{r['e_rmse']:8.2f} {r['f_rmse']:8.1f} {sum(secs) / len(secs):8.0f}")
+
+
+if __name__ == "__main__":
+    main()
