@@ -1,32 +1,44 @@
 """Comparing the machine-learned IR spectra with reference MD and with experiment.
 
-For each molecule: the ML spectrum (``ir``, mean over runs) against the reference-MD spectrum
-(``reference-md``, label source, same protocol) at every temperature both have, and the ML and
+For each molecule: the ML spectrum (``ir``) against the reference-MD spectrum (``reference-md``,
+label source, the same protocol and integrator) at every temperature both have, and the ML and
 reference spectra at ``compare.temperature_K`` against the experimental gas-phase spectrum
-(``experiment``), baseline corrected (:func:`palirs_data.spectra.corrected_experiment`).
+(``experiment``), baseline corrected (:func:`palirs_data.spectra.corrected_experiment`) and
+convolved with the MD line shape (:func:`palirs_data.spectra.convolve_to_md`: the Hann lag
+window of the correlation depth, FWHM 1/(cT), 33 cm⁻¹ at 1000 fs, and the Lorentzian of the
+MD's friction, FWHM γ/(2πc)), so that the experiment's rotational structure and sharp Q
+branches meet the MD at its own resolution.
+
 Each pair is put on one grid over ``compare.window_cm1`` (cut to the experiment's measured
 range where an experiment takes part), normalised to unit area, and scored by Pearson's
-correlation coefficient (PCC, 1 = same shape) and the Wasserstein distance (WD, cm⁻¹, 0 = same
-distribution of intensity); :func:`palirs_data.spectra.compare_spectra`. The metrics hold
-each molecule and the mean over molecules.
+correlation coefficient (PCC, 1 = same shape) and the Wasserstein-1 distance (WD) between the
+two as distributions over wavenumber: in cm⁻¹, and dimensionless, the same distance on the
+window's axis scaled to [0, 1] (WD_cm⁻¹ / window width), the form of the published tables.
 
-Figures (matplotlib, PNG): per molecule, the ML mean with its ±1 standard-deviation band over
-runs, the reference MD, the experiment and the double-harmonic lines of the committee; a
-summary of PCC and WD across molecules; for ``ir``, each molecule's temperature series.
+Uncertainty: a two-level bootstrap (:func:`palirs_data.spectra.bootstrap_weights`) resamples
+the MD runs, and within each drawn run its time blocks of ``compare.block_fs``; every draw
+pools the drawn blocks' autocorrelation sums into a spectrum. The ML and the reference MD are
+drawn independently; the experiment is fixed. Intervals are the central
+``compare.confidence`` percentiles of ``compare.bootstrap_samples`` draws
+(:func:`percentile_interval`). The convergence of each molecule's ML–
+reference PCC with the total ML production (the first k runs) shows whether there is enough.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from palirs_data.config import CompareConfig
+from palirs_data.config import CompareConfig, IrConfig
 from palirs_data.experiment import file_stem, read_sources
-from palirs_data.spectra import Spectrum, compare_spectra, corrected_experiment, read_jcamp
+from palirs_data.spectra import (CorrelationBlocks, Spectrum, bootstrap_weights, compare_spectra,
+                                 convolve_to_md, correlation_blocks, corrected_experiment,
+                                 friction_fwhm_cm1, md_line_fwhm_cm1, pooled_spectrum,
+                                 read_jcamp)
 
 log = logging.getLogger(__name__)
 
@@ -61,67 +73,210 @@ def spectra_by_key(table: pa.Table | None) -> dict[tuple[str, float], MdSpectrum
     return result
 
 
-def experimental_spectra(directory: Path, config: CompareConfig) -> dict[str, Spectrum]:
-    """Baseline-corrected absorbance of each molecule the experiment directory holds."""
+@dataclass
+class MdRuns:
+    """The runs of one molecule and temperature as correlation blocks
+    (:class:`~palirs_data.spectra.CorrelationBlocks`), and their dipoles (for shorter cuts)."""
+
+    blocks: list[CorrelationBlocks]
+    dipoles: list[np.ndarray] = field(repr=False)
+    timestep_fs: float
+    zero_padding: int
+
+    def spectrum(self, weights=None) -> tuple[np.ndarray, np.ndarray]:
+        return pooled_spectrum(self.blocks, zero_padding=self.zero_padding, weights=weights)
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.spectrum(bootstrap_weights(self.blocks, rng))
+
+    @classmethod
+    def from_dipoles(cls, dipoles: list[np.ndarray], timestep_fs: float, ir: IrConfig,
+                     block_fs: float) -> MdRuns:
+        """Runs from their dipole series (frames ``timestep_fs`` apart)."""
+        return cls([correlation_blocks(d, timestep_fs, block_fs=block_fs,
+                                       max_correlation_fs=ir.max_correlation_fs)
+                    for d in dipoles], list(dipoles), timestep_fs, ir.zero_padding)
+
+
+def md_runs(store, ir: IrConfig, config: CompareConfig) -> dict[tuple[str, float], MdRuns]:
+    """Every (molecule, T) of a trajectory store (``ir`` or ``reference-md``) as
+    :class:`MdRuns`; runs shorter than twice the correlation depth are left out, as in
+    :func:`palirs_data.ir.spectra_table`."""
+    from palirs_data.ir import store_dipoles
+
+    dt = ir.timestep_fs * ir.write_every
+    depth = int(round(ir.max_correlation_fs / dt))
+    out = {}
+    for key, runs in sorted(store_dipoles(store).items()):
+        runs = [d for d in runs if len(d) >= 2 * depth]
+        if runs:
+            out[key] = MdRuns.from_dipoles(runs, dt, ir, config.block_fs)
+    return out
+
+
+@dataclass
+class Experiment:
+    """A measured spectrum: baseline corrected (``corrected``), convolved with the MD line
+    shape (``compared``: what the scores use; the corrected one when convolution is off),
+    and where the measured absorbance is saturated (``sources.json``)."""
+
+    corrected: Spectrum
+    compared: Spectrum
+    saturated_cm1: list[list[float]]
+    max_absorbance: float | None
+    saturation_absorbance: float | None
+    fwhm_cm1: float | None  # of the lag window's line shape
+    friction_fwhm_cm1: float | None  # of the friction's Lorentzian
+
+
+def experimental_spectra(directory: Path, config: CompareConfig, ir: IrConfig | None = None
+                         ) -> dict[str, Experiment]:
+    """Each molecule's experiment (:class:`Experiment`), convolved with the line shape of
+    ``ir``'s correlation depth when ``config.convolve_experiment``."""
     sources = read_sources(directory)
     out = {}
     for molecule, entry in sources["molecules"].items():
         raw = read_jcamp(Path(directory) / entry["file"])
-        out[molecule] = corrected_experiment(
+        corrected = corrected_experiment(
             raw, step_cm1=config.step_cm1, floor=config.baseline_floor,
             smoothness=config.baseline_smoothness, asymmetry=config.baseline_asymmetry)
+        ir = ir or IrConfig()
+        compared = convolve_to_md(corrected, ir.max_correlation_fs, ir.friction_fs) \
+            if config.convolve_experiment else corrected
+        out[molecule] = Experiment(corrected, compared, entry.get("saturated_cm1", []),
+                                   entry.get("max_absorbance"),
+                                   entry.get("saturation_absorbance"),
+                                   md_line_fwhm_cm1(ir.max_correlation_fs)
+                                   if config.convolve_experiment else None,
+                                   friction_fwhm_cm1(ir.friction_fs)
+                                   if config.convolve_experiment else None)
     return out
 
 
-def _window(config: CompareConfig, experiment: Spectrum | None) -> tuple[float, float]:
+def _window(config: CompareConfig, experiment: Experiment | None) -> tuple[float, float]:
     lo, hi = config.window_cm1
     if experiment is not None:
-        lo = max(lo, float(experiment.wavenumber_cm1.min()))
-        hi = min(hi, float(experiment.wavenumber_cm1.max()))
+        x = experiment.compared.wavenumber_cm1
+        lo = max(lo, float(x.min()))
+        hi = min(hi, float(x.max()))
     return lo, hi
 
 
-def _score(first, second, window, config) -> dict:
-    scores = compare_spectra(first, second, window_cm1=window, step_cm1=config.step_cm1)
-    return {"pcc": round(scores["pcc"], 4),
-            "wasserstein_cm1": round(scores["wasserstein_cm1"], 2),
-            "window_cm1": [round(window[0], 1), round(window[1], 1)]}
+def percentile_interval(draws, confidence: float) -> tuple[float, float] | None:
+    """The central ``confidence`` interval of bootstrap ``draws`` (percentiles). Chosen by its
+    coverage of the expected score on synthetic runs of known spread
+    (``benchmarks/interval_coverage.py``): 0.975 for PCC and WD at 12 runs, 0.83 and 0.93 at
+    3; a bias-corrected interval and the jackknife over runs covered less or were wider."""
+    draws = np.asarray(draws, dtype=np.float64)
+    if draws.size == 0:
+        return None
+    q = 100 * (1 - confidence) / 2
+    lo, hi = np.percentile(draws, [q, 100 - q])
+    return float(lo), float(hi)
 
 
-def compare(ml: pa.Table, reference: pa.Table | None, experiment: dict[str, Spectrum],
-            config: CompareConfig) -> dict:
-    """The comparison metrics (module docstring)."""
-    ml_spectra = spectra_by_key(ml)
-    ref_spectra = spectra_by_key(reference)
+def _interval(values: list[float], confidence: float, digits: int) -> list[float] | None:
+    bounds = percentile_interval(values, confidence)
+    return None if bounds is None else [round(bounds[0], digits), round(bounds[1], digits)]
+
+
+def score(first: MdRuns | Spectrum, second: MdRuns | Spectrum, window: tuple[float, float],
+          config: CompareConfig, rng: np.random.Generator, *, samples: int | None = None
+          ) -> dict:
+    """PCC and WD (cm⁻¹ and dimensionless) of two spectra with bootstrap intervals (module
+    docstring); an :class:`MdRuns` is resampled, a :class:`Spectrum` is fixed."""
+
+    def point(x):
+        if isinstance(x, MdRuns):
+            return x.spectrum()
+        return x.wavenumber_cm1, x.intensity
+
+    def draw(x):
+        if isinstance(x, MdRuns):
+            return x.draw(rng)
+        return x.wavenumber_cm1, x.intensity
+
+    width = window[1] - window[0]
+    best = compare_spectra(point(first), point(second), window_cm1=window,
+                           step_cm1=config.step_cm1)
+    n = config.bootstrap_samples if samples is None else samples
+    pcc, wd = [], []
+    for _ in range(n):
+        s = compare_spectra(draw(first), draw(second), window_cm1=window,
+                            step_cm1=config.step_cm1)
+        pcc.append(s["pcc"])
+        wd.append(s["wasserstein_cm1"])
+    wd_ci = _interval(wd, config.confidence, 2)
+    return {"pcc": round(best["pcc"], 4),
+            "pcc_ci": _interval(pcc, config.confidence, 4),
+            "wasserstein_cm1": round(best["wasserstein_cm1"], 2),
+            "wasserstein_cm1_ci": wd_ci,
+            "wasserstein": round(best["wasserstein_cm1"] / width, 4),
+            "wasserstein_ci": None if wd_ci is None else [round(v / width, 4) for v in wd_ci],
+            "window_cm1": [round(window[0], 1), round(window[1], 1)],
+            "runs": [len(x.blocks) if isinstance(x, MdRuns) else None
+                     for x in (first, second)]}
+
+
+def convergence(ml: MdRuns, reference: MdRuns, config: CompareConfig,
+                rng: np.random.Generator) -> list[dict]:
+    """ML–reference PCC and WD (with intervals) from the first k ML runs, k = 1, 2, 3, 6, 12,
+    … up to all of them, against the whole reference: the scores against the total ML
+    production (ps). Where they still move at the full count, the spectra are not
+    converged."""
+    n = len(ml.blocks)
+    counts = [k for k in (1, 2, 3, 6, 12, 24, 48, 96, 192) if k < n] + [n]
+    out = []
+    for k in counts:
+        runs = MdRuns(ml.blocks[:k], ml.dipoles[:k], ml.timestep_fs, ml.zero_padding)
+        s = score(runs, reference, config.window_cm1, config, rng,
+                  samples=config.bootstrap_samples // 4)
+        total = sum(len(d) for d in ml.dipoles[:k]) * ml.timestep_fs
+        out.append({"runs": k, "produce_ps": round(total / 1000, 2), **{
+            key: s[key] for key in ("pcc", "pcc_ci", "wasserstein_cm1", "wasserstein_cm1_ci")}})
+    return out
+
+
+def compare(ml: dict[tuple[str, float], MdRuns], reference: dict[tuple[str, float], MdRuns],
+            experiment: dict[str, Experiment], config: CompareConfig,
+            ir: IrConfig | None = None) -> dict:
+    """The comparison metrics (module docstring) from the ML and reference runs
+    (:func:`md_runs`) and the experiments (:func:`experimental_spectra`)."""
+    ir = ir or IrConfig()
+    rng = np.random.default_rng(config.seed)
     t = float(config.temperature_K)
-    molecules = sorted({m for m, _ in ml_spectra})
+    molecules = sorted({m for m, _ in ml})
     per_molecule: dict[str, dict] = {}
     for molecule in molecules:
         entry: dict = {}
         exp = experiment.get(molecule)
-        mine = ml_spectra.get((molecule, t))
-        ref = ref_spectra.get((molecule, t))
+        mine, ref = ml.get((molecule, t)), reference.get((molecule, t))
         if mine is not None and ref is not None:
-            entry["ml_vs_reference"] = _score((mine.wavenumber_cm1, mine.intensity),
-                                              (ref.wavenumber_cm1, ref.intensity),
-                                              _window(config, None), config)
+            entry["ml_vs_reference"] = score(mine, ref, _window(config, None), config, rng)
         if mine is not None and exp is not None:
-            entry["ml_vs_experiment"] = _score((mine.wavenumber_cm1, mine.intensity),
-                                               (exp.wavenumber_cm1, exp.intensity),
-                                               _window(config, exp), config)
+            entry["ml_vs_experiment"] = score(mine, exp.compared, _window(config, exp), config,
+                                              rng)
         if ref is not None and exp is not None:
-            entry["reference_vs_experiment"] = _score((ref.wavenumber_cm1, ref.intensity),
-                                                      (exp.wavenumber_cm1, exp.intensity),
-                                                      _window(config, exp), config)
+            entry["reference_vs_experiment"] = score(ref, exp.compared, _window(config, exp),
+                                                     config, rng)
+        if exp is not None:
+            entry["experiment"] = {"convolved_fwhm_cm1": _rounded(exp.fwhm_cm1, 1),
+                                   "convolved_friction_fwhm_cm1": _rounded(
+                                       exp.friction_fwhm_cm1, 1),
+                                   "max_absorbance": exp.max_absorbance,
+                                   "saturated_cm1": exp.saturated_cm1}
         by_t = {}
-        for (m, temperature), spectrum in sorted(ml_spectra.items()):
-            other = ref_spectra.get((m, temperature))
+        for (m, temperature), runs in sorted(ml.items()):
+            other = reference.get((m, temperature))
             if m == molecule and other is not None:
-                by_t[f"{temperature:g}K"] = _score(
-                    (spectrum.wavenumber_cm1, spectrum.intensity),
-                    (other.wavenumber_cm1, other.intensity), _window(config, None), config)
+                by_t[f"{temperature:g}K"] = (entry["ml_vs_reference"] if temperature == t
+                                             and "ml_vs_reference" in entry else
+                                             score(runs, other, _window(config, None), config,
+                                                   rng))
         if by_t:
             entry["ml_vs_reference_by_temperature"] = by_t
+        if mine is not None and ref is not None:
+            entry["convergence"] = convergence(mine, ref, config, rng)
         if mine is None:
             log.warning("compare: no ML spectrum of '%s' at %g K", molecule, t)
         per_molecule[molecule] = entry
@@ -129,24 +284,36 @@ def compare(ml: pa.Table, reference: pa.Table | None, experiment: dict[str, Spec
     for pair in PAIRS:
         values = [e[pair] for e in per_molecule.values() if pair in e]
         if values:
-            mean[pair] = {"pcc": round(float(np.mean([v["pcc"] for v in values])), 4),
-                          "wasserstein_cm1": round(float(np.mean(
-                              [v["wasserstein_cm1"] for v in values])), 2),
-                          "n_molecules": len(values)}
+            mean[pair] = {key: round(float(np.mean([v[key] for v in values])), 4)
+                          for key in ("pcc", "wasserstein_cm1", "wasserstein")}
+            mean[pair]["n_molecules"] = len(values)
     return {"temperature_K": t, "window_cm1": list(config.window_cm1),
+            "wasserstein_definition": "W1 between the unit-area spectra over the window; "
+                                      "dimensionless: cm-1 / window width (axis scaled to "
+                                      "[0, 1])",
+            "confidence": config.confidence, "bootstrap_samples": config.bootstrap_samples,
+            "block_fs": config.block_fs,
             "molecules": per_molecule, "mean": mean,
             "without_experiment": sorted(set(molecules) - set(experiment)),
-            "without_reference": sorted(m for m in molecules if (m, t) not in ref_spectra)}
+            "without_reference": sorted(m for m in molecules if (m, t) not in reference)}
+
+
+def _rounded(value, digits):
+    return None if value is None else round(float(value), digits)
 
 
 def summary_csv(metrics: dict) -> str:
-    """One row per molecule and comparison: molecule, comparison, pcc, wasserstein_cm1."""
-    lines = ["molecule,comparison,pcc,wasserstein_cm1"]
+    """One row per molecule and comparison: PCC and WD with their intervals."""
+    lines = ["molecule,comparison,pcc,pcc_lo,pcc_hi,wasserstein_cm1,wasserstein_cm1_lo,"
+             "wasserstein_cm1_hi,wasserstein"]
     for molecule, entry in metrics["molecules"].items():
         for pair in PAIRS:
             if pair in entry:
-                lines.append(f'"{molecule}",{pair},{entry[pair]["pcc"]},'
-                             f'{entry[pair]["wasserstein_cm1"]}')
+                e = entry[pair]
+                pci = e.get("pcc_ci") or ["", ""]
+                wci = e.get("wasserstein_cm1_ci") or ["", ""]
+                lines.append(f'"{molecule}",{pair},{e["pcc"]},{pci[0]},{pci[1]},'
+                             f'{e["wasserstein_cm1"]},{wci[0]},{wci[1]},{e["wasserstein"]}')
     return "\n".join(lines) + "\n"
 
 
@@ -173,29 +340,38 @@ def _normalised(nu, intensity, grid, std=None):
     return out, np.interp(grid, nu, std, left=0.0, right=0.0) * scale
 
 
+def _ci_text(score: dict, key: str, fmt: str) -> str:
+    ci = score.get(f"{key}_ci")
+    value = format(score[key], fmt)
+    return value if not ci else f"{value} [{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
+
+
 def comparison_figure(molecule: str, metrics: dict, ml: MdSpectrum | None,
-                      reference: MdSpectrum | None, experiment: Spectrum | None,
+                      reference: MdSpectrum | None, experiment: Experiment | None,
                       harmonic_cm1: np.ndarray | None, harmonic_km_mol: np.ndarray | None,
                       config: CompareConfig, path: Path) -> None:
     """ML mean ± std, reference MD and experiment, stacked, all normalised to unit area over
-    the window; double-harmonic lines as sticks under the ML trace; PCC/WD in the legend."""
+    the window; the experiment as compared (convolved with the MD line shape) with the
+    measured one as a faint trace and its saturated bands shaded; double-harmonic lines as
+    sticks under the ML trace; PCC/WD with their intervals in the legend."""
     plt = _pyplot()
     lo, hi = config.window_cm1
     grid = np.arange(lo, hi + config.step_cm1 / 2, config.step_cm1)
     entry = metrics["molecules"].get(molecule, {})
-    fig, ax = plt.subplots(figsize=(7.0, 4.8), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7.5, 5.0), constrained_layout=True)
     traces = []
     if ml is not None:
-        traces.append(("ml", ml))
+        traces.append(("ml", ml.wavenumber_cm1, ml.intensity, ml.std))
     if reference is not None:
-        traces.append(("reference", reference))
+        traces.append(("reference", reference.wavenumber_cm1, reference.intensity,
+                       reference.std))
     if experiment is not None:
-        traces.append(("experiment", experiment))
+        traces.append(("experiment", experiment.compared.wavenumber_cm1,
+                       experiment.compared.intensity, None))
     peak = 0.0
     curves = []
-    for kind, spectrum in traces:
-        std = getattr(spectrum, "std", None)
-        y, s = _normalised(spectrum.wavenumber_cm1, spectrum.intensity, grid, std)
+    for kind, nu, intensity, std in traces:
+        y, s = _normalised(nu, intensity, grid, std)
         curves.append((kind, y, s))
         peak = max(peak, float(np.max(y + (s if s is not None else 0))))
     offset = 1.1 * peak if peak > 0 else 1.0
@@ -203,23 +379,35 @@ def comparison_figure(molecule: str, metrics: dict, ml: MdSpectrum | None,
     for k, (kind, y, s) in enumerate(curves):
         base = (len(curves) - 1 - k) * offset
         if kind == "ml":
-            n = ml.n_runs
-            label = f"MACE committee MD (mean ± std of {n} runs)"
+            label = f"MACE committee MD (mean ± std of {ml.n_runs} runs)"
         elif kind == "reference":
             score = entry.get("ml_vs_reference")
             label = f"reference MD, label source ({reference.n_runs} runs)"
             if score:
-                label += f"; ML vs ref: PCC {score['pcc']:.2f}, WD {score['wasserstein_cm1']:.0f}"
+                label += (f"; ML vs ref: PCC {_ci_text(score, 'pcc', '.3f')}, "
+                          f"WD {_ci_text(score, 'wasserstein_cm1', '.0f')}")
         else:
             score = entry.get("ml_vs_experiment")
-            label = "experiment (gas phase, baseline corrected)"
+            label = "experiment (gas phase, baseline corrected"
+            label += ", convolved to the MD line shape)" if experiment.fwhm_cm1 else ")"
             if score:
-                label += f"; ML vs exp: PCC {score['pcc']:.2f}, " \
-                         f"WD {score['wasserstein_cm1']:.0f}"
+                label += (f"; ML vs exp: PCC {_ci_text(score, 'pcc', '.3f')}, "
+                          f"WD {_ci_text(score, 'wasserstein_cm1', '.0f')}")
         ax.plot(grid, base + y, color=colors[kind], lw=1.0, label=label)
         if s is not None:
             ax.fill_between(grid, base + y - s, base + y + s, color=colors[kind], alpha=0.3,
                             lw=0)
+        if kind == "experiment":
+            if experiment.fwhm_cm1:
+                raw, _ = _normalised(experiment.corrected.wavenumber_cm1,
+                                     experiment.corrected.intensity, grid)
+                ax.plot(grid, base + raw, color="0.6", lw=0.5, alpha=0.6, zorder=0,
+                        label="experiment as measured (baseline corrected)")
+            for i, (a, b) in enumerate(experiment.saturated_cm1):
+                ax.axvspan(a - 2, b + 2, color="C1", alpha=0.2, lw=0,
+                           label=(f"measured absorbance > {experiment.saturation_absorbance:g} "
+                                  f"(saturated; max {experiment.max_absorbance:g})"
+                                  if i == 0 else None))
         if kind == "ml" and harmonic_cm1 is not None and len(harmonic_cm1):
             inside = (harmonic_cm1 >= lo) & (harmonic_cm1 <= hi)
             heights = np.asarray(harmonic_km_mol)[inside]
@@ -231,14 +419,23 @@ def comparison_figure(molecule: str, metrics: dict, ml: MdSpectrum | None,
     ax.set_xlabel("wavenumber / cm$^{-1}$")
     ax.set_ylabel("intensity (unit area, offset)")
     ax.set_yticks([])
-    ax.set_title(f"{molecule}, {config.temperature_K:g} K")
-    ax.legend(loc="upper left", fontsize=7, frameon=False)
+    ax.set_title(f"{molecule}, {config.temperature_K:g} K "
+                 f"({int(100 * metrics.get('confidence', 0.95))} % intervals)")
+    ax.legend(loc="upper left", fontsize=6.5, frameon=False)
     fig.savefig(path, dpi=150)
     plt.close(fig)
 
 
+def _errorbar(ax, x, score_list: list[dict], key: str, **kwargs) -> None:
+    y = np.array([s[key] if s else np.nan for s in score_list], dtype=float)
+    ci = [s.get(f"{key}_ci") if s else None for s in score_list]
+    lo = np.array([y[i] - c[0] if c else 0.0 for i, c in enumerate(ci)])
+    hi = np.array([c[1] - y[i] if c else 0.0 for i, c in enumerate(ci)])
+    ax.errorbar(x, y, yerr=np.clip([lo, hi], 0, None), capsize=3, **kwargs)
+
+
 def summary_figure(metrics: dict, path: Path) -> None:
-    """PCC and Wasserstein distance per molecule and comparison, as grouped bars."""
+    """PCC and Wasserstein distance per molecule and comparison, with their intervals."""
     plt = _pyplot()
     molecules = list(metrics["molecules"])
     fig, (a, b) = plt.subplots(1, 2, figsize=(max(6.0, 1.2 * len(molecules) + 3), 3.6),
@@ -246,16 +443,52 @@ def summary_figure(metrics: dict, path: Path) -> None:
     width = 0.8 / len(PAIRS)
     x = np.arange(len(molecules))
     for k, pair in enumerate(PAIRS):
-        pcc = [metrics["molecules"][m].get(pair, {}).get("pcc", np.nan) for m in molecules]
-        wd = [metrics["molecules"][m].get(pair, {}).get("wasserstein_cm1", np.nan)
-              for m in molecules]
-        a.bar(x + (k - 1) * width, pcc, width, label=LABELS[pair])
-        b.bar(x + (k - 1) * width, wd, width, label=LABELS[pair])
+        scores = [metrics["molecules"][m].get(pair) for m in molecules]
+        for ax, key in ((a, "pcc"), (b, "wasserstein_cm1")):
+            ax.bar(x + (k - 1) * width, [s[key] if s else np.nan for s in scores], width,
+                   label=LABELS[pair], color=f"C{k}")
+            _errorbar(ax, x + (k - 1) * width, scores, key, fmt="none", color="k", lw=0.8)
     for ax, name in ((a, "Pearson correlation"), (b, "Wasserstein distance / cm$^{-1}$")):
         ax.set_xticks(x, molecules, rotation=30, ha="right")
         ax.set_ylabel(name)
     a.set_ylim(0, 1)
     a.legend(fontsize=7, frameon=False, loc="lower left")
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def convergence_figure(molecule: str, rows: list[dict], path: Path) -> None:
+    """ML–reference PCC and WD (with intervals) against the total ML production (the first
+    k runs)."""
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7.0, 3.0), constrained_layout=True)
+    x = [r["produce_ps"] for r in rows]
+    _errorbar(a, x, rows, "pcc", marker="o", color="C0")
+    _errorbar(b, x, rows, "wasserstein_cm1", marker="o", color="C3")
+    for ax, name in ((a, "PCC, ML vs reference MD"), (b, "WD / cm$^{-1}$")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("ML production, all runs / ps")
+        ax.set_ylabel(name)
+    fig.suptitle(f"{molecule}: convergence with the ML production (first k runs)",
+                 fontsize=9)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def temperature_series_figure(molecule: str, by_temperature: dict[str, dict],
+                              path: Path) -> None:
+    """ML–reference PCC and WD (with intervals) at each temperature of the series."""
+    plt = _pyplot()
+    temps = sorted(by_temperature, key=lambda k: float(k[:-1]))
+    x = [float(k[:-1]) for k in temps]
+    rows = [by_temperature[k] for k in temps]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7.0, 3.0), constrained_layout=True)
+    _errorbar(a, x, rows, "pcc", marker="o", color="C0")
+    _errorbar(b, x, rows, "wasserstein_cm1", marker="o", color="C3")
+    for ax, name in ((a, "PCC, ML vs reference MD"), (b, "WD / cm$^{-1}$")):
+        ax.set_xlabel("temperature / K")
+        ax.set_ylabel(name)
+    fig.suptitle(f"{molecule}: ML vs reference MD across temperatures", fontsize=9)
     fig.savefig(path, dpi=150)
     plt.close(fig)
 
@@ -307,15 +540,18 @@ def report(metrics_path: Path = Path("metrics/compare.json"),
     except (OSError, ValueError, KeyError, TypeError):
         raise PalirsInputError(f"{metrics_path}: no comparison metrics (run the compare "
                                f"stage)") from None
+    confidence = int(round(100 * metrics.get("confidence", 0.95)))
     lines = [f"IR spectra at {metrics['temperature_K']:g} K: Pearson correlation (PCC) and "
-             f"Wasserstein distance (WD, cm-1), {metrics['window_cm1'][0]:g}-"
-             f"{metrics['window_cm1'][1]:g} cm-1",
-             f"{'molecule':<20} {'comparison':<28} {'PCC':>6} {'WD':>8}"]
+             f"Wasserstein distance (WD, cm-1 and /window width), "
+             f"{metrics['window_cm1'][0]:g}-{metrics['window_cm1'][1]:g} cm-1; "
+             f"[{confidence} % bootstrap intervals]",
+             f"{'molecule':<20} {'comparison':<28} {'PCC':>22} {'WD cm-1':>20} {'WD':>7}"]
     rows = [(m, p, e[p]) for m, e in molecules.items() for p in PAIRS if p in e]
     rows += [("mean", p, v) for p, v in metrics.get("mean", {}).items()]
     for molecule, pair, score in rows:
-        lines.append(f"{molecule:<20} {LABELS[pair]:<28} {score['pcc']:>6.3f} "
-                     f"{score['wasserstein_cm1']:>8.1f}")
+        lines.append(f"{molecule:<20} {LABELS[pair]:<28} {_ci_text(score, 'pcc', '.3f'):>22} "
+                     f"{_ci_text(score, 'wasserstein_cm1', '.0f'):>20} "
+                     f"{score.get('wasserstein', float('nan')):>7.4f}")
     lines += [f"figure: {p}" for p in sorted(Path(figures).glob("*.png"))]
     return "\n".join(lines)
 

@@ -380,6 +380,9 @@ class IrConfig(Strict):
     timestep_fs: float = Field(0.5, gt=0)
     friction_fs: float = Field(0.001, ge=0)
     thermalise_fs: float = Field(5000.0, ge=0)
+    # the thermalisation's friction: several 1/γ in thermalise_fs bring a run from the
+    # minimum to T (under friction_fs alone a run needs several ps)
+    thermalise_friction_fs: float = Field(0.02, gt=0)
     produce_fs: float = Field(50000.0, gt=0)
     write_every: int = Field(1, ge=1)  # dipole every N steps
     max_correlation_fs: float = Field(1000.0, gt=0)  # correlation depth of the spectrum
@@ -404,20 +407,12 @@ class IrConfig(Strict):
 
 
 class ReferenceMdConfig(Strict):
-    """MD driven by the label source, the ``ir`` protocol (timestep, friction, temperatures,
-    spectrum settings) with its own length and run count (cheap for xTB; for DFT it is the
-    expensive run the method avoids, so it can be switched off)."""
+    """MD driven by the label source with the ``ir`` protocol itself: the same runs, lengths,
+    friction, thermalisation, timestep and seeds, so that ML and reference spectra differ in
+    their force fields only (cheap for xTB; for DFT it is the expensive run the method avoids,
+    so it can be switched off)."""
 
     enabled: bool = True
-    trajectories: int = Field(3, ge=1)
-    thermalise_fs: float = Field(5000.0, ge=0)
-    produce_fs: float = Field(50000.0, gt=0)
-
-    def protocol(self, ir: IrConfig) -> IrConfig:
-        """The ``ir`` protocol with this run count and length (validated again)."""
-        return IrConfig.model_validate({**ir.model_dump(), "trajectories": self.trajectories,
-                                        "thermalise_fs": self.thermalise_fs,
-                                        "produce_fs": self.produce_fs})
 
 
 class ExperimentConfig(Strict):
@@ -427,6 +422,10 @@ class ExperimentConfig(Strict):
 
     jcamp_version: str = Field("1.3.2", pattern=r"^[0-9][0-9A-Za-z.+-]*$")
     files: dict[str, str] = Field(default_factory=dict)
+    # bands above this absorbance are flagged as saturated (sources.json, the figures): beyond
+    # it less than a tenth of the light passes and stray light and the slit make a grating
+    # spectrum's band heights nonlinear in concentration
+    saturation_absorbance: float = Field(1.0, gt=0)
 
 
 class CompareConfig(Strict):
@@ -438,6 +437,14 @@ class CompareConfig(Strict):
     baseline_smoothness: float = Field(1.0e7, gt=0)  # asymmetric least squares (spectra.py)
     baseline_asymmetry: float = Field(0.001, gt=0, lt=0.5)
     baseline_floor: float = Field(0.01, ge=0, lt=1)  # of the highest band: set to zero below
+    # the experiment convolved with the MD line shape (Hann lag window of ir's correlation
+    # depth) before it is compared: like with like (spectra.convolve_to_md)
+    convolve_experiment: bool = True
+    # confidence intervals: two-level bootstrap over runs and time blocks (compare.py)
+    bootstrap_samples: int = Field(1000, ge=0)  # 0: no intervals
+    block_fs: float = Field(1000.0, gt=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
 
     @model_validator(mode="after")
     def _window(self) -> CompareConfig:

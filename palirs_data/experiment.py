@@ -9,7 +9,8 @@ obtained through pip, never copied into this repository::
 :func:`collect` does exactly that (into a scratch directory), picks the file of each molecule
 (:data:`JCAMP_FILES` maps catalogue names to file names), checks that it reads as an IR
 spectrum (:func:`palirs_data.spectra.read_jcamp`), and copies it into the output directory
-with ``sources.json`` (molecule → file, origin, title, sha256). A user's own file
+with ``sources.json`` (molecule → file, origin, title, sha256, and where the measured
+absorbance exceeds ``experiment.saturation_absorbance``). A user's own file
 (``experiment.files``: molecule → path) takes precedence; a molecule with neither is listed as
 missing and is compared with reference MD only.
 """
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+import numpy as np
 
 from palirs_data.config import ExperimentConfig
 from palirs_data.errors import PalirsInputError
@@ -131,12 +134,26 @@ def collect(molecules: list[str], config: ExperimentConfig, out_dir: Path, *,
             "file": target.name, "origin": origin, "title": title,
             "sha256": hashlib.sha256(data).hexdigest(),
             "range_cm1": [round(float(spectrum.wavenumber_cm1.min()), 1),
-                          round(float(spectrum.wavenumber_cm1.max()), 1)]}
+                          round(float(spectrum.wavenumber_cm1.max()), 1)],
+            **saturation(spectrum, config.saturation_absorbance)}
         log.info("experiment: %s <- %s", molecule, origin)
     (out_dir / SOURCES_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     if archive is not None:
         shutil.rmtree(work_dir, ignore_errors=True)
     return record
+
+
+def saturation(spectrum, threshold: float) -> dict:
+    """Where a measured absorbance spectrum exceeds ``threshold``: its highest absorbance,
+    whether it is saturated there, and the wavenumber ranges (cm⁻¹) above the threshold."""
+    a = np.asarray(spectrum.intensity)
+    x = np.asarray(spectrum.wavenumber_cm1)
+    above = a > threshold
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], above.astype(int), [0]])))
+    ranges = [[round(float(x[i]), 1), round(float(x[j - 1]), 1)]
+              for i, j in zip(edges[::2], edges[1::2])]
+    return {"max_absorbance": round(float(a.max()), 3), "saturation_absorbance": threshold,
+            "saturated": bool(above.any()), "saturated_cm1": ranges}
 
 
 def _title(data: bytes) -> str:

@@ -1,18 +1,21 @@
 """IR spectra from MD: the machine-learned committee (``ir``) and the label source itself
 (``reference-md``), with one protocol and one spectrum function.
 
-Protocol, per molecule and temperature: ``ir.trajectories`` independent runs (different
-velocity/noise seeds) start at the reference minimum, BAOAB Langevin with a weak friction
-(``ir.friction_fs``; a friction γ broadens every line by about γ/(2πc), 0.001 fs⁻¹ ≈ 5 cm⁻¹),
-``thermalise_fs`` without recording, then ``produce_fs`` with the dipole recorded every
-``write_every`` steps. The spectrum of each run is :func:`palirs_data.spectra.ir_spectrum`;
-the molecule's spectrum is the mean over runs and its standard deviation.
+Protocol (:func:`run_md`), the same for ML and reference MD: per molecule and temperature,
+``ir.trajectories`` independent runs (own velocity/noise seeds) start at the reference minimum
+with Maxwell-Boltzmann velocities, are thermalised for ``thermalise_fs`` under the stronger
+``thermalise_friction_fs`` (nothing recorded), then produce ``produce_fs`` under the weak
+``friction_fs`` (a friction γ broadens every line by about γ/(2πc): 0.001 fs⁻¹ ≈ 5 cm⁻¹), BAOAB
+Langevin, positions, velocities and dipoles recorded every ``write_every`` steps. The
+spectrum is that of the autocorrelation of dμ/dt pooled over the runs
+(:func:`spectra_table`), with the standard deviation over the runs' spectra; each production
+run's mean kinetic temperature is reported (:func:`kinetic_temperatures`).
 
-ML runs: all molecules × temperatures × runs advance as one batch of the committee engine
-(:class:`~palirs_data.dynamics.BatchedMD`, forces = committee mean), dipoles from the dipole
-model, everything (positions, dipoles, committee spread) in the trajectory store.
-Reference runs: the same BAOAB steps with forces and dipoles from the label source, one run
-per Dask task.
+One integrator drives both: :class:`~palirs_data.dynamics.BatchedMD`, given the committee
+(forces = committee mean, dipoles from the dipole model; all molecules × temperatures × runs
+as one batch) or :class:`LabelerForceField` (the label source's forces, with its own dipoles
+as the dipole model, :class:`LabelerDipoles`; one run per Dask task). A run that stops early (non-finite forces, collapse, explosion) is
+reported and counts with what it produced; the others run to full length.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from palirs_data import units
 from palirs_data.committee import Committee, CommitteeCalculator
 from palirs_data.config import IrConfig, LabelerConfig
 from palirs_data.dynamics import BatchedMD, Replica
-from palirs_data.spectra import SPEED_OF_LIGHT_CM_FS, ir_spectrum
+from palirs_data.spectra import SPEED_OF_LIGHT_CM_FS
 from palirs_data.structures import Structure
 from palirs_data.tables import check_schema
 from palirs_data.trajectory import TrajectoryStore, trajectory_key
@@ -53,6 +56,8 @@ def run_seed(seed: int, molecule_index: int, temperature_K: float, run: int) -> 
 
 
 def ir_replicas(minima: list[Structure], config: IrConfig) -> list[Replica]:
+    """The runs of the protocol, the same for ML and reference MD: every molecule ×
+    temperature × ``config.trajectories``, each with its own seed (:func:`run_seed`)."""
     return [Replica(key=trajectory_key(s.molecule, t, k), molecule=s.molecule,
                     numbers=s.numbers, positions_A=s.positions_A, temperature_K=t,
                     friction_fs=config.friction_fs, seed=run_seed(config.seed, m, t, k))
@@ -68,6 +73,83 @@ def _sanity_guard():
     return Guard(max_force_rel_dev=float("inf"), min_distance_A=0.5, max_distance_A=20.0)
 
 
+class LabelerForceField:
+    """The label source as the force field of :class:`~palirs_data.dynamics.BatchedMD` (the
+    engine needs ``dtype``, ``device``, ``batch(numbers)`` and ``evaluate(batch, positions)``
+    giving energies and forces, as :class:`~palirs_data.committee.Committee` does): one
+    single point per replica and step, no committee spread. A single point that fails gives
+    non-finite forces, and the guard stops that run (reported; the others go on). The
+    dipoles of the last single points are kept: :class:`LabelerDipoles` hands them to the
+    engine as its dipole model, so a written frame costs no second single point."""
+
+    dtype = torch.float64
+    device = "cpu"
+
+    def __init__(self, labeler, *, charge_e: int = 0, multiplicity: int = 1) -> None:
+        self.labeler = labeler
+        self.charge_e, self.multiplicity = charge_e, multiplicity
+        self.last_positions: torch.Tensor | None = None
+        self.last_dipoles: torch.Tensor | None = None
+
+    def batch(self, numbers, device: str | None = None):
+        from palirs_data.committee import MolecularBatch
+
+        z_table = sorted({int(z) for n in numbers for z in np.asarray(n)})
+        return MolecularBatch(numbers, z_table, dtype=self.dtype, device=self.device)
+
+    def evaluate(self, batch, positions: torch.Tensor):
+        from ase import Atoms
+
+        from palirs_data.committee import CommitteeOutput
+
+        x = positions.detach().cpu().numpy()
+        numbers = batch.numbers.cpu().numpy()
+        ptr = batch.ptr.tolist()
+        energies, forces, dipoles = [], [], []
+        for a, b in zip(ptr[:-1], ptr[1:]):
+            try:
+                label = self.labeler.label(Atoms(numbers=numbers[a:b], positions=x[a:b]),
+                                           charge_e=self.charge_e,
+                                           multiplicity=self.multiplicity)
+                energies.append(label.energy_eV)
+                forces.append(label.forces_eVA)
+                dipoles.append(label.dipole_eA)
+            except Exception as exc:  # noqa: BLE001  any failure of the code stops this run
+                log.warning("label source failed during MD (%s: %s); the run stops",
+                            type(exc).__name__, str(exc)[:200])
+                energies.append(np.nan)
+                forces.append(np.full((b - a, 3), np.nan))
+                dipoles.append(np.full(3, np.nan))
+        e = torch.as_tensor(np.asarray(energies, dtype=np.float64))
+        f = torch.as_tensor(np.concatenate(forces))
+        self.last_positions = positions.detach().clone()
+        self.last_dipoles = torch.as_tensor(np.asarray(dipoles, dtype=np.float64))
+        zeros = torch.zeros(len(e), dtype=self.dtype)
+        return CommitteeOutput(
+            energy_eV=e, energy_std_eV=zeros, forces_eVA=f,
+            force_std_eVA=torch.zeros(len(f), dtype=self.dtype), force_std_max_eVA=zeros,
+            force_rel_dev=zeros.clone(), member_energies_eV=e[None],
+            member_forces_eVA=f[None])
+
+
+class LabelerDipoles:
+    """The dipole model of a run driven by :class:`LabelerForceField`: the label source's
+    dipoles at the positions it last labelled (the engine records a frame right after the
+    step that labelled it). Positions it has not labelled are refused, not guessed."""
+
+    r_max = float("inf")
+
+    def __init__(self, force_field: LabelerForceField) -> None:
+        self.force_field = force_field
+
+    def __call__(self, data: dict, training: bool = False, compute_force: bool = False
+                 ) -> dict[str, torch.Tensor]:
+        ff = self.force_field
+        if ff.last_positions is None or not torch.equal(data["positions"], ff.last_positions):
+            raise RuntimeError("dipoles asked for positions the label source did not label")
+        return {"dipole": ff.last_dipoles}
+
+
 @dataclass
 class IrRunReport:
     thermalise_seconds: float
@@ -77,23 +159,28 @@ class IrRunReport:
     resumed_frames: int = 0  # produced frames found in the store (a killed run's), kept
 
 
-def production_seed(seed: int) -> int:
-    """The noise seed of a run's production part (its thermalisation uses ``seed``)."""
-    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
-
-
-def run_ml_md(committee: Committee, dipole_model: torch.nn.Module, minima: list[Structure],
-              config: IrConfig, store: TrajectoryStore, *, progress: bool = False,
-              chunk_frames: int = 1024) -> IrRunReport:
-    """Thermalise, then produce with dipoles into ``store`` (module docstring).
+def run_md(force_field, replicas: list[Replica], config: IrConfig, store: TrajectoryStore, *,
+           dipole_model: torch.nn.Module | None = None, progress: bool = False,
+           chunk_frames: int = 1024) -> IrRunReport:
+    """The protocol of ML and reference MD alike, driven by ``force_field`` (the committee,
+    with ``dipole_model`` for the dipoles, or :class:`LabelerForceField`): every run starts
+    at its minimum with Maxwell-Boltzmann velocities, is thermalised for
+    ``config.thermalise_fs`` under the stronger ``thermalise_friction_fs``
+    (:func:`palirs_data.dynamics.thermalise`, nothing written), then produces
+    ``config.produce_fs`` under ``friction_fs`` with every ``write_every``-th frame (positions,
+    velocities, dipoles) written to ``store``.
 
     Each run's thermalised state is kept in its trajectory's attributes, so a ``store`` left
     by a killed run of the same computation is continued: thermalised runs are not thermalised
-    again, produced frames are kept (all runs cut back to the shortest, for an append the kill
-    interrupted) and production continues from the last one; runs the guard stopped stay
-    stopped. The noise is reseeded at every written chunk (:mod:`palirs_data.dynamics`), so the
-    result equals that of an uninterrupted run."""
-    replicas = ir_replicas(minima, config)
+    again, produced frames are kept (the runs still going cut back to the shortest, for an
+    append the kill interrupted) and production continues from the last one; runs the guard
+    stopped stay stopped, and the others run to full length. The noise is reseeded at every
+    written chunk (:mod:`palirs_data.dynamics`), so the result equals that of an uninterrupted
+    run."""
+    import time
+
+    from palirs_data.dynamics import thermalise
+
     guard = _sanity_guard()
 
     def state(r: Replica) -> str:
@@ -110,24 +197,31 @@ def run_ml_md(committee: Committee, dipole_model: torch.nn.Module, minima: list[
     cold = [r for r in replicas if states[r.key] == "cold"]
     warm = [r for r in replicas if states[r.key] == "warm"]
     resumed = sum(store[r.key].n_frames for r in warm)
-    first = None
+    thermalise_seconds = 0.0
     fresh: list[Replica] = []
+    stopped_early: list[str] = []
     if cold:
-        md = BatchedMD(committee, cold, timestep_fs=config.timestep_fs)
-        first = md.run(config.thermalise_steps, write_every=config.thermalise_steps + 1,
-                       guard=guard, progress=progress)
-        for r, x, v in zip([md.replicas[i] for i in md.active], md.positions, md.velocities):
-            r.positions_A, r.velocities_A_fs = x.cpu().numpy(), v.cpu().numpy()
+        t0 = time.perf_counter()
+        stopped_early = thermalise(force_field, cold, timestep_fs=config.timestep_fs,
+                                   steps=config.thermalise_steps,
+                                   friction_fs=config.thermalise_friction_fs, guard=guard)
+        thermalise_seconds = time.perf_counter() - t0
+        for r in cold:
             r.time_fs = 0.0
-            fresh.append(r)
+            if r.key in stopped_early:
+                store.open_or_create(r.key, numbers=r.numbers, molecule=r.molecule,
+                                     timestep_fs=config.timestep_fs,
+                                     temperature_K=r.temperature_K, arrays=["time_fs"],
+                                     friction_fs=r.friction_fs, seed=r.seed).set_attrs(
+                    stopped_at_time_fs=0.0, stop_reason="stopped while thermalising")
+            else:
+                fresh.append(r)
     for r in warm:
         attrs = store[r.key].attrs
         r.positions_A = np.asarray(attrs["thermalised_positions_A"], dtype=np.float64)
         r.velocities_A_fs = np.asarray(attrs["thermalised_velocities_A_fs"], dtype=np.float64)
     order = {r.key: i for i, r in enumerate(replicas)}
     running = sorted(fresh + warm, key=lambda r: order[r.key])
-    for r in running:
-        r.seed = production_seed(r.seed)
     if warm:
         shortest = min([store[r.key].n_frames for r in warm] + ([0] if fresh else []))
         for r in warm:
@@ -135,7 +229,7 @@ def run_ml_md(committee: Committee, dipole_model: torch.nn.Module, minima: list[
     done = store[warm[0].key].n_frames if warm else 0
     second = None
     if running:
-        md = BatchedMD(committee, running, timestep_fs=config.timestep_fs, store=store,
+        md = BatchedMD(force_field, running, timestep_fs=config.timestep_fs, store=store,
                        dipole_model=dipole_model, chunk_frames=chunk_frames)
         for r in fresh:  # the production's starting point, for a continuation
             store[r.key].set_attrs(thermalised_positions_A=np.asarray(r.positions_A).tolist(),
@@ -143,76 +237,125 @@ def run_ml_md(committee: Committee, dipole_model: torch.nn.Module, minima: list[
                                        r.velocities_A_fs).tolist())
         second = md.run(config.produce_steps - done * config.write_every,
                         write_every=config.write_every, guard=guard, progress=progress)
-    stopped = sorted({*(first.stopped if first else []), *(second.stopped if second else []),
+    stopped = sorted({*stopped_early, *(second.stopped if second else []),
                       *(k for k, v in states.items() if v == "stopped")})
-    return IrRunReport(first.seconds if first else 0.0, second.seconds if second else 0.0,
-                       (first.replica_steps if first else 0)
+    if stopped:
+        log.warning("MD runs stopped early (reported; the others ran to full length): %s",
+                    ", ".join(stopped))
+    return IrRunReport(thermalise_seconds, second.seconds if second else 0.0,
+                       len(cold) * config.thermalise_steps
                        + (second.replica_steps if second else 0), stopped, resumed)
 
 
-def reference_run(s: Structure, temperature_K: float, seed: int, config: IrConfig,
-                  labeler_config: LabelerConfig) -> np.ndarray:
-    """One MD run driven by the label source with the BAOAB steps of the committee engine;
-    returns the dipoles (n_frames, 3), e·Å, of the production part."""
-    from ase.data import atomic_masses
+def run_ml_md(committee: Committee, dipole_model: torch.nn.Module, minima: list[Structure],
+              config: IrConfig, store: TrajectoryStore, *, progress: bool = False,
+              chunk_frames: int = 1024) -> IrRunReport:
+    """The committee MD of ``ir``: :func:`run_md` on all molecules × temperatures × runs as
+    one batch, forces from the committee mean, dipoles from ``dipole_model``."""
+    return run_md(committee, ir_replicas(minima, config), config, store,
+                  dipole_model=dipole_model, progress=progress, chunk_frames=chunk_frames)
 
-    from palirs_data.dynamics import maxwell_boltzmann
+
+def reference_run(s: Structure, replica: Replica, config: IrConfig,
+                  labeler_config: LabelerConfig) -> dict:
+    """One run of the protocol driven by the label source (:func:`run_md` with
+    :class:`LabelerForceField`), in a scratch store; returns its arrays and attributes."""
+    import tempfile
+    from pathlib import Path
+
     from palirs_data.labelers import make_labeler
 
-    labeler = make_labeler(labeler_config)
-    atoms = s.to_atoms()
-    gen = torch.Generator().manual_seed(seed)
-    m = atomic_masses[s.numbers][:, None]
-    inv_m = units.ACCEL_EV_A_AMU_IN_A_FS2 / m
-    dt = config.timestep_fs
-    c1 = np.exp(-config.friction_fs * dt)
-    c2 = np.sqrt((1 - c1 ** 2) * units.KB_EV_PER_K * temperature_K / m
-                 / units.AMU_A2_FS2_IN_EV)
-    x = np.array(s.positions_A, dtype=np.float64)
-    v = maxwell_boltzmann(s.numbers, temperature_K, gen).numpy()
-
-    def label(positions):
-        atoms.positions = positions
-        result = labeler.label(atoms, charge_e=s.charge_e, multiplicity=s.multiplicity)
-        return result.forces_eVA, result.dipole_eA
-
-    f, mu = label(x)
-    dipoles = []
-    total = config.thermalise_steps + config.produce_steps
-    for step in range(1, total + 1):
-        v = v + 0.5 * dt * f * inv_m
-        x = x + 0.5 * dt * v
-        v = c1 * v + c2 * torch.randn(v.shape, generator=gen, dtype=torch.float64).numpy()
-        x = x + 0.5 * dt * v
-        f, mu = label(x)
-        v = v + 0.5 * dt * f * inv_m
-        if step > config.thermalise_steps and (step - config.thermalise_steps) \
-                % config.write_every == 0:
-            dipoles.append(mu)
-    return np.asarray(dipoles)
+    force_field = LabelerForceField(make_labeler(labeler_config), charge_e=s.charge_e,
+                                    multiplicity=s.multiplicity)
+    replica = dataclasses.replace(replica, positions_A=np.asarray(s.positions_A),
+                                  velocities_A_fs=None, time_fs=0.0)
+    with tempfile.TemporaryDirectory(prefix="palirs-reference-md-") as tmp:
+        store = TrajectoryStore(Path(tmp) / "run.zarr")
+        report = run_md(force_field, [replica], config, store,
+                        dipole_model=LabelerDipoles(force_field))
+        traj = store[replica.key]
+        arrays = {name: traj.read(name) for name in traj.array_names}
+        attrs = {k: traj.attrs.get(k) for k in ("stopped_at_time_fs", "stop_reason")}
+    return {"arrays": arrays, "attrs": attrs, "report": dataclasses.asdict(report)}
 
 
 def spectra_table(dipoles: dict[tuple[str, float], list[np.ndarray]], config: IrConfig
                   ) -> pa.Table:
-    """Mean and standard deviation over runs of each (molecule, temperature)'s spectra,
-    up to ``config.max_wavenumber_cm1``."""
+    """Each (molecule, temperature)'s spectrum: that of the autocorrelation pooled over its
+    runs, each run on its own length (:func:`palirs_data.spectra.pooled_spectrum`; for runs
+    of equal length, the mean of the runs' spectra), and the standard deviation over the runs'
+    spectra, up to ``config.max_wavenumber_cm1``. A run stopped early counts with the frames
+    it has; one shorter than twice the correlation depth is left out (logged)."""
+    from palirs_data.spectra import correlation_blocks, pooled_spectrum
+
     columns: dict[str, list] = {f.name: [] for f in SPECTRUM_SCHEMA}
     dt = config.timestep_fs * config.write_every
+    depth_frames = int(round(config.max_correlation_fs / dt))
     for (molecule, temperature), runs in sorted(dipoles.items()):
-        n = min(len(d) for d in runs)  # a run stopped early is cut to the shortest
-        spectra = [ir_spectrum(d[:n], dt, max_correlation_fs=config.max_correlation_fs,
-                               zero_padding=config.zero_padding) for d in runs]
-        nu = spectra[0][0]
+        usable = [d for d in runs if len(d) >= 2 * depth_frames]
+        if len(usable) < len(runs):
+            log.warning("%s at %g K: %d of %d runs shorter than twice the correlation depth "
+                        "(%g fs) are left out", molecule, temperature, len(runs) - len(usable),
+                        len(runs), 2 * config.max_correlation_fs)
+        if not usable:
+            continue
+        blocks = [correlation_blocks(d, dt, max_correlation_fs=config.max_correlation_fs,
+                                     block_fs=np.inf) for d in usable]
+        nu, mean = pooled_spectrum(blocks, zero_padding=config.zero_padding)
+        each = np.array([pooled_spectrum([b], zero_padding=config.zero_padding)[1]
+                         for b in blocks])
         keep = nu <= config.max_wavenumber_cm1
-        stack = np.array([s[1][keep] for s in spectra])
         k = int(keep.sum())
         columns["molecule"] += [molecule] * k
         columns["temperature_K"] += [float(temperature)] * k
         columns["wavenumber_cm1"] += nu[keep].tolist()
-        columns["intensity"] += stack.mean(0).tolist()
-        columns["std"] += stack.std(0).tolist()
-        columns["n_runs"] += [len(runs)] * k
+        columns["intensity"] += mean[keep].tolist()
+        columns["std"] += each[:, keep].std(0).tolist()
+        columns["n_runs"] += [len(usable)] * k
     return pa.Table.from_pydict(columns, schema=SPECTRUM_SCHEMA)
+
+
+def kinetic_temperatures(store: TrajectoryStore) -> dict:
+    """Mean kinetic temperature of every production run in ``store`` (block-averaged
+    standard error, :func:`palirs_data.dynamics.mean_with_error`), and pooled over the runs of
+    each molecule and target temperature: frame-weighted mean, standard error from the spread
+    of the run means (the runs are the independent samples), deviation from the target."""
+    from palirs_data.dynamics import kinetic_temperatures_K, mean_with_error
+
+    runs, groups = {}, {}
+    for key in sorted(store.keys()):
+        traj = store[key]
+        if not traj.n_frames or "velocities_A_fs" not in traj.array_names:
+            continue
+        t = kinetic_temperatures_K(numbers=traj.numbers,
+                                   velocities_A_fs=traj.read("velocities_A_fs"))
+        mean, se = mean_with_error(t)
+        runs[key] = {"mean_K": round(mean, 1), "stderr_K": _round(se, 1),
+                     "frames": int(traj.n_frames)}
+        target = float(traj.attrs["temperature_K"])
+        groups.setdefault(trajectory_key(traj.attrs["molecule"], target, 0).rsplit("/", 1)[0],
+                          (target, []))[1].append((mean, traj.n_frames))
+    pooled = {}
+    for name, (target, values) in groups.items():
+        means = np.array([m for m, _ in values])
+        frames = np.array([n for _, n in values], dtype=np.float64)
+        mean = float((means * frames).sum() / frames.sum())
+        se = float(means.std(ddof=1) / np.sqrt(len(means))) if len(means) > 1 else None
+        pooled[name] = {"target_K": target, "mean_K": round(mean, 1),
+                        "stderr_K": _round(se, 1), "runs": len(means),
+                        "deviation_percent": round(100 * (mean / target - 1), 1)}
+    return {"runs": runs, "pooled": pooled}
+
+
+def temperature_summary(report: dict) -> str:
+    """One line of the pooled kinetic temperatures of :func:`kinetic_temperatures`."""
+    return ", ".join(f"{name} {g['mean_K']:.0f}" + (f" ± {g['stderr_K']:.0f}"
+                                                      if g["stderr_K"] is not None else "")
+                     + " K" for name, g in report["pooled"].items())
+
+
+def _round(value, digits):
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
 
 def store_dipoles(store: TrajectoryStore) -> dict[tuple[str, float], list[np.ndarray]]:
@@ -220,6 +363,8 @@ def store_dipoles(store: TrajectoryStore) -> dict[tuple[str, float], list[np.nda
     out: dict[tuple[str, float], list[np.ndarray]] = {}
     for key in store.keys():
         traj = store[key]
+        if "dipole_eA" not in traj.array_names:  # stopped before it produced
+            continue
         attrs = traj.attrs
         out.setdefault((attrs["molecule"], float(attrs["temperature_K"])), []).append(
             traj.read("dipole_eA"))
@@ -461,27 +606,28 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
         "md_replica_steps_per_s": round(report["replica_steps"] / max(md_seconds, 1e-9), 1),
         "md_worker": report["worker"], "md_device": report["device"],
         "md_resumed_frames": report["resumed_frames"],
-        "stopped": report["stopped"], "harmonic_seconds": round(harmonic_seconds, 1),
+        "stopped": report["stopped"], "kinetic_temperature": kinetic_temperatures(store),
+        "harmonic_seconds": round(harmonic_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1)}
     return IrResult(spectra, harmonic, metrics)
 
 
-def reference_task(s: Structure, temperature_K: float, seed: int, config: IrConfig,
-                   labeler_config: LabelerConfig) -> dict[str, np.ndarray | float]:
-    """One reference run on a worker: its dipoles and wall time."""
+def reference_task(s: Structure, replica: Replica, config: IrConfig,
+                   labeler_config: LabelerConfig) -> dict:
+    """One reference run on a worker (:func:`reference_run`) and its wall time."""
     import time
 
     t0 = time.perf_counter()
-    dipoles = reference_run(s, temperature_K, seed, config, labeler_config)
-    return {"dipole_eA": dipoles, "seconds": time.perf_counter() - t0}
+    result = reference_run(s, replica, config, labeler_config)
+    return {**result, "seconds": time.perf_counter() - t0}
 
 
 def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: LabelerConfig,
                  store: TrajectoryStore, *, client=None, progress: bool = False
                  ) -> tuple[pa.Table, dict]:
-    """The ``reference-md`` stage: MD driven by the label source with the ``ir`` protocol
-    (``config`` is :meth:`ReferenceMdConfig.protocol`), one Dask task per run; dipoles into
-    ``store``, spectra as in ``ir``."""
+    """The ``reference-md`` stage: the ``ir`` protocol (the same runs, lengths, friction,
+    thermalisation and seeds) driven by the label source through the same integrator, one
+    Dask task per run; every run's frames into ``store``, spectra as in ``ir``."""
     import time
 
     from palirs_data import structures
@@ -490,40 +636,43 @@ def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: Labele
     start = time.perf_counter()
     minima = structures.from_table(equilibrium)
     by_name = {s.molecule: s for s in minima}
-    jobs = [(r, by_name[r.molecule]) for r in ir_replicas(minima, config)]  # ir's seed rule
+    jobs = [(r, by_name[r.molecule]) for r in ir_replicas(minima, config)]
     results: dict[str, dict] = {}
     if client is None:
         for r, s in jobs:
-            results[r.key] = reference_task(s, r.temperature_K, r.seed, config,
-                                            labeler_config)
+            results[r.key] = reference_task(s, r, config, labeler_config)
     else:
         from distributed import as_completed
 
-        futures = {client.submit(reference_task, s, r.temperature_K, r.seed, config,
-                                 labeler_config, key=f"reference-md-{r.key}-{r.seed}",
-                                 pure=False): r.key for r, s in jobs}
+        futures = {client.submit(reference_task, s, r, config, labeler_config,
+                                 key=f"reference-md-{r.key}-{r.seed}", pure=False): r.key
+                   for r, s in jobs}
         with make_progress() as bar:
             task = bar.add_task("reference MD", total=len(futures), visible=progress)
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 bar.advance(task)
-    dipoles: dict[tuple[str, float], list[np.ndarray]] = {}
-    dt = config.timestep_fs * config.write_every
+    stopped = []
     for r, s in jobs:
-        d = results[r.key]["dipole_eA"]
+        result = results[r.key]
+        arrays = result["arrays"]
         traj = store.create(r.key, numbers=s.numbers, molecule=s.molecule,
-                            timestep_fs=dt, temperature_K=r.temperature_K,
-                            arrays=["dipole_eA", "time_fs"], chunk_frames=4096,
-                            friction_fs=config.friction_fs, seed=r.seed,
-                            source="label source")
-        traj.append(dipole_eA=d, time_fs=dt * np.arange(1, len(d) + 1))
-        dipoles.setdefault((s.molecule, r.temperature_K), []).append(d)
-    table = spectra_table(dipoles, config)
+                            timestep_fs=config.timestep_fs, temperature_K=r.temperature_K,
+                            arrays=list(arrays), chunk_frames=4096,
+                            friction_fs=config.friction_fs, seed=r.seed, source="label source")
+        if len(arrays["time_fs"]):
+            traj.append(**arrays)
+        if result["attrs"]["stopped_at_time_fs"] is not None:
+            traj.set_attrs(**result["attrs"])
+            stopped.append(r.key)
+    table = spectra_table(store_dipoles(store), config)
     run_seconds = [results[r.key]["seconds"] for r, _ in jobs]
     steps = config.thermalise_steps + config.produce_steps
     metrics = {"runs": len(jobs), "steps_per_run": steps,
                "simulated_ps": round(len(jobs) * steps * config.timestep_fs / 1000, 3),
                "run_seconds_mean": round(float(np.mean(run_seconds)), 1),
                "ms_per_step": round(1000 * float(np.mean(run_seconds)) / steps, 3),
+               "stopped": sorted(stopped),
+               "kinetic_temperature": kinetic_temperatures(store),
                "seconds": round(time.perf_counter() - start, 1)}
     return table, metrics

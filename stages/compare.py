@@ -14,12 +14,15 @@ import typer
 
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.compare import (compare, comparison_figure, experimental_spectra, figure_name,
-                                 spectra_by_key, summary_csv, summary_figure)
+from palirs_data.compare import (compare, comparison_figure, convergence_figure,
+                                 experimental_spectra, figure_name, md_runs, spectra_by_key,
+                                 summary_csv, summary_figure, temperature_series_figure)
 from palirs_data.config import load_params
+from palirs_data.experiment import file_stem
 from palirs_data.ir import read_harmonic, read_spectra
+from palirs_data.trajectory import TrajectoryStore
 
-STAGE_PARAMS = ("compare",)
+STAGE_PARAMS = ("compare", "ir")
 RUNTIME_PARAMS: tuple[str, ...] = ()
 
 app = typer.Typer(add_completion=False)
@@ -33,6 +36,11 @@ def main(
                                   help="The double-harmonic modes (drawn as lines)."),
     reference: Path = typer.Option(Path("data/reference/md_spectra.parquet"),
                                    help="The reference-MD spectra (may be empty)."),
+    ml_trajectories: Path = typer.Option(Path("data/ir/trajectories.zarr"),
+                                         help="The ML runs (dipoles: the bootstrap)."),
+    reference_trajectories: Path = typer.Option(
+        Path("data/reference/md_trajectories.zarr"),
+        help="The reference runs (dipoles: the bootstrap; may be empty)."),
     experiment: Path = typer.Option(Path("data/experiment"),
                                     help="The experimental spectra (JCAMP-DX, sources.json)."),
     metrics: Path = typer.Option(Path("metrics/compare.json"),
@@ -49,8 +57,10 @@ def main(
         cfg = p.compare
         ml_table = read_spectra(ml)
         ref_table = read_spectra(reference)
-        exp = experimental_spectra(experiment, cfg)
-        result = compare(ml_table, ref_table, exp, cfg)
+        exp = experimental_spectra(experiment, cfg, p.ir)
+        ml_runs = md_runs(TrajectoryStore(ml_trajectories, mode="r"), p.ir, cfg)
+        ref_runs = md_runs(TrajectoryStore(reference_trajectories, mode="r"), p.ir, cfg)
+        result = compare(ml_runs, ref_runs, exp, cfg, p.ir)
         modes = read_harmonic(harmonic).to_pydict()
         ml_by, ref_by = spectra_by_key(ml_table), spectra_by_key(ref_table)
         t = float(cfg.temperature_K)
@@ -62,6 +72,14 @@ def main(
                     exp.get(molecule), np.asarray(modes["frequency_cm1"])[rows],
                     np.asarray(modes["intensity_km_mol"])[rows], cfg,
                     fig_dir / figure_name(molecule))
+                entry = result["molecules"][molecule]
+                if entry.get("convergence"):
+                    convergence_figure(molecule, entry["convergence"],
+                                       fig_dir / f"{file_stem(molecule)}_convergence.png")
+                if len(entry.get("ml_vs_reference_by_temperature", {})) > 1:
+                    temperature_series_figure(
+                        molecule, entry["ml_vs_reference_by_temperature"],
+                        fig_dir / f"{file_stem(molecule)}_temperatures.png")
             summary_figure(result, fig_dir / "summary.png")
             write_text_atomic(table, summary_csv(result))
             write_text_atomic(metrics, json.dumps(result, indent=2) + "\n")
@@ -70,7 +88,8 @@ def main(
                             ("ml_vs_experiment", "ML vs experiment")):
             if pair in result["mean"]:
                 s = result["mean"][pair]
-                parts.append(f"{label}: PCC {s['pcc']:.3f}, WD {s['wasserstein_cm1']:.1f} cm-1")
+                parts.append(f"{label}: PCC {s['pcc']:.3f}, WD {s['wasserstein_cm1']:.1f} cm-1 "
+                             f"({s['wasserstein']:.4f})")
         return (f"{len(result['molecules'])} molecules at {t:g} K; "
                 + ("; ".join(parts) or "nothing to compare") + f" -> {metrics}")
 

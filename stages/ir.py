@@ -19,7 +19,8 @@ from palirs_data.cli import run_stage
 from palirs_data.compare import figure_name, spectra_by_key, temperature_figure
 from palirs_data.compute import dask_client
 from palirs_data.config import load_params
-from palirs_data.ir import ir_work_store, ml_ir, write_harmonic, write_spectra
+from palirs_data.ir import (ir_work_store, ml_ir, temperature_summary, write_harmonic,
+                            write_spectra)
 
 STAGE_PARAMS = ("ir", "compare.window_cm1")
 RUNTIME_PARAMS = ("compute",)
@@ -73,8 +74,8 @@ def main(
         m = result.metrics
         stops = f", stopped: {', '.join(m['stopped'])}" if m["stopped"] else ""
         return (f"{m['runs']} runs x {m['steps_per_run']} steps on {m['md_worker']} "
-                f"({m['md_device']}, {m['md_replica_steps_per_s']:.0f} replica-steps/s){stops} "
-                f"-> {spectra}")
+                f"({m['md_device']}, {m['md_replica_steps_per_s']:.0f} replica-steps/s){stops}; "
+                f"kinetic T {temperature_summary(m['kinetic_temperature'])} -> {spectra}")
 
     run_stage("ir", body)
 

@@ -1,7 +1,8 @@
 """reference-md: MD driven by the label source, the reference the ML spectrum is judged by.
 
-The ``ir`` protocol (timestep, friction, temperatures, spectrum settings) with the run count and
-length of ``reference_md``; one Dask task per run (see :func:`palirs_data.ir.reference_ir`).
+The ``ir`` protocol itself (runs, lengths, thermalisation, friction, timestep, seeds, spectrum
+settings) driven by the label source through the same integrator; one Dask task per run (see
+:func:`palirs_data.ir.reference_ir`).
 Cheap for GFN2-xTB, expensive for DFT: ``reference_md.enabled: false`` skips it (the outputs
 are then empty and ``compare`` reports experiment only).
 """
@@ -18,12 +19,10 @@ from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.compute import dask_client
 from palirs_data.config import load_params
-from palirs_data.ir import SPECTRUM_SCHEMA, reference_ir, write_spectra
+from palirs_data.ir import SPECTRUM_SCHEMA, reference_ir, temperature_summary, write_spectra
 from palirs_data.trajectory import TrajectoryStore
 
-STAGE_PARAMS = ("reference_md", "ir.temperatures_K", "ir.timestep_fs", "ir.friction_fs",
-                "ir.write_every", "ir.max_correlation_fs", "ir.zero_padding",
-                "ir.max_wavenumber_cm1", "ir.seed", "labeler")
+STAGE_PARAMS = ("reference_md", "ir", "labeler")
 RUNTIME_PARAMS = ("compute",)
 
 app = typer.Typer(add_completion=False)
@@ -37,9 +36,9 @@ def main(
     spectra: Path = typer.Option(Path("data/reference/md_spectra.parquet"),
                                  help="Output: spectrum per molecule and temperature."),
     trajectories: Path = typer.Option(Path("data/reference/md_trajectories.zarr"),
-                                      help="Output: the runs' dipoles."),
+                                      help="Output: the runs (positions, velocities, dipoles)."),
     metrics: Path = typer.Option(Path("metrics/reference_md.json"),
-                                 help="Output metrics: runs, length, cost per step."),
+                                 help="Output metrics: runs, cost per step, kinetic temperatures."),
 ) -> None:
     """Run MD with the label source and compute its IR spectra."""
 
@@ -51,17 +50,18 @@ def main(
                 table = SPECTRUM_SCHEMA.empty_table()
                 report = {"enabled": False}
             else:
-                protocol = p.reference_md.protocol(p.ir)
                 with dask_client(p.compute) as client:
-                    table, report = reference_ir(structures.read_table(equilibrium), protocol,
+                    table, report = reference_ir(structures.read_table(equilibrium), p.ir,
                                                  p.labeler, store, client=client, progress=True)
                 report = {"enabled": True, "method": p.labeler.method, **report}
             write_spectra(table, spectra)
             write_text_atomic(metrics, json.dumps(report, indent=2) + "\n")
         if not report["enabled"]:
             return f"disabled (reference_md.enabled: false): empty -> {spectra}"
+        stops = f", stopped: {', '.join(report['stopped'])}" if report["stopped"] else ""
         return (f"{report['runs']} runs x {report['steps_per_run']} steps with "
-                f"{p.labeler.method} ({report['ms_per_step']:.2f} ms/step) -> {spectra}")
+                f"{p.labeler.method} ({report['ms_per_step']:.2f} ms/step){stops}; kinetic T "
+                f"{temperature_summary(report['kinetic_temperature'])} -> {spectra}")
 
     run_stage("reference-md", body)
 

@@ -10,20 +10,22 @@ import pyarrow as pa
 import pytest
 
 from conftest import run_stage, write_params
-from palirs_data.compare import (compare, experimental_spectra, report, spectra_by_key,
-                                 summary_csv)
-from palirs_data.config import CompareConfig, ExperimentConfig
+from palirs_data.compare import (MdRuns, compare, experimental_spectra, report, score,
+                                 spectra_by_key, summary_csv)
+from palirs_data.config import CompareConfig, ExperimentConfig, IrConfig
 from palirs_data.errors import PalirsInputError
 from palirs_data.experiment import collect, file_stem
 from palirs_data.ir import HARMONIC_IR_SCHEMA, SPECTRUM_SCHEMA, write_harmonic, write_spectra
-from palirs_data.spectra import read_jcamp
+from palirs_data.spectra import SPEED_OF_LIGHT_CM_FS, Spectrum, read_jcamp
 from test_spectra import _jcamp
 
 BANDS = [(1030.0, 1.0, 15.0), (1450.0, 0.3, 20.0), (2950.0, 0.6, 25.0), (3680.0, 0.4, 15.0)]
 
 
-def _bands(grid, shift=0.0):
-    return sum(a * np.exp(-0.5 * ((grid - c - shift) / w) ** 2) for c, a, w in BANDS)
+def _bands(grid, shift=0.0, width=None):
+    """Gaussian bands of area ∝ a (a / w at the peak, times the largest w)."""
+    return sum(a * 25.0 / (width or w) * np.exp(-0.5 * ((grid - c - shift) / (width or w)) ** 2)
+               for c, a, w in BANDS) / (25.0 / 15.0)
 
 
 def _table(spectra: dict[tuple[str, float], np.ndarray], grid: np.ndarray) -> pa.Table:
@@ -38,11 +40,38 @@ def _table(spectra: dict[tuple[str, float], np.ndarray], grid: np.ndarray) -> pa
     return pa.Table.from_pydict(cols, schema=SPECTRUM_SCHEMA)
 
 
-def _experiment_dir(tmp_path, shift: float):
+IR = IrConfig(max_correlation_fs=500.0, produce_fs=4000.0)
+DT = 0.5
+
+
+def _dipoles(shift=0.0, *, runs=3, frames=8000, seed=0, spread=0.0):
+    """Dipole series whose spectrum has the lines of BANDS (area ∝ amplitude), moved by
+    ``shift``: every line a cosine of random phase; ``spread`` the relative run-to-run spread
+    of the line amplitudes (as runs at different energies give)."""
+    rng = np.random.default_rng(seed)
+    t = DT * np.arange(frames)
+    out = []
+    for _ in range(runs):
+        mu = np.zeros((frames, 3))
+        for k, (centre, area, _) in enumerate(BANDS):
+            nu = centre + shift
+            amp = np.sqrt(area) / nu * (1 + spread * rng.normal())
+            mu[:, k % 3] += amp * np.cos(2 * np.pi * SPEED_OF_LIGHT_CM_FS * nu * t
+                                         + rng.uniform(0, 2 * np.pi))
+        out.append(mu)
+    return out
+
+
+def _runs(shift=0.0, **kwargs) -> MdRuns:
+    return MdRuns.from_dipoles(_dipoles(shift, **kwargs), DT, IR, 1000.0)
+
+
+def _experiment_dir(tmp_path, shift: float, width: float | None = None, peak: float = 0.5):
     """A user's own JCAMP-DX file for methanol: %-transmittance over 450-3800 cm-1 of the
-    bands shifted by ``shift``, on a sloping baseline; collected as the stage does."""
+    bands shifted by ``shift`` (all ``width`` wide, if given; the highest ``peak``
+    absorbance), on a sloping baseline; collected as the stage does."""
     x = np.arange(450.0, 3800.5, 1.0)
-    absorbance = 0.5 * _bands(x, shift) + 0.02 + 1e-5 * (x - 450)
+    absorbance = peak * _bands(x, shift, width) + 0.02 + 1e-5 * (x - 450)
     own = _jcamp(tmp_path / "own.jdx", x, 100 * 10 ** -absorbance, xunits="1/CM",
                  yunits="TRANSMITTANCE")
     out = tmp_path / "experiment"
@@ -52,44 +81,73 @@ def _experiment_dir(tmp_path, shift: float):
 
 
 def test_identical_md_spectra_agree_and_a_shifted_experiment_is_as_far_as_its_shift(tmp_path):
-    grid = np.arange(0.0, 4500.0, 2.0)
-    ml = _table({("methanol", 300.0): _bands(grid), ("methanol", 500.0): _bands(grid),
-                 ("pyridine", 300.0): _bands(grid, 30)}, grid)
-    ref = _table({("methanol", 300.0): _bands(grid), ("methanol", 500.0): _bands(grid, 10),
-                  ("pyridine", 300.0): _bands(grid)}, grid)
-    config = CompareConfig()
-    experiment = experimental_spectra(_experiment_dir(tmp_path, shift=20.0), config)
+    ml = {("methanol", 300.0): _runs(), ("methanol", 500.0): _runs(),
+          ("pyridine", 300.0): _runs(30)}
+    ref = {("methanol", 300.0): _runs(), ("methanol", 500.0): _runs(10),
+           ("pyridine", 300.0): _runs()}
+    config = CompareConfig(bootstrap_samples=40)
+    experiment = experimental_spectra(_experiment_dir(tmp_path, shift=20.0, width=2.0),
+                                      config, IR)
     assert list(experiment) == ["methanol"]
-    result = compare(ml, ref, experiment, config)
+    result = compare(ml, ref, experiment, config, IR)
 
     methanol = result["molecules"]["methanol"]
-    assert methanol["ml_vs_reference"]["pcc"] == pytest.approx(1.0, abs=1e-4)
-    assert methanol["ml_vs_reference"]["wasserstein_cm1"] == pytest.approx(0.0, abs=0.01)
+    same = methanol["ml_vs_reference"]
+    assert same["pcc"] == pytest.approx(1.0, abs=1e-4) and same["pcc_ci"][0] > 0.99
+    assert same["wasserstein_cm1"] == pytest.approx(0.0, abs=0.01)
     # the experiment is measured to 3800 cm-1 only: the window is cut there
     assert methanol["ml_vs_experiment"]["window_cm1"] == [500.0, 3800.0]
-    # baseline removed, the experiment is the same bands 20 cm-1 higher
-    assert methanol["ml_vs_experiment"]["wasserstein_cm1"] == pytest.approx(20.0, abs=3.0)
-    assert methanol["ml_vs_experiment"]["pcc"] < methanol["ml_vs_reference"]["pcc"]
-    assert methanol["reference_vs_experiment"] == methanol["ml_vs_experiment"]
+    # baseline removed and convolved to the MD line shape, the experiment is the same bands
+    # 20 cm-1 higher: as far as the shift, in cm-1 and as a fraction of the window
+    far = methanol["ml_vs_experiment"]
+    assert far["wasserstein_cm1"] == pytest.approx(20.0, abs=3.0)
+    assert far["wasserstein"] == pytest.approx(far["wasserstein_cm1"] / 3300, abs=1e-4)
+    assert far["pcc"] < same["pcc"]
+    assert methanol["reference_vs_experiment"]["pcc"] == pytest.approx(far["pcc"], abs=1e-3)
+    assert methanol["experiment"]["convolved_fwhm_cm1"] == pytest.approx(66.7, abs=0.1)
     by_t = methanol["ml_vs_reference_by_temperature"]
     assert by_t["300K"]["wasserstein_cm1"] == pytest.approx(0.0, abs=0.01)
-    assert by_t["500K"]["wasserstein_cm1"] == pytest.approx(10.0, abs=0.5)
+    assert by_t["500K"]["wasserstein_cm1"] == pytest.approx(10.0, abs=1.0)
+    # the convergence with the ML production: the first 1, 2 and 3 runs of 4 ps
+    assert [(r["runs"], r["produce_ps"]) for r in methanol["convergence"]] == [
+        (1, 4.0), (2, 8.0), (3, 12.0)]
 
     pyridine = result["molecules"]["pyridine"]
-    assert set(pyridine) == {"ml_vs_reference", "ml_vs_reference_by_temperature"}
-    assert pyridine["ml_vs_reference"]["wasserstein_cm1"] == pytest.approx(30.0, abs=0.5)
+    assert set(pyridine) == {"ml_vs_reference", "ml_vs_reference_by_temperature",
+                             "convergence"}
+    assert pyridine["ml_vs_reference"]["wasserstein_cm1"] == pytest.approx(30.0, abs=1.0)
     assert result["without_experiment"] == ["pyridine"] and result["without_reference"] == []
     mean = result["mean"]["ml_vs_reference"]
     assert mean["n_molecules"] == 2
-    assert mean["wasserstein_cm1"] == pytest.approx(15.0, abs=0.3)
+    assert mean["wasserstein_cm1"] == pytest.approx(15.0, abs=0.5)
     assert result["mean"]["ml_vs_experiment"]["n_molecules"] == 1
     rows = summary_csv(result).splitlines()
-    assert rows[0] == "molecule,comparison,pcc,wasserstein_cm1" and len(rows) == 1 + 4
+    assert rows[0].startswith("molecule,comparison,pcc,pcc_lo,pcc_hi,") and len(rows) == 1 + 4
 
     # no reference MD (disabled): experiment comparisons only
-    alone = compare(ml, SPECTRUM_SCHEMA.empty_table(), experiment, config)
-    assert set(alone["molecules"]["methanol"]) == {"ml_vs_experiment"}
+    alone = compare(ml, {}, experiment, config, IR)
+    assert set(alone["molecules"]["methanol"]) == {"ml_vs_experiment", "experiment"}
     assert alone["without_reference"] == ["methanol", "pyridine"]
+
+
+def test_the_bootstrap_interval_shrinks_as_runs_are_added():
+    """Runs whose line amplitudes spread from run to run (different energies) against the
+    exact spectrum: the interval of PCC and WD narrows with more runs, and holds the value."""
+    grid = np.arange(0.0, 4500.0, 1.0)
+    exact = MdRuns.from_dipoles(_dipoles(runs=1), DT, IR, 1000.0)
+    truth = Spectrum(*exact.spectrum())
+    config = CompareConfig(bootstrap_samples=300)
+    widths = []
+    for n in (3, 12, 48):
+        s = score(_runs(runs=n, spread=0.3, seed=n), truth, (500.0, 4000.0), config,
+                  np.random.default_rng(0))
+        widths.append((s["pcc_ci"][1] - s["pcc_ci"][0],
+                       s["wasserstein_cm1_ci"][1] - s["wasserstein_cm1_ci"][0]))
+        assert s["pcc_ci"][0] <= s["pcc"] + 1e-9 and s["wasserstein_cm1_ci"][0] <= \
+            s["wasserstein_cm1"] + 1e-9
+    assert widths[0][0] > widths[1][0] > widths[2][0]
+    assert widths[0][1] > widths[1][1] > widths[2][1]
+    assert grid.size  # the grid is the comparison's own (window, 1 cm-1)
 
 
 def test_spectra_by_key_restores_each_spectrum():
@@ -116,7 +174,10 @@ def test_experimental_spectra_from_the_jcamp_source_distribution(tmp_path):
     assert not (tmp_path / "work").exists()  # the archive is scratch
     spectrum = read_jcamp(out / "methanol.jdx")
     assert 400 < spectrum.wavenumber_cm1.min() < 500 < 3700 < spectrum.wavenumber_cm1.max()
-    corrected = experimental_spectra(out, CompareConfig())["methanol"]
+    # the grating spectrum's C-O band is near saturation: flagged, where it is
+    assert entry["saturated"] and entry["max_absorbance"] > 1.5
+    assert entry["saturated_cm1"] and all(1020 < a <= b < 1070 for a, b in entry["saturated_cm1"])
+    corrected = experimental_spectra(out, CompareConfig())["methanol"].corrected
     # the strongest bands of gas-phase methanol: C-O stretch (~1033) and C-H stretches
     top = corrected.wavenumber_cm1[np.argmax(corrected.intensity)]
     assert 1000 < top < 1060
@@ -147,34 +208,55 @@ def test_a_bad_experimental_file_is_one_line_naming_it_and_leaves_no_output(tmp_
     assert not (tmp_path / "out").exists()
 
 
+def _store(path, runs: dict[tuple[str, float], list[np.ndarray]]):
+    from palirs_data.trajectory import TrajectoryStore, trajectory_key
+
+    store = TrajectoryStore(path)
+    for (molecule, t), dipoles in runs.items():
+        for k, d in enumerate(dipoles):
+            traj = store.create(trajectory_key(molecule, t, k), numbers=[8, 1, 1],
+                                molecule=molecule, timestep_fs=DT, temperature_K=t,
+                                arrays=["dipole_eA", "time_fs"])
+            traj.append(dipole_eA=d, time_fs=DT * np.arange(1, len(d) + 1))
+    return path
+
+
 def test_compare_stage_writes_metrics_table_and_figures(tmp_path):
     grid = np.arange(0.0, 4500.0, 2.0)
     write_spectra(_table({("methanol", 300.0): _bands(grid)}, grid), tmp_path / "ml.parquet")
     write_spectra(_table({("methanol", 300.0): _bands(grid, 5)}, grid), tmp_path / "ref.parquet")
+    _store(tmp_path / "ml.zarr", {("methanol", 300.0): _dipoles(runs=2),
+                                  ("methanol", 500.0): _dipoles(runs=2)})
+    _store(tmp_path / "ref.zarr", {("methanol", 300.0): _dipoles(5, runs=2, seed=1),
+                                   ("methanol", 500.0): _dipoles(runs=2, seed=1)})
     modes = pa.Table.from_pydict({"molecule": ["methanol"] * 3, "mode": [0, 1, 2],
                                   "frequency_cm1": [1040.0, 2990.0, 3700.0],
                                   "intensity_km_mol": [100.0, 30.0, 20.0]},
                                  schema=HARMONIC_IR_SCHEMA)
     write_harmonic(modes, tmp_path / "harmonic.parquet")
-    _experiment_dir(tmp_path, shift=10.0)
-    params = write_params(tmp_path / "params.yaml")
+    _experiment_dir(tmp_path, shift=10.0, peak=2.0)  # saturated: shaded in the figure
+    params = write_params(tmp_path / "params.yaml", compare={"bootstrap_samples": 20},
+                          ir={"max_correlation_fs": 500.0, "produce_fs": 4000.0})
     args = ["--params", str(params), "--ml", "ml.parquet", "--harmonic", "harmonic.parquet",
-            "--reference", "ref.parquet", "--experiment", "experiment",
+            "--reference", "ref.parquet", "--ml-trajectories", "ml.zarr",
+            "--reference-trajectories", "ref.zarr", "--experiment", "experiment",
             "--metrics", "m/compare.json", "--table", "m/compare.csv", "--figures", "m/fig"]
     result = run_stage("compare", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "ML vs reference MD: PCC" in result.stdout and "ML vs experiment" in result.stdout
     metrics = json.loads((tmp_path / "m/compare.json").read_text())
-    assert metrics["molecules"]["methanol"]["ml_vs_reference"]["wasserstein_cm1"] == \
-        pytest.approx(5.0, abs=0.3)
+    methanol = metrics["molecules"]["methanol"]
+    assert methanol["ml_vs_reference"]["wasserstein_cm1"] == pytest.approx(5.0, abs=0.5)
+    assert methanol["experiment"]["saturated_cm1"]
     figures = sorted(p.name for p in (tmp_path / "m/fig").iterdir())
-    assert figures == ["methanol.png", "summary.png"]
+    assert figures == ["methanol.png", "methanol_convergence.png", "methanol_temperatures.png",
+                       "summary.png"]
     for name in figures:
         assert (tmp_path / "m/fig" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     printed = report(tmp_path / "m/compare.json", tmp_path / "m/fig").splitlines()
     assert printed[2].split()[:4] == ["methanol", "ML", "vs", "reference"]
-    assert float(printed[2].split()[-1]) == pytest.approx(5.0, abs=0.3)
+    assert float(printed[2].split()[-1]) == pytest.approx(5.0 / 3500, abs=2e-4)
     assert printed[-1] == f"figure: {tmp_path / 'm/fig/summary.png'}"
     with pytest.raises(PalirsInputError, match="nothing.json: no comparison metrics"):
         report(tmp_path / "nothing.json")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from palirs_data import structures
 from palirs_data.config import IrConfig, LabelerConfig
-from palirs_data.ir import (SPECTRUM_SCHEMA, read_spectra, reference_run, run_ml_md,
-                            spectra_table, store_dipoles, write_spectra)
+from palirs_data.ir import (SPECTRUM_SCHEMA, ir_replicas, read_spectra, reference_run,
+                            run_ml_md, spectra_table, store_dipoles, write_spectra)
 from palirs_data.trajectory import TrajectoryStore
 
 
@@ -82,12 +83,11 @@ def test_label_source_md_of_water_has_its_bands_at_the_harmonic_frequencies(wate
                                hessian_step_A=0.01, name="water")
     bend, *stretches = np.sort(result.frequencies_cm1)
     minimum = Structure.from_atoms(result.atoms, molecule="water", source="equilibrium")
-    config = IrConfig(thermalise_fs=500.0, produce_fs=4000.0, friction_fs=0.001)
-
     def centres(temperature):
-        spectra = [ir_spectrum(reference_run(minimum, temperature, seed, config,
-                                             labeler_config), config.timestep_fs)
-                   for seed in (1, 2)]
+        config = IrConfig(temperatures_K=[temperature], trajectories=2, thermalise_fs=500.0,
+                          produce_fs=4000.0, friction_fs=0.001)
+        spectra = [ir_spectrum(reference_run(minimum, r, config, labeler_config)["arrays"][
+            "dipole_eA"], config.timestep_fs) for r in ir_replicas([minimum], config)]
         nu, intensity = spectra[0][0], np.mean([s[1] for s in spectra], axis=0)
 
         def centre(lo, hi):
@@ -203,3 +203,141 @@ def test_harmonic_table_is_taken_at_the_committee_minimum(tiny_committee, tiny_d
     atoms.calc = calc
     out = committee.evaluate(committee.batch([s.numbers]), torch.as_tensor(s.positions_A))
     np.testing.assert_allclose(atoms.get_forces(), out.member_forces_eVA.mean(0).numpy())
+
+
+# --- the shared protocol: one integrator for any force field ----------------------------------
+
+
+class _Diatomic:
+    """A force field for BatchedMD: Cl2-like diatomics, harmonic bond (k eV/Å², r0 Å); with
+    ``explode`` = (index, call, batch size), the forces of molecule ``index`` of a batch of
+    that size turn non-finite from that call on."""
+
+    dtype = torch.float64
+    device = "cpu"
+
+    def __init__(self, k: float = 100.0, r0: float = 2.0, explode=None) -> None:
+        self.k, self.r0, self.explode, self.calls = k, r0, explode, 0
+
+    def batch(self, numbers, device=None):
+        from palirs_data.committee import MolecularBatch
+
+        return MolecularBatch(numbers, [17], dtype=self.dtype)
+
+    def evaluate(self, batch, positions):
+        from palirs_data.committee import CommitteeOutput
+
+        self.calls += 1
+        x = positions.reshape(-1, 2, 3)
+        d = x[:, 1] - x[:, 0]
+        r = torch.linalg.vector_norm(d, dim=1, keepdim=True)
+        f1 = -self.k * (r - self.r0) * d / r
+        forces = torch.stack([-f1, f1], dim=1).reshape(-1, 3)
+        energy = 0.5 * self.k * (r[:, 0] - self.r0) ** 2
+        if self.explode is not None and self.calls >= self.explode[1] \
+                and batch.n_graphs == self.explode[2]:
+            forces[2 * self.explode[0]] = float("nan")
+        zeros = torch.zeros(batch.n_graphs, dtype=self.dtype)
+        return CommitteeOutput(energy, zeros, forces, torch.zeros(len(forces)), zeros,
+                               zeros.clone(), energy[None], forces[None])
+
+
+class _BondDipole:
+    """Dipole along z proportional to the bond's stretch: no rotational side bands."""
+
+    r_max = float("inf")
+
+    def __call__(self, data, training=False, compute_force=False):
+        x = data["positions"].reshape(-1, 2, 3)
+        stretch = torch.linalg.vector_norm(x[:, 1] - x[:, 0], dim=1) - 2.0
+        return {"dipole": torch.stack([0 * stretch, 0 * stretch, 0.3 * stretch], dim=1)}
+
+
+def _diatomic_minimum():
+    from palirs_data.structures import Structure
+
+    return Structure(structure_id="cl2", molecule="cl2", numbers=np.array([17, 17]),
+                     positions_A=np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]]),
+                     source="equilibrium")
+
+
+def test_a_harmonic_bond_through_the_shared_protocol_has_its_frequency_and_temperature(
+        tmp_path):
+    """The ir protocol (thermalise, then produce) driving a harmonic force field: the spectrum
+    peaks at sqrt(k/μ)/(2πc) and the pooled kinetic temperature is the target (equipartition
+    over all 3N degrees of freedom under Langevin)."""
+    from ase.data import atomic_masses
+
+    from palirs_data import units
+    from palirs_data.ir import kinetic_temperatures, run_md
+    from palirs_data.spectra import SPEED_OF_LIGHT_CM_FS
+
+    config = IrConfig(temperatures_K=[300.0], trajectories=16, friction_fs=0.005,
+                      thermalise_fs=500.0, produce_fs=4000.0, max_correlation_fs=1000.0)
+    store = TrajectoryStore(tmp_path / "md.zarr")
+    report = run_md(_Diatomic(), ir_replicas([_diatomic_minimum()], config), config, store,
+                    dipole_model=_BondDipole())
+    assert report.stopped == []
+    mu = atomic_masses[17] / 2
+    expected = np.sqrt(100.0 / mu * units.ACCEL_EV_A_AMU_IN_A_FS2) / (
+        2 * np.pi * SPEED_OF_LIGHT_CM_FS)
+    table = spectra_table(store_dipoles(store), config)
+    nu, intensity = (table.column(c).to_numpy() for c in ("wavenumber_cm1", "intensity"))
+    assert nu[np.argmax(intensity)] == pytest.approx(expected, abs=5.0)  # ~1240 cm-1
+    pooled = kinetic_temperatures(store)["pooled"]["cl2/300K"]
+    assert pooled["runs"] == 16 and abs(pooled["deviation_percent"]) < 5.0, pooled
+    # the runs are the independent samples: 16 runs of a 6-dof molecule, each 20 x 1/γ long
+    assert 0 < pooled["stderr_K"] < 15.0 and abs(pooled["mean_K"] - 300) < 3 * pooled["stderr_K"]
+
+
+def test_a_run_that_explodes_is_reported_and_leaves_the_others_whole(tmp_path):
+    from palirs_data.ir import run_md
+
+    config = IrConfig(temperatures_K=[300.0], trajectories=3, thermalise_fs=50.0,
+                      produce_fs=400.0, max_correlation_fs=100.0, friction_fs=0.005)
+    store = TrajectoryStore(tmp_path / "md.zarr")
+    # replica 1 explodes 3/4 into production (100 thermalisation steps, then 800)
+    report = run_md(_Diatomic(explode=(1, 100 + 600, 3)), ir_replicas(
+        [_diatomic_minimum()], config), config, store, dipole_model=_BondDipole())
+    assert report.stopped == ["cl2/300K/1"]
+    assert store["cl2/300K/1"].attrs["stop_reason"].startswith("non-finite")
+    lengths = [store[f"cl2/300K/{k}"].n_frames for k in range(3)]
+    assert lengths[0] == lengths[2] == 800 and 500 < lengths[1] < 800
+    table = spectra_table(store_dipoles(store), config)
+    assert set(table.column("n_runs").to_pylist()) == {3}  # the short run counts, with its
+    # frames; one shorter than twice the correlation depth is left out
+    dipoles = store_dipoles(store)
+    dipoles[("cl2", 300.0)][1] = dipoles[("cl2", 300.0)][1][:300]
+    assert set(spectra_table(dipoles, config).column("n_runs").to_pylist()) == {2}
+
+
+def test_ml_and_reference_md_run_one_integrator(tiny_committee, tiny_dipole_model,
+                                                methanol_data, water, tmp_path, monkeypatch):
+    """Both the committee's and the label source's runs go through BatchedMD (thermalise and
+    produce); the reference's dipoles are the label source's own at each written frame."""
+    from palirs_data import dynamics
+    from palirs_data.labelers import make_labeler
+    from palirs_data.structures import Structure
+
+    engines = []
+    original = dynamics.BatchedMD.run
+
+    def counting(self, *args, **kwargs):
+        engines.append(type(self.committee).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(dynamics.BatchedMD, "run", counting)
+    config = IrConfig(temperatures_K=[300.0], trajectories=1, thermalise_fs=5.0,
+                      produce_fs=20.0, max_correlation_fs=5.0)
+    minima = structures.from_table(methanol_data["result"].equilibrium)
+    run_ml_md(tiny_committee["committee"], tiny_dipole_model["model"], minima, config,
+              TrajectoryStore(tmp_path / "ml.zarr"))
+    minimum = Structure.from_atoms(water, molecule="water", source="equilibrium")
+    result = reference_run(minimum, ir_replicas([minimum], config)[0], config, LabelerConfig())
+    assert engines == ["Committee", "Committee", "LabelerForceField", "LabelerForceField"]
+    arrays = result["arrays"]
+    assert len(arrays["dipole_eA"]) == 40
+    atoms = water.copy()
+    atoms.positions = arrays["positions_A"][-1]
+    label = make_labeler(LabelerConfig()).label(atoms)
+    np.testing.assert_allclose(arrays["dipole_eA"][-1], label.dipole_eA, atol=1e-10)

@@ -74,8 +74,9 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     params["active_learning"]["acquire"].update(
         duration_fs=40.0, min_spacing_fs=2.0, thermalise_fs=20.0,
         max_force_rel_dev=1e9)  # 3-epoch models would trip the guard at once (tested apart)
-    params["ir"].update(thermalise_fs=20.0, produce_fs=200.0, max_correlation_fs=50.0)
-    params["reference_md"].update(thermalise_fs=20.0, produce_fs=200.0)
+    params["ir"].update(thermalise_fs=20.0, produce_fs=200.0, max_correlation_fs=50.0,
+                        trajectories=3)
+    params["compare"].update(bootstrap_samples=50)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run([*git, "commit", "-qam", "tiny settings"], repo, env)
 
@@ -119,10 +120,13 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     compared = json.loads((repo / "metrics/compare.json").read_text())["molecules"]["methanol"]
     for pair in ("ml_vs_reference", "ml_vs_experiment", "reference_vs_experiment"):
         assert -1 <= compared[pair]["pcc"] <= 1 and compared[pair]["wasserstein_cm1"] > 0
+        assert len(compared[pair]["pcc_ci"]) == 2 and compared[pair]["wasserstein"] > 0
+    assert compared["convergence"][-1]["runs"] == 3
     assert (repo / "metrics/figures/compare/methanol.png").stat().st_size > 10_000
     assert (repo / "metrics/figures/ir/methanol.png").is_file()
     ir = json.loads((repo / "metrics/ir.json").read_text())
     assert ir["runs"] == 3 and ir["stopped"] == []
+    assert ir["kinetic_temperature"]["pooled"]["methanol/300K"]["runs"] == 3
     # the reference MD ran once: the second experiment restored it from the run cache
     assert out.count("Running stage 'reference-md'") == 1
 

@@ -162,3 +162,69 @@ def test_baseline_correction_recovers_bands_on_a_curved_baseline():
     assert result["wasserstein_cm1"] < 5.0
     uncorrected = compare_spectra((grid, bands), (grid, bands + baseline))
     assert uncorrected["wasserstein_cm1"] > 10 * result["wasserstein_cm1"]  # baseline spoils it
+
+
+# --- block sums, the MD line shape ------------------------------------------------------------
+
+def test_block_sums_pool_to_the_spectrum_of_the_runs():
+    """Summed over its blocks, a run's correlation sums give its spectrum exactly; pooled over
+    runs of equal length, the mean of their spectra; a run of other length counts by its
+    length."""
+    from palirs_data.spectra import correlation_blocks, pooled_spectrum
+
+    rng = np.random.default_rng(3)
+    runs = [np.cumsum(rng.normal(size=(n, 3)), axis=0) for n in (3000, 3000, 1700)]
+    blocks = [correlation_blocks(d, 0.5, max_correlation_fs=200.0, block_fs=150.0)
+              for d in runs]
+    assert [b.n_blocks for b in blocks] == [10, 10, 6]  # the short remainder joins its block
+    for d, b in zip(runs, blocks):
+        nu, one = ir_spectrum(d, 0.5, max_correlation_fs=200.0)
+        np.testing.assert_allclose(pooled_spectrum([b])[1], one, rtol=1e-9, atol=1e-12)
+    mean = np.mean([ir_spectrum(d, 0.5, max_correlation_fs=200.0)[1] for d in runs[:2]], 0)
+    np.testing.assert_allclose(pooled_spectrum(blocks[:2])[1], mean, rtol=1e-9, atol=1e-12)
+    # all blocks once each is the point estimate; a bootstrap draw weights them
+    weights = [np.ones(b.n_blocks) for b in blocks]
+    np.testing.assert_allclose(pooled_spectrum(blocks, weights=weights)[1],
+                               pooled_spectrum(blocks)[1])
+
+
+def test_a_delta_line_convolved_to_the_md_line_shape():
+    """The experiment's convolution kernel is the line an undamped oscillator gets from
+    ir_spectrum (Hann lag window over ±T): FWHM 1/(cT), area kept."""
+    from palirs_data.spectra import (SPEED_OF_LIGHT_CM_FS, Spectrum, convolve_to_md,
+                                     md_line_fwhm_cm1)
+
+    grid = np.arange(500.0, 3500.0, 0.5)
+    delta = np.where(grid == 2000.0, 1.0 / 0.5, 0.0)  # unit area
+    line = convolve_to_md(Spectrum(grid, delta), 1000.0).intensity
+    assert md_line_fwhm_cm1(1000.0) == pytest.approx(33.36, abs=0.01)
+    half = grid[line >= line.max() / 2]
+    assert half.max() - half.min() == pytest.approx(33.36, abs=1.0)
+    assert grid[np.argmax(line)] == 2000.0
+    assert np.trapezoid(line, grid) == pytest.approx(1.0, rel=1e-3)
+    # the same shape as an MD line: a pure cosine's spectrum (no derivative)
+    t = 0.5 * np.arange(400000)
+    mu = np.zeros((len(t), 3))
+    mu[:, 0] = np.cos(2 * np.pi * SPEED_OF_LIGHT_CM_FS * 2000.0 * t)
+    nu, md = ir_spectrum(mu, 0.5, max_correlation_fs=1000.0, derivative=False,
+                         zero_padding=16)
+    near = np.abs(grid - 2000.0) < 60
+    md_line = np.interp(grid[near], nu, md)
+    assert np.corrcoef(md_line, line[near])[0, 1] > 0.999
+
+
+def test_the_friction_broadens_the_convolution_kernel_as_it_broadens_md_lines():
+    from palirs_data.spectra import Spectrum, convolve_to_md, friction_fwhm_cm1
+
+    assert friction_fwhm_cm1(0.001) == pytest.approx(5.31, abs=0.01)
+    grid = np.arange(500.0, 3500.0, 0.5)
+    delta = np.where(grid == 2000.0, 1.0 / 0.5, 0.0)
+    widths = []
+    for friction in (0.0, 0.005):
+        line = convolve_to_md(Spectrum(grid, delta), 1000.0, friction).intensity
+        half = grid[line >= line.max() / 2]
+        widths.append(half.max() - half.min())
+        assert np.trapezoid(line, grid) == pytest.approx(1.0, rel=1e-3)
+    # a Voigt-like profile: wider than either part, narrower than their sum
+    assert max(33.4, friction_fwhm_cm1(0.005)) < widths[1] < 33.4 + friction_fwhm_cm1(0.005)
+    assert widths[0] == pytest.approx(33.4, abs=1.0)
