@@ -466,7 +466,9 @@ def convergence_figure(molecule: str, rows: list[dict], path: Path) -> None:
     _errorbar(a, x, rows, "pcc", marker="o", color="C0")
     _errorbar(b, x, rows, "wasserstein_cm1", marker="o", color="C3")
     for ax, name in ((a, "PCC, ML vs reference MD"), (b, "WD / cm$^{-1}$")):
-        ax.set_xscale("log", base=2)
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
         ax.set_xlabel("ML production, all runs / ps")
         ax.set_ylabel(name)
     fig.suptitle(f"{molecule}: convergence with the ML production (first k runs)",

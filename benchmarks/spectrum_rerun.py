@@ -1,0 +1,74 @@
+"""Do two runs of the ``ir`` stage with different seeds agree within their intervals?
+
+Reruns the committee MD of ``ir`` (the final committee and dipole model of the pipeline, the
+``ir`` protocol of ``params.yaml``) with ``ir.seed`` set to ``--seed``, and scores it against
+the pipeline's reference MD with the bootstrap intervals of ``compare``; prints that beside the
+pipeline's own ``metrics/compare.json`` figures (seed of ``params.yaml``), and the kinetic
+temperatures of both.
+
+    python benchmarks/spectrum_rerun.py --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from palirs_data import structures
+from palirs_data.compare import experimental_spectra, md_runs, score
+from palirs_data.config import load_params
+from palirs_data.ir import kinetic_temperatures, ml_ir
+from palirs_data.trajectory import TrajectoryStore
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    p = load_params(args.params)
+    ir = p.ir.model_copy(update={"seed": args.seed})
+    equilibrium = structures.read_table("data/sample/equilibrium.parquet")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = TrajectoryStore(Path(tmp) / "ir.zarr")
+        t0 = time.perf_counter()
+        result = ml_ir("data/models/committee", "data/models/dipole.model", equilibrium, ir,
+                       store, progress=True)
+        seconds = time.perf_counter() - t0
+        rerun = md_runs(store, ir, p.compare)
+        temps = kinetic_temperatures(store)["pooled"]
+    reference = md_runs(TrajectoryStore("data/reference/md_trajectories.zarr", mode="r"), p.ir,
+                        p.compare)
+    experiment = experimental_spectra(Path("data/experiment"), p.compare, p.ir)
+    pipeline = json.loads(Path("metrics/compare.json").read_text())["molecules"]
+    rng = np.random.default_rng(p.compare.seed)
+    t = float(p.compare.temperature_K)
+    print(f"rerun: {result.metrics['runs']} runs in {seconds:.0f} s; kinetic T "
+          + ", ".join(f"{k} {v['mean_K']:.0f} ± {v['stderr_K'] or 0:.0f} K"
+                      for k, v in temps.items()))
+    print(f"{'molecule':<12} {'comparison':<18} {'seed':>5} {'PCC':>24} {'WD cm-1':>20}")
+    for (molecule, temperature), runs in sorted(rerun.items()):
+        if temperature != t:
+            continue
+        pairs = [("ml_vs_reference", reference.get((molecule, t)))]
+        if molecule in experiment:
+            pairs.append(("ml_vs_experiment", experiment[molecule].compared))
+        for pair, other in pairs:
+            if other is None:
+                continue
+            window = tuple(pipeline[molecule][pair]["window_cm1"])
+            mine = score(runs, other, window, p.compare, rng)
+            for seed, s in ((p.ir.seed, pipeline[molecule][pair]), (args.seed, mine)):
+                print(f"{molecule:<12} {pair:<18} {seed:>5} "
+                      f"{s['pcc']:>7.3f} [{s['pcc_ci'][0]:.3f}, {s['pcc_ci'][1]:.3f}] "
+                      f"{s['wasserstein_cm1']:>6.0f} [{s['wasserstein_cm1_ci'][0]:.0f}, "
+                      f"{s['wasserstein_cm1_ci'][1]:.0f}]")
+
+
+if __name__ == "__main__":
+    main()
