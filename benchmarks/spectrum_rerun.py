@@ -1,10 +1,10 @@
-"""Do two runs of the ``ir`` stage with different seeds agree within their intervals?
+"""Do two runs of the spectra with different seeds agree within their intervals?
 
 Reruns the committee MD of ``ir`` (the final committee and dipole model of the pipeline, the
-``ir`` protocol of ``params.yaml``) with ``ir.seed`` set to ``--seed``, and scores it against
-the pipeline's reference MD with the bootstrap intervals of ``compare``; prints that beside the
-pipeline's own ``metrics/compare.json`` figures (seed of ``params.yaml``), and the kinetic
-temperatures of both.
+``ir`` protocol of ``params.yaml``) and the reference MD with ``ir.seed`` set to ``--seed``,
+scores them with the bootstrap intervals of ``compare`` and prints that beside the pipeline's
+own ``metrics/compare.json`` figures (the seed of ``params.yaml``), with the kinetic
+temperatures of the rerun.
 
     python benchmarks/spectrum_rerun.py --seed 1
 """
@@ -22,7 +22,9 @@ import numpy as np
 from palirs_data import structures
 from palirs_data.compare import experimental_spectra, md_runs, score
 from palirs_data.config import load_params
-from palirs_data.ir import kinetic_temperatures, ml_ir
+from palirs_data.compute import dask_client
+from palirs_data.config import LabelerConfig
+from palirs_data.ir import kinetic_temperatures, ml_ir, reference_ir
 from palirs_data.trajectory import TrajectoryStore
 
 
@@ -42,8 +44,11 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         rerun = md_runs(store, ir, p.compare)
         temps = kinetic_temperatures(store)["pooled"]
-    reference = md_runs(TrajectoryStore("data/reference/md_trajectories.zarr", mode="r"), p.ir,
-                        p.compare)
+        ref_store = TrajectoryStore(Path(tmp) / "reference.zarr")
+        with dask_client(p.compute) as client:
+            reference_ir(equilibrium, ir, p.labeler or LabelerConfig(), ref_store,
+                         client=client)
+        reference = md_runs(ref_store, ir, p.compare)
     experiment = experimental_spectra(Path("data/experiment"), p.compare, p.ir)
     pipeline = json.loads(Path("metrics/compare.json").read_text())["molecules"]
     rng = np.random.default_rng(p.compare.seed)

@@ -17,7 +17,10 @@ window's axis scaled to [0, 1] (WD_cm⁻¹ / window width), the form of the publ
 
 Uncertainty: a two-level bootstrap (:func:`palirs_data.spectra.bootstrap_weights`) resamples
 the MD runs, and within each drawn run its time blocks of ``compare.block_fs``; every draw
-pools the drawn blocks' autocorrelation sums into a spectrum. The ML and the reference MD are
+pools the drawn blocks' autocorrelation sums into a spectrum. ML and reference runs with the
+same seeds (the ``ir`` protocol gives run k of both the same seed: the same initial velocities
+and thermostat noise, so their mode energies, the main noise of a spectrum, are correlated) are
+drawn as pairs, the same runs and blocks for both (``paired`` in the metrics); other sets are
 drawn independently; the experiment is fixed. Intervals are the central
 ``compare.confidence`` percentiles of ``compare.bootstrap_samples`` draws
 (:func:`percentile_interval`). The convergence of each molecule's ML–
@@ -36,6 +39,7 @@ import pyarrow as pa
 from palirs_data.config import CompareConfig, IrConfig
 from palirs_data.experiment import file_stem, read_sources
 from palirs_data.spectra import (CorrelationBlocks, Spectrum, bootstrap_weights, compare_spectra,
+                                 paired_bootstrap_weights,
                                  convolve_to_md, correlation_blocks, corrected_experiment,
                                  friction_fwhm_cm1, md_line_fwhm_cm1, pooled_spectrum,
                                  read_jcamp)
@@ -82,6 +86,7 @@ class MdRuns:
     dipoles: list[np.ndarray] = field(repr=False)
     timestep_fs: float
     zero_padding: int
+    seeds: list[int] | None = None  # each run's seed: runs of two sets with equal seeds pair
 
     def spectrum(self, weights=None) -> tuple[np.ndarray, np.ndarray]:
         return pooled_spectrum(self.blocks, zero_padding=self.zero_padding, weights=weights)
@@ -89,29 +94,38 @@ class MdRuns:
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         return self.spectrum(bootstrap_weights(self.blocks, rng))
 
+    def pairs_with(self, other: MdRuns) -> bool:
+        """Whether run k of both sets started from the same seed (module docstring)."""
+        return self.seeds is not None and self.seeds == other.seeds
+
     @classmethod
     def from_dipoles(cls, dipoles: list[np.ndarray], timestep_fs: float, ir: IrConfig,
-                     block_fs: float) -> MdRuns:
+                     block_fs: float, seeds: list[int] | None = None) -> MdRuns:
         """Runs from their dipole series (frames ``timestep_fs`` apart)."""
         return cls([correlation_blocks(d, timestep_fs, block_fs=block_fs,
                                        max_correlation_fs=ir.max_correlation_fs)
-                    for d in dipoles], list(dipoles), timestep_fs, ir.zero_padding)
+                    for d in dipoles], list(dipoles), timestep_fs, ir.zero_padding,
+                   None if seeds is None else list(seeds))
 
 
 def md_runs(store, ir: IrConfig, config: CompareConfig) -> dict[tuple[str, float], MdRuns]:
     """Every (molecule, T) of a trajectory store (``ir`` or ``reference-md``) as
     :class:`MdRuns`; runs shorter than twice the correlation depth are left out, as in
     :func:`palirs_data.ir.spectra_table`."""
-    from palirs_data.ir import store_dipoles
-
     dt = ir.timestep_fs * ir.write_every
     depth = int(round(ir.max_correlation_fs / dt))
-    out = {}
-    for key, runs in sorted(store_dipoles(store).items()):
-        runs = [d for d in runs if len(d) >= 2 * depth]
-        if runs:
-            out[key] = MdRuns.from_dipoles(runs, dt, ir, config.block_fs)
-    return out
+    grouped: dict[tuple[str, float], list[tuple[int, np.ndarray]]] = {}
+    for key in sorted(store.keys(), key=lambda k: (k.rsplit("/", 1)[0],
+                                                   int(k.rsplit("/", 1)[1]))):
+        traj = store[key]
+        if "dipole_eA" not in traj.array_names or traj.n_frames < 2 * depth:
+            continue
+        attrs = traj.attrs
+        grouped.setdefault((attrs["molecule"], float(attrs["temperature_K"])), []).append(
+            (attrs.get("seed"), traj.read("dipole_eA")))
+    return {key: MdRuns.from_dipoles([d for _, d in runs], dt, ir, config.block_fs,
+                                     seeds=[s for s, _ in runs])
+            for key, runs in sorted(grouped.items())}
 
 
 @dataclass
@@ -191,10 +205,15 @@ def score(first: MdRuns | Spectrum, second: MdRuns | Spectrum, window: tuple[flo
             return x.spectrum()
         return x.wavenumber_cm1, x.intensity
 
-    def draw(x):
-        if isinstance(x, MdRuns):
-            return x.draw(rng)
-        return x.wavenumber_cm1, x.intensity
+    paired = isinstance(first, MdRuns) and isinstance(second, MdRuns) \
+        and first.pairs_with(second)
+
+    def draws():
+        if paired:
+            w1, w2 = paired_bootstrap_weights(first.blocks, second.blocks, rng)
+            return first.spectrum(w1), second.spectrum(w2)
+        return tuple(x.draw(rng) if isinstance(x, MdRuns) else
+                     (x.wavenumber_cm1, x.intensity) for x in (first, second))
 
     width = window[1] - window[0]
     best = compare_spectra(point(first), point(second), window_cm1=window,
@@ -202,8 +221,7 @@ def score(first: MdRuns | Spectrum, second: MdRuns | Spectrum, window: tuple[flo
     n = config.bootstrap_samples if samples is None else samples
     pcc, wd = [], []
     for _ in range(n):
-        s = compare_spectra(draw(first), draw(second), window_cm1=window,
-                            step_cm1=config.step_cm1)
+        s = compare_spectra(*draws(), window_cm1=window, step_cm1=config.step_cm1)
         pcc.append(s["pcc"])
         wd.append(s["wasserstein_cm1"])
     wd_ci = _interval(wd, config.confidence, 2)
@@ -215,22 +233,29 @@ def score(first: MdRuns | Spectrum, second: MdRuns | Spectrum, window: tuple[flo
             "wasserstein_ci": None if wd_ci is None else [round(v / width, 4) for v in wd_ci],
             "window_cm1": [round(window[0], 1), round(window[1], 1)],
             "runs": [len(x.blocks) if isinstance(x, MdRuns) else None
-                     for x in (first, second)]}
+                     for x in (first, second)],
+            "paired": paired}
+
+
+def _first(runs: MdRuns, k: int) -> MdRuns:
+    return MdRuns(runs.blocks[:k], runs.dipoles[:k], runs.timestep_fs, runs.zero_padding,
+                  None if runs.seeds is None else runs.seeds[:k])
 
 
 def convergence(ml: MdRuns, reference: MdRuns, config: CompareConfig,
                 rng: np.random.Generator) -> list[dict]:
-    """ML–reference PCC and WD (with intervals) from the first k ML runs, k = 1, 2, 3, 6, 12,
-    … up to all of them, against the whole reference: the scores against the total ML
-    production (ps). Where they still move at the full count, the spectra are not
-    converged."""
+    """ML–reference PCC and WD (with intervals) from the first k runs, k = 1, 2, 3, 6, 12,
+    … up to all of them: the scores against the total ML production (ps). The reference is
+    cut to its first k runs too where its runs pair with the ML runs (the same lengths
+    policy), else taken whole. Where the scores still move at the full count, the spectra
+    are not converged."""
     n = len(ml.blocks)
     counts = [k for k in (1, 2, 3, 6, 12, 24, 48, 96, 192) if k < n] + [n]
+    paired = ml.pairs_with(reference)
     out = []
     for k in counts:
-        runs = MdRuns(ml.blocks[:k], ml.dipoles[:k], ml.timestep_fs, ml.zero_padding)
-        s = score(runs, reference, config.window_cm1, config, rng,
-                  samples=config.bootstrap_samples // 4)
+        s = score(_first(ml, k), _first(reference, k) if paired else reference,
+                  config.window_cm1, config, rng, samples=config.bootstrap_samples // 4)
         total = sum(len(d) for d in ml.dipoles[:k]) * ml.timestep_fs
         out.append({"runs": k, "produce_ps": round(total / 1000, 2), **{
             key: s[key] for key in ("pcc", "pcc_ci", "wasserstein_cm1", "wasserstein_cm1_ci")}})

@@ -268,3 +268,27 @@ def test_compare_stage_writes_metrics_table_and_figures(tmp_path):
     result = run_stage("compare", *args, cwd=tmp_path)
     assert result.returncode == 1 and "broken.parquet" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "n").exists()
+
+
+def test_runs_started_from_the_same_seeds_are_resampled_as_pairs():
+    """Run k of the ML and of the reference MD share their seed (velocities and thermostat
+    noise): their noise is correlated, and the bootstrap must draw them together. Two sets
+    that differ only in a 10 cm-1 shift, with run-to-run intensity spread: drawn as pairs,
+    every draw keeps the shift only and the interval is narrow; drawn independently, the
+    runs' spread enters and it is wide."""
+    config = CompareConfig(bootstrap_samples=200)
+    scores = {}
+    for paired in (True, False):
+        seeds = list(range(6)) if paired else None
+        ml = MdRuns.from_dipoles(_dipoles(runs=6, spread=0.3, seed=4), DT, IR, 1000.0,
+                                 seeds=seeds)
+        ref = MdRuns.from_dipoles(_dipoles(10, runs=6, spread=0.3, seed=4), DT, IR, 1000.0,
+                                  seeds=None if seeds is None else list(seeds))
+        scores[paired] = score(ml, ref, (500.0, 4000.0), config, np.random.default_rng(0))
+    assert scores[True]["paired"] and not scores[False]["paired"]
+    assert scores[True]["pcc"] == scores[False]["pcc"]  # the point does not change
+    width = {k: v["pcc_ci"][1] - v["pcc_ci"][0] for k, v in scores.items()}
+    assert width[True] < 0.2 * width[False]
+    wd = {k: v["wasserstein_cm1_ci"] for k, v in scores.items()}
+    assert 8.0 < wd[True][0] <= wd[True][1] < 12.0  # the shift, and nothing else
+    assert wd[False][1] - wd[False][0] > 20.0
