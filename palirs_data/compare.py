@@ -39,7 +39,6 @@ import pyarrow as pa
 from palirs_data.config import CompareConfig, IrConfig
 from palirs_data.experiment import file_stem, read_sources
 from palirs_data.spectra import (CorrelationBlocks, Spectrum, bootstrap_weights, compare_spectra,
-                                 paired_bootstrap_weights,
                                  convolve_to_md, correlation_blocks, corrected_experiment,
                                  friction_fwhm_cm1, md_line_fwhm_cm1, pooled_spectrum,
                                  read_jcamp)
@@ -106,6 +105,25 @@ class MdRuns:
                                        max_correlation_fs=ir.max_correlation_fs)
                     for d in dipoles], list(dipoles), timestep_fs, ir.zero_padding,
                    None if seeds is None else list(seeds))
+
+
+def paired_bootstrap_weights(first: list[CorrelationBlocks], second: list[CorrelationBlocks],
+                             rng: np.random.Generator) -> tuple[list[np.ndarray],
+                                                                list[np.ndarray]]:
+    """One draw of :func:`~palirs_data.spectra.bootstrap_weights` for two sets of runs paired run by run (run k of
+    both started from the same seed: the same velocities, the same thermostat noise, so their
+    mode energies and spectra are correlated): the same runs are drawn for both, and within a
+    drawn pair the same blocks where the two runs have as many (else each its own)."""
+    if len(first) != len(second):
+        raise ValueError("paired runs: both sets need the same number of runs")
+    w1 = [np.zeros(r.n_blocks) for r in first]
+    w2 = [np.zeros(r.n_blocks) for r in second]
+    for k in rng.integers(0, len(first), size=len(first)):
+        n1, n2 = first[k].n_blocks, second[k].n_blocks
+        pick = rng.integers(0, n1, size=n1)
+        w1[k] += np.bincount(pick, minlength=n1)
+        w2[k] += np.bincount(pick if n1 == n2 else rng.integers(0, n2, size=n2), minlength=n2)
+    return w1, w2
 
 
 def md_runs(store, ir: IrConfig, config: CompareConfig) -> dict[tuple[str, float], MdRuns]:

@@ -216,25 +216,6 @@ def bootstrap_weights(runs: list[CorrelationBlocks], rng: np.random.Generator
     return weights
 
 
-def paired_bootstrap_weights(first: list[CorrelationBlocks], second: list[CorrelationBlocks],
-                             rng: np.random.Generator) -> tuple[list[np.ndarray],
-                                                                list[np.ndarray]]:
-    """One draw of :func:`bootstrap_weights` for two sets of runs paired run by run (run k of
-    both started from the same seed: the same velocities, the same thermostat noise, so their
-    mode energies and spectra are correlated): the same runs are drawn for both, and within a
-    drawn pair the same blocks where the two runs have as many (else each its own)."""
-    if len(first) != len(second):
-        raise ValueError("paired runs: both sets need the same number of runs")
-    w1 = [np.zeros(r.n_blocks) for r in first]
-    w2 = [np.zeros(r.n_blocks) for r in second]
-    for k in rng.integers(0, len(first), size=len(first)):
-        n1, n2 = first[k].n_blocks, second[k].n_blocks
-        pick = rng.integers(0, n1, size=n1)
-        w1[k] += np.bincount(pick, minlength=n1)
-        w2[k] += np.bincount(pick if n1 == n2 else rng.integers(0, n2, size=n2), minlength=n2)
-    return w1, w2
-
-
 def md_line_shape(offset_cm1: np.ndarray, max_correlation_fs: float) -> np.ndarray:
     """The line shape :func:`ir_spectrum` gives a single undamped line: the Fourier transform
     of the Hann lag window over ±T (T = ``max_correlation_fs``),
