@@ -255,7 +255,8 @@ def convolve_to_md(spectrum: Spectrum, max_correlation_fs: float, friction_fs: f
     if gamma > 0:
         lorentz = (gamma / 2) / np.pi / (offsets ** 2 + (gamma / 2) ** 2)
         kernel = np.convolve(kernel, lorentz / lorentz.sum(), mode="same")
-    return Spectrum(x, np.convolve(y, kernel / kernel.sum(), mode="same"))
+    full = np.convolve(y, kernel / kernel.sum())  # the kernel may be longer than the spectrum
+    return Spectrum(x, full[half:half + len(y)])
 
 
 def quantum_correction_factor(wavenumber_cm1: np.ndarray, kind: str,

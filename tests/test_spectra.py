@@ -228,3 +228,16 @@ def test_the_friction_broadens_the_convolution_kernel_as_it_broadens_md_lines():
     # a Voigt-like profile: wider than either part, narrower than their sum
     assert max(33.4, friction_fwhm_cm1(0.005)) < widths[1] < 33.4 + friction_fwhm_cm1(0.005)
     assert widths[0] == pytest.approx(33.4, abs=1.0)
+
+
+def test_a_kernel_wider_than_the_spectrum_keeps_its_grid():
+    """A short correlation depth gives a line shape wider than a narrow experiment: the
+    convolution still returns the experiment's grid, centred (the tiny pipeline's case)."""
+    from palirs_data.spectra import Spectrum, convolve_to_md
+
+    grid = np.arange(1000.0, 1400.5, 1.0)  # symmetric about 1200
+    y = np.exp(-0.5 * ((grid - 1200.0) / 5.0) ** 2)
+    out = convolve_to_md(Spectrum(grid, y), 50.0)  # FWHM 667 cm-1
+    assert out.intensity.shape == grid.shape
+    assert grid[np.argmax(out.intensity)] == pytest.approx(1200.0, abs=1.0)
+    np.testing.assert_allclose(out.intensity, out.intensity[::-1], rtol=1e-6, atol=1e-12)
