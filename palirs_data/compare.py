@@ -107,25 +107,6 @@ class MdRuns:
                    None if seeds is None else list(seeds))
 
 
-def paired_bootstrap_weights(first: list[CorrelationBlocks], second: list[CorrelationBlocks],
-                             rng: np.random.Generator) -> tuple[list[np.ndarray],
-                                                                list[np.ndarray]]:
-    """One draw of :func:`~palirs_data.spectra.bootstrap_weights` for two sets of runs paired run by run (run k of
-    both started from the same seed: the same velocities, the same thermostat noise, so their
-    mode energies and spectra are correlated): the same runs are drawn for both, and within a
-    drawn pair the same blocks where the two runs have as many (else each its own)."""
-    if len(first) != len(second):
-        raise ValueError("paired runs: both sets need the same number of runs")
-    w1 = [np.zeros(r.n_blocks) for r in first]
-    w2 = [np.zeros(r.n_blocks) for r in second]
-    for k in rng.integers(0, len(first), size=len(first)):
-        n1, n2 = first[k].n_blocks, second[k].n_blocks
-        pick = rng.integers(0, n1, size=n1)
-        w1[k] += np.bincount(pick, minlength=n1)
-        w2[k] += np.bincount(pick if n1 == n2 else rng.integers(0, n2, size=n2), minlength=n2)
-    return w1, w2
-
-
 def md_runs(store, ir: IrConfig, config: CompareConfig) -> dict[tuple[str, float], MdRuns]:
     """Every (molecule, T) of a trajectory store (``ir`` or ``reference-md``) as
     :class:`MdRuns`; runs shorter than twice the correlation depth are left out, as in
@@ -228,7 +209,8 @@ def score(first: MdRuns | Spectrum, second: MdRuns | Spectrum, window: tuple[flo
 
     def draws():
         if paired:
-            w1, w2 = paired_bootstrap_weights(first.blocks, second.blocks, rng)
+            both = bootstrap_weights(first.blocks, rng, paired=second.blocks)
+            w1, w2 = both[:len(first.blocks)], both[len(first.blocks):]
             return first.spectrum(w1), second.spectrum(w2)
         return tuple(x.draw(rng) if isinstance(x, MdRuns) else
                      (x.wavenumber_cm1, x.intensity) for x in (first, second))

@@ -30,15 +30,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from palirs_data import units
-from palirs_data.committee import Committee, CommitteeOutput, MolecularBatch, predict_dipoles
+from palirs_data.committee import CommitteeOutput, MolecularBatch, predict_dipoles
 from palirs_data.trajectory import TrajectoryStore
 
 log = logging.getLogger(__name__)
+
+
+class ForceField(Protocol):
+    """What :class:`BatchedMD` drives: the committee (:class:`~palirs_data.committee.Committee`)
+    or the label source (:class:`palirs_data.ir.LabelerForceField`). Positions in, energies
+    and forces out (and, for a committee, its spread) for a batch of replicas."""
+
+    dtype: torch.dtype
+    device: str
+
+    def batch(self, numbers: Sequence[np.ndarray], device: str | None = None
+              ) -> MolecularBatch:
+        """The static topology of replicas with these atomic numbers."""
+
+    def evaluate(self, batch: MolecularBatch, positions: torch.Tensor) -> CommitteeOutput:
+        """Energies (per replica) and forces (per atom) at ``positions`` (Å)."""
 
 
 @dataclass
@@ -133,7 +150,7 @@ class MDReport:
 class BatchedMD:
     """Committee-driven MD of many replicas at once (see module docstring)."""
 
-    def __init__(self, committee: Committee, replicas: Sequence[Replica], *,
+    def __init__(self, committee: ForceField, replicas: Sequence[Replica], *,
                  timestep_fs: float, store: TrajectoryStore | None = None,
                  dipole_model: torch.nn.Module | None = None, chunk_frames: int = 256,
                  model_names: Sequence[str] = ()) -> None:
@@ -317,7 +334,7 @@ class BatchedMD:
                         _time.perf_counter() - start)
 
 
-def thermalise(committee: Committee, replicas: Sequence[Replica], *, timestep_fs: float,
+def thermalise(committee: ForceField, replicas: Sequence[Replica], *, timestep_fs: float,
                steps: int, friction_fs: float, guard: Guard | None = None) -> list[str]:
     """Bring ``replicas`` to their temperature before any of their frames count.
 

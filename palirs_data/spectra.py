@@ -203,17 +203,30 @@ def pooled_spectrum(runs: list[CorrelationBlocks], *, zero_padding: int = 4,
     return nu, intensity
 
 
-def bootstrap_weights(runs: list[CorrelationBlocks], rng: np.random.Generator
-                      ) -> list[np.ndarray]:
+def bootstrap_weights(runs: list[CorrelationBlocks], rng: np.random.Generator,
+                      paired: list[CorrelationBlocks] | None = None) -> list[np.ndarray]:
     """One draw of the two-level bootstrap: runs with replacement, then within each drawn run
     its blocks with replacement; returns how often each block of each run is taken. Runs are
     the independent units (a weakly thermostatted run keeps its energy for ~1/γ, so blocks of
-    one run are not independent); blocks add the variation within a run."""
-    weights = [np.zeros(r.n_blocks) for r in runs]
+    one run are not independent); blocks add the variation within a run.
+
+    With ``paired`` (a second set, run k of both started from the same seed: the same
+    velocities and thermostat noise, so their spectra are correlated), the same runs are
+    drawn for both, and within a drawn pair the same blocks where the two runs have as many
+    (else each its own); returns the weights of ``runs`` followed by those of ``paired``."""
+    sets = [runs] if paired is None else [runs, paired]
+    if paired is not None and len(paired) != len(runs):
+        raise ValueError("paired runs: both sets need the same number of runs")
+    weights = [[np.zeros(r.n_blocks) for r in one] for one in sets]
     for k in rng.integers(0, len(runs), size=len(runs)):
-        weights[k] += np.bincount(rng.integers(0, runs[k].n_blocks, size=runs[k].n_blocks),
-                                  minlength=runs[k].n_blocks)
-    return weights
+        n = runs[k].n_blocks
+        pick = rng.integers(0, n, size=n)
+        weights[0][k] += np.bincount(pick, minlength=n)
+        if paired is not None:
+            m = paired[k].n_blocks
+            weights[1][k] += np.bincount(pick if m == n else rng.integers(0, m, size=m),
+                                         minlength=m)
+    return weights[0] if paired is None else weights[0] + weights[1]
 
 
 def md_line_shape(offset_cm1: np.ndarray, max_correlation_fs: float) -> np.ndarray:
