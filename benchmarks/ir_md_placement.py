@@ -1,19 +1,20 @@
-"""Where the ir stage's committee MD runs: in the stage's process vs as one Dask task.
+"""The ir stage's committee MD: one task on one worker (before) vs divided over every worker.
 
 Run: python benchmarks/ir_md_placement.py [--models data/models/committee]
-     [--dipole data/models/dipole.model] [--steps 600] [--repeats 2]
+     [--dipole data/models/dipole.model] [--produce-fs 300] [--repeats 2]
 
-Both variants run the same MD (the methanol minimum of data/sample/equilibrium.parquet, 3 runs
-in one batch, dipoles every step, the ir protocol of params.yaml but --steps production steps
-and no thermalisation) through ``palirs_data.ir``:
-  in process     run_ml_md in this process, torch with all its threads (the old ir stage);
-  1-thread worker   ml_md_task on a plain local cluster worker (OMP_NUM_THREADS=1);
-  GPU slot          ml_md_task on the default local cluster's GPU=1 worker, the way the ir
-                    stage runs it now (no GPU here: every core, compute.gpu_worker_threads).
-The cluster start is timed apart (paid once per stage run); a task includes loading the
-models on the worker.
-Each variant runs --repeats times, interleaved; the best of each is reported, and the ratio
-of replica-steps per second.
+Every variant runs the same MD on the default local cluster (params.yaml compute: 2 workers ×
+1 thread): the ir runs of params.yaml (molecules of data/sample/equilibrium.parquet ×
+temperatures × ir.trajectories, dipoles every step) with ``--produce-fs`` of production after
+``--thermalise-fs`` of thermalisation:
+  one task            all runs as one ml_md_task on one worker (how the stage ran before):
+                      the other core idles;
+  divided, float64    palirs_data.ir.ml_ir: the runs divided over the MD slots
+                      (compute.md_slots: one per worker), one task each;
+  divided, float32    the same with ir.dtype float32.
+Each figure is replica-steps (thermalisation included) over the wall time from submission to
+the last task's end (models loaded on the workers). The variants run --repeats times,
+interleaved; the mean and the range are reported, and the ratio of the means to the first.
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from palirs_data import structures
-from palirs_data.committee import Committee, load_model
-from palirs_data.compute import dask_client, gpu_workers
-from palirs_data.config import ComputeConfig, IrConfig
-from palirs_data.ir import ml_md_task, run_ml_md
+from palirs_data.compute import dask_client
+from palirs_data.config import load_params
+from palirs_data.ir import ir_replicas, ml_ir, ml_md_task
 from palirs_data.trajectory import TrajectoryStore
 
 
@@ -40,46 +40,47 @@ def main() -> None:
     parser.add_argument("--dipole", type=Path, default=Path("data/models/dipole.model"))
     parser.add_argument("--equilibrium", type=Path,
                         default=Path("data/sample/equilibrium.parquet"))
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--produce-fs", type=float, default=300.0)
+    parser.add_argument("--thermalise-fs", type=float, default=50.0)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    params = load_params(args.params)
+    table = structures.read_table(args.equilibrium)
+    minima = structures.from_table(table)
+    base = params.ir.model_copy(update=dict(
+        thermalise_fs=args.thermalise_fs, produce_fs=args.produce_fs,
+        max_correlation_fs=args.produce_fs / 2, dtype="float64"))
     paths = sorted(str(p.resolve()) for p in args.models.glob("model_*.model"))
-    minima = structures.from_table(structures.read_table(args.equilibrium))
-    config = IrConfig(thermalise_fs=0.0, produce_fs=args.steps * 0.5,
-                      max_correlation_fs=args.steps * 0.25)
-    committee = Committee.load(paths)
-    dipole = load_model(args.dipole)
-    best = {"in process": float("inf"), "1-thread worker": float("inf"),
-            "GPU slot": float("inf")}
-    replica_steps = 0
-    default = ComputeConfig()  # n_workers 2, one of them the GPU slot
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        with dask_client(default) as client:
-            cluster_seconds = time.perf_counter() - start
-            gpu, cpu = gpu_workers(client)[0], [a for a in client.scheduler_info()["workers"]
-                                                 if a not in gpu_workers(client)][0]
-            for k in range(args.repeats):
-                t0 = time.perf_counter()
-                report = run_ml_md(committee, dipole, minima, config,
-                                   TrajectoryStore(Path(tmp) / f"here{k}.zarr"))
-                best["in process"] = min(best["in process"], time.perf_counter() - t0)
-                replica_steps = report.replica_steps
-                for name, worker in (("1-thread worker", cpu), ("GPU slot", gpu)):
-                    t0 = time.perf_counter()
-                    client.submit(ml_md_task, paths, str(args.dipole.resolve()), minima,
-                                  config, str(Path(tmp) / f"{k}-{name}.zarr"),
-                                  workers=[worker], allow_other_workers=False,
-                                  pure=False).result()
-                    best[name] = min(best[name], time.perf_counter() - t0)
-    print(f"ir MD, {len(minima)} molecule(s) x 3 runs x {args.steps} steps, dipoles every step; "
-          f"torch threads in process: {torch.get_num_threads()}")
-    for name, seconds in best.items():
-        print(f"  {name:<16} {seconds:7.2f} s  {replica_steps / seconds:7.1f} "
-              f"replica-steps/s  {best['in process'] / seconds:5.2f}x in process")
-    print(f"  local cluster start (once per stage run): {cluster_seconds:.1f} s")
+    dipole = str(args.dipole.resolve())
+    replicas = ir_replicas(minima, base)
+    replica_steps = len(replicas) * (base.thermalise_steps + base.produce_steps)
+    rates: dict[str, list[float]] = {"one task": [], "divided, float64": [],
+                                     "divided, float32": []}
+    tasks = {}
+    with tempfile.TemporaryDirectory() as tmp, dask_client(params.compute) as client:
+        for k in range(args.repeats):
+            t0 = time.perf_counter()
+            client.submit(ml_md_task, paths, dipole, replicas, base,
+                          str(Path(tmp) / f"one{k}.zarr"), pure=False).result()
+            rates["one task"].append(replica_steps / (time.perf_counter() - t0))
+            for dtype in ("float64", "float32"):
+                config = base.model_copy(update={"dtype": dtype})
+                store = TrajectoryStore(Path(tmp) / f"{dtype}{k}.zarr")
+                m = ml_ir(args.models, args.dipole, table, config, store, client=client,
+                          compute=params.compute).metrics
+                rates[f"divided, {dtype}"].append(m["md_stage_replica_steps_per_s"])
+                tasks[dtype] = m["md_tasks"]
+    first = np.mean(rates["one task"])
+    print(f"ir MD: {len(replicas)} runs x ({base.thermalise_steps} + {base.produce_steps}) "
+          f"steps, dipoles every step; {params.compute.n_workers} workers x "
+          f"{params.compute.threads_per_worker} thread(s); {args.repeats} repeats")
+    for name, values in rates.items():
+        n = tasks.get(name.split(", ")[-1], 1) if name != "one task" else 1
+        print(f"  {name:<18} {n} task(s)  {np.mean(values):7.1f} replica-steps/s "
+              f"(range {min(values):.1f}-{max(values):.1f})  {np.mean(values) / first:5.2f}x")
 
 
 if __name__ == "__main__":

@@ -156,8 +156,10 @@ class AcquisitionReport:
 def acquisition_md(committee: Committee, minima: list[Structure], config: AcquireConfig, *,
                    iteration: int, store: TrajectoryStore,
                    previous: TrajectoryStore | None = None, progress: bool = False,
-                   chunk_frames: int = 256) -> dict:
-    """The committee MD of one iteration into ``store`` (module docstring, steps 2-3).
+                   chunk_frames: int = 256, keys: list[str] | None = None) -> dict:
+    """The committee MD of one iteration into ``store`` (module docstring, steps 2-3); with
+    ``keys``, only those runs (the others may be run by other tasks into the same store;
+    every run's seeds are those of the whole set).
 
     ``store`` may hold the frames of a killed attempt at the same computation (same committee,
     minima, settings): every run then continues from its last committed frame, after all are
@@ -165,6 +167,8 @@ def acquisition_md(committee: Committee, minima: list[Structure], config: Acquir
     already stopped stay stopped. As the noise is reseeded per written chunk
     (:mod:`palirs_data.dynamics`), the result equals that of an uninterrupted run."""
     replicas = acquisition_replicas(minima, config, iteration=iteration, previous=previous)
+    if keys is not None:
+        replicas = [r for r in replicas if r.key in set(keys)]
     existing = {r.key: store[r.key] for r in replicas if r.key in store}
     running = [t for t in existing.values() if t.attrs.get("stopped_at_time_fs") is None]
     done = len(existing) == len(replicas) and all(t.n_frames for t in running)
@@ -185,37 +189,45 @@ def acquisition_md(committee: Committee, minima: list[Structure], config: Acquir
             steps -= (existing[replicas[0].key].n_frames - 1) * config.write_every
     guard = Guard(max_force_rel_dev=config.max_force_rel_dev,
                   min_distance_A=config.min_distance_A, max_distance_A=config.max_distance_A)
+    start = time.perf_counter()
+    warm_steps = 0
     if not done:  # runs that start at a minimum are thermalised first
-        thermalise(committee, [r for r in replicas if r.velocities_A_fs is None],
-                   timestep_fs=config.timestep_fs, steps=config.thermalise_steps,
-                   friction_fs=config.thermalise_friction_fs, guard=guard)
+        cold = [r for r in replicas if r.velocities_A_fs is None]
+        thermalise(committee, cold, timestep_fs=config.timestep_fs,
+                   steps=config.thermalise_steps, friction_fs=config.thermalise_friction_fs,
+                   guard=guard)
+        warm_steps = len(cold) * config.thermalise_steps
     md = BatchedMD(committee, replicas, timestep_fs=config.timestep_fs, store=store,
                    model_names=[f"iter{iteration - 1}"],
                    chunk_frames=chunk_frames) if replicas else None
-    seconds, replica_steps = 0.0, 0
+    seconds, replica_steps = time.perf_counter() - start, warm_steps  # thermalisation too
     if md is not None:
         if not done:
             stop = guard(md, md.output)  # a start that the new committee already distrusts
             md.record()  # frame 0: the starting state
             md.stop([i for i, s in zip(list(md.active), stop) if s], 0)
         report = md.run(steps, write_every=config.write_every, guard=guard, progress=progress)
-        seconds, replica_steps = report.seconds, report.replica_steps
+        seconds = time.perf_counter() - start
+        replica_steps += report.replica_steps
     return {"md_seconds": seconds, "replica_steps": replica_steps, "resumed_frames": resumed}
 
 
 def acquisition_md_task(committee_paths: list[str], minima: list[Structure],
                         config: AcquireConfig, iteration: int, store_path: str,
-                        previous_path: str | None) -> dict:
-    """:func:`acquisition_md` as one unit of GPU work on a Dask worker: the models are loaded
-    from files onto this worker's device, the trajectories go to the store at ``store_path``
-    (both on a file system the worker shares with the submitting process)."""
+                        previous_path: str | None, keys: list[str] | None = None) -> dict:
+    """:func:`acquisition_md` of the runs ``keys`` (None: all) as one unit of GPU work on a
+    Dask worker: the models are loaded from files onto this worker's device, the
+    trajectories go to the store at ``store_path`` (both on a file system the worker shares
+    with the submitting process)."""
     from palirs_data.compute import device, worker_name
 
+    from palirs_data.config import torch_dtype
+
     dev = device()
-    committee = Committee.load(committee_paths, device=dev)
+    committee = Committee.load(committee_paths, dtype=torch_dtype(config.dtype), device=dev)
     previous = TrajectoryStore(previous_path, mode="r") if previous_path else None
     out = acquisition_md(committee, minima, config, iteration=iteration,
-                         store=TrajectoryStore(store_path), previous=previous)
+                         store=TrajectoryStore(store_path), previous=previous, keys=keys)
     return {**out, "worker": worker_name(), "device": dev}
 
 
@@ -356,24 +368,35 @@ def work_store_path(work_dir: Path, *, iteration: int, committee_paths: list[Pat
 def _md(committee_paths: list[Path], minima: list[Structure], config: AcquireConfig, *,
         iteration: int, store_path: Path, previous_path: Path | None, client, compute,
         progress: bool) -> dict:
-    """The iteration's MD in this process, or as one GPU task on the Dask ``client``."""
+    """The iteration's MD in this process, or on the Dask ``client`` divided over its MD slots
+    (:func:`palirs_data.compute.md_slots`), one GPU-annotated task each."""
+    from palirs_data.config import torch_dtype
+
     if client is None:
         previous = TrajectoryStore(previous_path, mode="r") if previous_path else None
-        out = acquisition_md(Committee.load(committee_paths), minima, config,
-                             iteration=iteration, store=TrajectoryStore(store_path),
-                             previous=previous, progress=progress)
-        return {**out, "worker": None, "device": "cpu"}
-    from palirs_data.compute import submit, watch_store
+        committee = Committee.load(committee_paths, dtype=torch_dtype(config.dtype))
+        out = acquisition_md(committee, minima, config, iteration=iteration,
+                             store=TrajectoryStore(store_path), previous=previous,
+                             progress=progress)
+        return {**out, "worker": None, "device": "cpu", "tasks": 1}
+    from palirs_data.compute import md_slots, merge_md_reports, split_balanced, submit, watch_store
     from palirs_data.config import ComputeConfig
 
-    future = submit(client, acquisition_md_task, [str(p.resolve()) for p in committee_paths],
-                    minima, config, iteration, str(store_path.resolve()),
-                    str(previous_path.resolve()) if previous_path else None,
-                    config=compute or ComputeConfig(), gpu=True)
+    compute = compute or ComputeConfig()
+    replicas = acquisition_replicas(minima, config, iteration=iteration, previous=None)
+    parts = split_balanced([len(r.numbers) for r in replicas], md_slots(client, compute))
+    store = TrajectoryStore(store_path)
+    store.require_parents([r.key for r in replicas])
+    futures = [submit(client, acquisition_md_task, [str(p.resolve()) for p in committee_paths],
+                      minima, config, iteration, str(store_path.resolve()),
+                      str(previous_path.resolve()) if previous_path else None,
+                      [replicas[i].key for i in part], config=compute, gpu=True)
+               for part in parts]
     total = (len(minima) * len(config.temperatures_K) * config.replicas
              * (config.n_steps // config.write_every + 1))
-    return watch_store(future, store_path, total_frames=total, label="md (Dask)",
-                       progress=progress)
+    return merge_md_reports(watch_store(futures, store_path, total_frames=total,
+                                        label=f"md (Dask, {len(parts)} tasks)",
+                                        progress=progress))
 
 
 def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
@@ -448,7 +471,7 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
         max_force_rel_dev=max(r["max_force_rel_dev"] for r in report.runs),
         guard_stops=len(stops), runs=report.runs, md_seconds=round(report.md_seconds, 2),
         md_replica_steps_per_s=round(report.replica_steps / max(report.md_seconds, 1e-9), 1),
-        md_worker=report.md_worker, md_device=report.md_device,
+        md_tasks=md.get("tasks", 1), md_worker=report.md_worker, md_device=report.md_device,
         md_resumed_frames=report.resumed_frames,
         label_seconds=round(labelled.wall_seconds, 2))
     metrics["seconds"] = round(time.perf_counter() - start, 2)

@@ -13,8 +13,8 @@ Everything goes through a Dask distributed ``Client`` (:func:`dask_client`), cho
    the resource ``GPU=1`` and take the GPU work one task at a time, with
    ``compute.gpu_worker_threads`` OpenMP threads (default: every core). Without them, GPU
    work runs on any worker like the rest: on 2 cores, three committee members side by side
-   on one thread each train 1.36x faster than one after the other on two threads, and the ir
-   MD on a 1-thread worker runs as fast as in the stage's process on two (benchmarks/).
+   on one thread each train 1.36x faster than one after the other on two threads, and MD
+   divided over both 1-thread workers runs 1.56x one task's replica-steps/s (benchmarks/).
 
 GPU work (training, committee MD) is submitted with :func:`submit` and ``gpu=True``: it carries
 the Dask resource annotation ``{"GPU": 1}`` so it lands only on workers started with that
@@ -196,20 +196,64 @@ def worker_name() -> str | None:
         return None
 
 
-def watch_store(future, store_path, *, total_frames: int, label: str,
+def md_slots(client: Client, config: ComputeConfig) -> int:
+    """How many MD tasks run side by side on ``client``: one per GPU worker when GPU work goes
+    to GPU workers (:func:`gpu_resources`), else one per worker. Each task is a
+    :class:`~palirs_data.dynamics.BatchedMD` batch on its worker's threads; on two 1-thread
+    workers the ir runs divided in two run 1.56x the replica-steps/s of one task
+    (benchmarks/ir_md_placement.py, README "How fast the MD runs")."""
+    if gpu_resources(client, config):
+        return max(1, len(gpu_workers(client)))
+    return max(1, len(client.scheduler_info()["workers"]))
+
+
+def split_balanced(sizes: list[int], n_parts: int) -> list[list[int]]:
+    """Indices of ``sizes`` (atoms per replica) divided into at most ``n_parts`` non-empty
+    parts of near-equal total size (largest first, each to the lightest part), each part in
+    index order. Deterministic: the same sizes and part count give the same parts."""
+    n_parts = max(1, min(n_parts, len(sizes)))
+    parts: list[list[int]] = [[] for _ in range(n_parts)]
+    totals = [0] * n_parts
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        k = min(range(n_parts), key=lambda k: (totals[k], k))
+        parts[k].append(i)
+        totals[k] += sizes[i]
+    return [sorted(p) for p in parts if p]
+
+
+def merge_md_reports(reports: list[dict]) -> dict:
+    """One report for MD that ran as parts side by side: counts summed, times the longest
+    part's (the parts ran at once), the workers listed."""
+    workers = sorted({str(r.get("worker")) for r in reports})
+    return {
+        "thermalise_seconds": max(r.get("thermalise_seconds", 0.0) for r in reports),
+        "produce_seconds": max(r.get("produce_seconds", 0.0) for r in reports),
+        "md_seconds": max(r.get("md_seconds", r.get("thermalise_seconds", 0.0)
+                              + r.get("produce_seconds", 0.0)) for r in reports),
+        "replica_steps": sum(r["replica_steps"] for r in reports),
+        "resumed_frames": sum(r.get("resumed_frames", 0) for r in reports),
+        "stopped": sorted(k for r in reports for k in r.get("stopped", [])),
+        "worker": workers[0] if len(workers) == 1 else workers,
+        "device": reports[0].get("device", "cpu"), "tasks": len(reports)}
+
+
+def watch_store(futures, store_path, *, total_frames: int, label: str,
                 progress: bool = False):
-    """Wait for an MD task that writes a trajectory store, showing the frames committed so
-    far (the store is the progress); returns the task's result."""
+    """Wait for the MD tasks (a future or a list) that write a trajectory store, showing the
+    frames committed so far (the store is the progress); returns their results (one result
+    for one future, a list for a list)."""
     from distributed import wait
 
     from palirs_data.progress import make_progress
     from palirs_data.trajectory import TrajectoryStore
 
+    single = not isinstance(futures, (list, tuple))
+    futures = [futures] if single else list(futures)
     with make_progress() as bar:
         task = bar.add_task(label, total=total_frames, visible=progress)
-        while not future.done():
+        while not all(f.done() for f in futures):
             try:
-                wait([future], timeout=2.0)
+                wait(futures, timeout=2.0)
             except TimeoutError:
                 pass
             try:
@@ -218,4 +262,5 @@ def watch_store(future, store_path, *, total_frames: int, label: str,
             except Exception:  # the worker may not have created the store yet
                 pass
         bar.update(task, completed=total_frames)
-    return future.result()
+    results = [f.result() for f in futures]
+    return results[0] if single else results

@@ -282,6 +282,17 @@ class EvaluateConfig(Strict):
     hessian_step_A: float = Field(0.01, gt=0, le=0.1)
 
 
+#: the torch precision an MD stage runs its models in (:func:`torch_dtype`)
+MdDtype = Literal["float64", "float32"]
+
+
+def torch_dtype(name: MdDtype):
+    """The torch dtype named ``name`` (``float64`` or ``float32``)."""
+    import torch
+
+    return {"float64": torch.float64, "float32": torch.float32}[name]
+
+
 class AcquireConfig(Strict):
     """Committee MD of every molecule at each temperature, then the most uncertain frames.
 
@@ -317,6 +328,8 @@ class AcquireConfig(Strict):
     min_distance_A: float = Field(0.5, gt=0)  # atoms closer than this: collapsed
     max_distance_A: float = Field(20.0, gt=0)  # atoms farther apart than this: exploded
     seed: int = 0
+    # precision of the committee (and its integration) in the MD; frames are stored in float64
+    dtype: MdDtype = "float64"
 
     @model_validator(mode="after")
     def _whole_frames(self) -> AcquireConfig:
@@ -389,6 +402,9 @@ class IrConfig(Strict):
     zero_padding: int = Field(4, ge=1)
     max_wavenumber_cm1: float = Field(4500.0, gt=0)  # spectra are stored up to here
     seed: int = 0
+    # precision of the committee, the dipole model and the integration in the ML MD (the
+    # reference MD is the label source's, float64); frames are stored in float64
+    dtype: MdDtype = "float64"
 
     @model_validator(mode="after")
     def _long_enough(self) -> IrConfig:

@@ -219,19 +219,23 @@ class TestSetReport:
 
 def test_set_md(model_path: str, minima: list[Structure], *, temperature_K: float,
                 duration_fs: float, timestep_fs: float, friction_fs: float, n_candidates: int,
-                seed: int) -> tuple[list[np.ndarray], float, str | None, str]:
-    """The test set's candidate frames: MD of every minimum with one model (a unit of GPU
-    work: the model is loaded from its file onto this process's device). Returns the positions
-    (n_frames, n_atoms, 3) per molecule, as arrays (they travel back as bytes), the MD
+                seed: int, indices: list[int] | None = None
+                ) -> tuple[list[np.ndarray], float, str | None, str]:
+    """The test set's candidate frames: MD of the minima ``indices`` (None: all) with one
+    model (a unit of GPU work: the model is loaded from its file onto this process's device;
+    molecule k's seed is ``seed + k`` whichever task runs it). Returns the positions
+    (n_frames, n_atoms, 3) per molecule run, as arrays (they travel back as bytes), the MD
     seconds, the Dask worker (None outside one) and the device."""
     from palirs_data.compute import device, worker_name
 
     dev = device()
     first = Committee.load([model_path], device=dev)
-    replicas = [dynamics.Replica(key=f"test/{k}", molecule=s.molecule, numbers=s.numbers,
-                                 positions_A=s.positions_A, temperature_K=temperature_K,
-                                 friction_fs=friction_fs, seed=seed + k)
-                for k, s in enumerate(minima)]
+    indices = list(range(len(minima))) if indices is None else indices
+    replicas = [dynamics.Replica(key=f"test/{k}", molecule=minima[k].molecule,
+                                 numbers=minima[k].numbers, positions_A=minima[k].positions_A,
+                                 temperature_K=temperature_K, friction_fs=friction_fs,
+                                 seed=seed + k)
+                for k in indices]
     n_steps = int(round(duration_fs / timestep_fs))
     write_every = max(1, n_steps // n_candidates)
 
@@ -253,8 +257,9 @@ def build_test_set(model_paths, equilibrium: pa.Table, *, species: list[str],
                    friction_fs: float, n_candidates: int, n_clusters: int, per_cluster: int,
                    seed: int, client=None, compute=None) -> TestSetReport:
     """Test structures for every molecule (see the module docstring); unlabelled. The MD uses
-    the first of ``model_paths``; with a Dask ``client`` it runs as one GPU-annotated task
-    (:func:`test_set_md`)."""
+    the first of ``model_paths``; with a Dask ``client`` the molecules are divided over the MD
+    slots (:func:`palirs_data.compute.md_slots`), one GPU-annotated task (:func:`test_set_md`)
+    each (one molecule: one task)."""
     minima = structures.from_table(equilibrium)
     rng = np.random.default_rng(seed)
     args = (str(Path(sorted(model_paths)[0]).resolve()), minima)
@@ -264,12 +269,22 @@ def build_test_set(model_paths, equilibrium: pa.Table, *, species: list[str],
     if client is None:
         frames, seconds, worker, dev = test_set_md(*args, **kwargs)
     else:
-        from palirs_data.compute import submit
+        from palirs_data.compute import md_slots, split_balanced, submit
         from palirs_data.config import ComputeConfig
 
-        frames, seconds, worker, dev = submit(client, test_set_md, *args,
-                                              config=compute or ComputeConfig(), gpu=True,
-                                              **kwargs).result()
+        compute = compute or ComputeConfig()
+        parts = split_balanced([len(s.numbers) for s in minima], md_slots(client, compute))
+        futures = [submit(client, test_set_md, *args, config=compute, gpu=True,
+                          indices=part, **kwargs) for part in parts]
+        frames = [None] * len(minima)
+        seconds, workers = 0.0, []
+        for part, future in zip(parts, futures):
+            part_frames, part_seconds, worker, dev = future.result()
+            for k, f in zip(part, part_frames):
+                frames[k] = f
+            seconds = max(seconds, part_seconds)
+            workers.append(worker)
+        worker = ", ".join(sorted({str(w) for w in workers}))
     log.info("test-set MD: %.1f s on %s (%s)", seconds, dev, worker or "this process")
     rows: list[Structure] = []
     counts = {}

@@ -74,9 +74,9 @@ def _sanity_guard():
 
 
 class LabelerForceField:
-    """The label source as the force field of :class:`~palirs_data.dynamics.BatchedMD` (the
-    engine needs ``dtype``, ``device``, ``batch(numbers)`` and ``evaluate(batch, positions)``
-    giving energies and forces, as :class:`~palirs_data.committee.Committee` does): one
+    """The label source as the force field of :class:`~palirs_data.dynamics.BatchedMD` (a
+    :class:`~palirs_data.dynamics.ForceField`, as :class:`~palirs_data.committee.Committee`
+    is): one
     single point per replica and step, no committee spread. A single point that fails gives
     non-finite forces, and the guard stops that run (reported; the others go on). The
     dipoles of the last single points are kept: :class:`LabelerDipoles` hands them to the
@@ -522,18 +522,23 @@ class IrResult:
     metrics: dict
 
 
-def ml_md_task(committee_paths: list[str], dipole_path: str, minima: list[Structure],
+def ml_md_task(committee_paths: list[str], dipole_path: str, replicas: list[Replica],
                config: IrConfig, store_path: str) -> dict:
-    """The committee MD of ``ir`` as one unit of GPU work: loads the models from files (a
-    location every worker sees) onto this worker's device (CUDA when it has one), writes the
-    trajectories into the store at ``store_path`` and returns the report, with where it ran."""
+    """Committee MD of some of ``ir``'s runs (:func:`run_md`) as one unit of GPU work: loads
+    the models from files (a location every worker sees) onto this worker's device (CUDA when
+    it has one), writes the trajectories of ``replicas`` into the store at ``store_path``
+    (other tasks may write other trajectories of it at the same time) and returns the report,
+    with where it ran."""
     from palirs_data.committee import load_model
     from palirs_data.compute import device, worker_name
 
-    dev = device()
-    committee = Committee.load(committee_paths, device=dev)
-    dipole_model = load_model(dipole_path, device=dev)
-    report = run_ml_md(committee, dipole_model, minima, config, TrajectoryStore(store_path))
+    from palirs_data.config import torch_dtype
+
+    dev, dtype = device(), torch_dtype(config.dtype)
+    committee = Committee.load(committee_paths, dtype=dtype, device=dev)
+    dipole_model = load_model(dipole_path, dtype=dtype, device=dev)
+    report = run_md(committee, replicas, config, TrajectoryStore(store_path),
+                    dipole_model=dipole_model)
     return {**dataclasses.asdict(report), "worker": worker_name(), "device": dev}
 
 
@@ -556,16 +561,20 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
           store: TrajectoryStore, *, client=None, compute=None,
           progress: bool = False) -> IrResult:
     """The ``ir`` stage: committee MD with dipoles into ``store``, the spectrum table (mean and
-    std over runs) and the double-harmonic table, with timings. With a Dask ``client`` the MD
-    runs as one GPU-annotated task (:func:`ml_md_task`, :func:`palirs_data.compute.submit`;
-    ``compute`` is the :class:`~palirs_data.config.ComputeConfig`); without, in this
-    process."""
+    std over runs) and the double-harmonic table, with timings. With a Dask ``client`` the runs
+    are divided over the MD slots (one per worker, or per GPU worker:
+    :func:`palirs_data.compute.md_slots`), one GPU-annotated task (:func:`ml_md_task`) each,
+    all writing their own trajectories of ``store``; ``compute`` is the
+    :class:`~palirs_data.config.ComputeConfig`. Without a client, in this process. Each run's
+    noise comes from its own seed, so the split does not change the trajectories (beyond
+    the last bits of a batched model call; tests/test_ir.py)."""
     import time
     from pathlib import Path
 
     from palirs_data import structures
     from palirs_data.committee import load_model
-    from palirs_data.compute import submit, watch_store
+    from palirs_data.compute import (md_slots, merge_md_reports, split_balanced, submit,
+                                     watch_store)
     from palirs_data.config import ComputeConfig
     from palirs_data.errors import PalirsInputError
 
@@ -577,20 +586,34 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
     dipole_model = load_model(dipole_path)
     minima = structures.from_table(equilibrium)
     n_runs = len(minima) * len(config.temperatures_K) * config.trajectories
+    t_md = time.perf_counter()
     if client is None:
-        report = dataclasses.asdict(run_ml_md(committee, dipole_model, minima, config, store,
+        md_committee, md_dipole = committee, dipole_model
+        if config.dtype != "float64":
+            from palirs_data.config import torch_dtype
+
+            md_committee = Committee.load(paths, dtype=torch_dtype(config.dtype))
+            md_dipole = load_model(dipole_path, dtype=torch_dtype(config.dtype))
+        report = dataclasses.asdict(run_ml_md(md_committee, md_dipole, minima, config, store,
                                               progress=progress))
-        report.update(worker=None, device=committee.device)
+        report.update(worker=None, device=committee.device, tasks=1)
     else:
+        compute = compute or ComputeConfig()
+        replicas = ir_replicas(minima, config)
+        parts = split_balanced([len(r.numbers) for r in replicas],
+                               md_slots(client, compute))
+        store.require_parents([r.key for r in replicas])
         store_path = str(Path(store.path).resolve())
-        future = submit(client, ml_md_task, [str(Path(p).resolve()) for p in paths],
-                        str(Path(dipole_path).resolve()), minima, config, store_path,
-                        config=compute or ComputeConfig(), gpu=True,
-                        key=f"ir-md-{time.time_ns()}")
-        report = watch_store(future, store_path, label="md (Dask)", progress=progress,
-                             total_frames=n_runs * (config.produce_steps
-                                                    // config.write_every))
-        store = TrajectoryStore(store.path, mode="r")  # as the worker left it
+        stamp = time.time_ns()
+        futures = [submit(client, ml_md_task, [str(Path(p).resolve()) for p in paths],
+                          str(Path(dipole_path).resolve()), [replicas[i] for i in part],
+                          config, store_path, config=compute, gpu=True,
+                          key=f"ir-md-{k}-{stamp}") for k, part in enumerate(parts)]
+        report = merge_md_reports(watch_store(
+            futures, store_path, label=f"md (Dask, {len(parts)} tasks)", progress=progress,
+            total_frames=n_runs * (config.produce_steps // config.write_every)))
+        store = TrajectoryStore(store.path, mode="r")  # as the workers left it
+    md_wall_seconds = time.perf_counter() - t_md
     spectra = spectra_table(store_dipoles(store), config)
     t0 = time.perf_counter()
     harmonic, _ = harmonic_table(committee, dipole_model, minima)
@@ -604,7 +627,12 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
         "thermalise_seconds": round(report["thermalise_seconds"], 1),
         "produce_seconds": round(report["produce_seconds"], 1),
         "md_replica_steps_per_s": round(report["replica_steps"] / max(md_seconds, 1e-9), 1),
-        "md_worker": report["worker"], "md_device": report["device"],
+        # the stage's MD from submission to the last task's end (models loaded, every part)
+        "md_wall_seconds": round(md_wall_seconds, 1),
+        "md_stage_replica_steps_per_s": round(report["replica_steps"]
+                                              / max(md_wall_seconds, 1e-9), 1),
+        "md_tasks": report["tasks"], "md_worker": report["worker"],
+        "md_device": report["device"],
         "md_resumed_frames": report["resumed_frames"],
         "stopped": report["stopped"], "kinetic_temperature": kinetic_temperatures(store),
         "harmonic_seconds": round(harmonic_seconds, 1),

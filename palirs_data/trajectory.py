@@ -192,7 +192,22 @@ class TrajectoryStore:
         return sorted(out)
 
     def __contains__(self, key: str) -> bool:
-        return key in self.keys()
+        # a direct lookup, not a walk of the store: MD tasks on other workers may be creating
+        # their own trajectories in it at the same time
+        try:
+            group = self._root[_check_key(key)]
+        except (KeyError, PalirsInputError):
+            return False
+        return isinstance(group, zarr.Group) and "n_frames" in group.attrs
+
+    def require_parents(self, keys: Iterable[str]) -> None:
+        """Create the parent groups of ``keys`` (e.g. ``methanol/300K``), so that tasks
+        writing different trajectories of one store at the same time each create only their
+        own group."""
+        for key in keys:
+            parent = _check_key(key).rsplit("/", 1)[0]
+            if parent != key:
+                self._root.require_group(parent)
 
     def __getitem__(self, key: str) -> Trajectory:
         _check_key(key)

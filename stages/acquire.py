@@ -76,7 +76,9 @@ def main(
                     f"{m['previous_frequency_mae_cm1']:.2f} cm-1): table unchanged -> {output}")
         temps = ", ".join(f"{r['temperature_K']:g}->{r['kinetic_temperature_K']:.0f}"
                           for r in m["runs"])
-        return (f"{len(m['runs'])} runs ({m['guard_stops']} stopped by the guard; mean "
+        return (f"{len(m['runs'])} runs in {m['md_tasks']} MD task(s) at "
+                f"{m['md_replica_steps_per_s']:.0f} replica-steps/s ({m['guard_stops']} "
+                f"stopped by the guard; mean "
                 f"kinetic temperature, K: {temps}), "
                 f"{m['n_selected']} frames selected, {m['n_labelled']} labelled, "
                 f"{m['n_failed']} failed; {m['n_train']} labelled structures -> {output}")

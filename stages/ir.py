@@ -73,8 +73,9 @@ def main(
         shutil.rmtree(store.path.parent, ignore_errors=True)
         m = result.metrics
         stops = f", stopped: {', '.join(m['stopped'])}" if m["stopped"] else ""
-        return (f"{m['runs']} runs x {m['steps_per_run']} steps on {m['md_worker']} "
-                f"({m['md_device']}, {m['md_replica_steps_per_s']:.0f} replica-steps/s){stops}; "
+        return (f"{m['runs']} runs x {m['steps_per_run']} steps in {m['md_tasks']} task(s) "
+                f"({m['md_device']}, {m['md_stage_replica_steps_per_s']:.0f} replica-steps/s)"
+                f"{stops}; "
                 f"kinetic T {temperature_summary(m['kinetic_temperature'])} -> {spectra}")
 
     run_stage("ir", body)

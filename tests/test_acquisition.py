@@ -244,6 +244,35 @@ def test_acquisition_md_killed_and_continued_equals_an_uninterrupted_run(tiny_co
     assert killed["methanol/300K/0"].n_frames == 5 and again["replica_steps"] == 0
 
 
+def test_acquisition_md_on_two_workers_gives_the_runs_of_one_batch(tiny_committee, minimum,
+                                                                  tmp_path):
+    """The iteration's MD divided over a two-worker cluster (two tasks, one store) gives every
+    run of the one batch in this process, with the seeds of the whole set, up to the last
+    bits a batch size changes."""
+    from pathlib import Path
+
+    from palirs_data.acquisition import _md
+    from palirs_data.compute import dask_client
+    from palirs_data.config import ComputeConfig
+
+    config = AcquireConfig(temperatures_K=[300.0, 700.0], replicas=3, duration_fs=10.0,
+                           write_every=2, thermalise_fs=5.0, max_force_rel_dev=1e9)
+    paths = [Path(p) for p in tiny_committee["paths"]]
+    here = _md(paths, [minimum], config, iteration=1, store_path=tmp_path / "here.zarr",
+               previous_path=None, client=None, compute=None, progress=False)
+    compute = ComputeConfig(n_workers=2)
+    with dask_client(compute) as client:
+        there = _md(paths, [minimum], config, iteration=1, store_path=tmp_path / "there.zarr",
+                    previous_path=None, client=client, compute=compute, progress=False)
+    assert here["tasks"] == 1 and there["tasks"] == 2 and len(there["worker"]) == 2
+    assert there["replica_steps"] == here["replica_steps"] == 6 * (10 + 20)
+    a, b = TrajectoryStore(tmp_path / "here.zarr"), TrajectoryStore(tmp_path / "there.zarr")
+    assert a.keys() == b.keys() and len(a.keys()) == 6
+    for key in a.keys():
+        np.testing.assert_allclose(b[key].read("positions_A"), a[key].read("positions_A"),
+                                   atol=1e-9, rtol=0)
+
+
 # --- after convergence: nothing added, nothing retrained ------------------------------------
 
 def test_converged_campaign_passes_the_table_through(methanol_data, tmp_path):

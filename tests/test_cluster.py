@@ -249,3 +249,15 @@ def test_jobqueue_cluster_renders_the_batch_script():
                  "#SBATCH --gres=gpu:1", "module load cuda", "--resources GPU=1",
                  "--nthreads 4", "--memory-limit 7.45GiB"):
         assert line in script, (line, script)
+
+
+def test_replicas_are_divided_into_balanced_deterministic_parts():
+    from palirs_data.compute import split_balanced
+
+    assert split_balanced([6] * 12, 2) == [list(range(0, 12, 2)), list(range(1, 12, 2))]
+    parts = split_balanced([12, 3, 3, 3, 3, 6, 6], 2)
+    sizes = [12, 3, 3, 3, 3, 6, 6]
+    totals = sorted(sum(sizes[i] for i in p) for p in parts)
+    assert totals == [18, 18] and sorted(i for p in parts for i in p) == list(range(7))
+    assert split_balanced([5, 5], 8) == [[0], [1]]  # never an empty part
+    assert split_balanced([5, 5, 5], 1) == [[0, 1, 2]]

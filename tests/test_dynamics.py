@@ -44,9 +44,17 @@ def test_nve_matches_ase_velocity_verlet(tiny_committee, minimum):
                                atol=1e-10)
 
 
-def test_nve_conserves_total_energy(tiny_committee, minimum):
-    md = dynamics.BatchedMD(tiny_committee["committee"],
-                            [_replica(minimum, "a", v=_v0(minimum))], timestep_fs=0.5)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_nve_conserves_total_energy(tiny_committee, minimum, dtype):
+    """Within the same bound in both precisions the MD stages can run in (ir.dtype,
+    active_learning.acquire.dtype)."""
+    from palirs_data.committee import Committee
+    from palirs_data.config import torch_dtype
+
+    committee = Committee.load(tiny_committee["paths"], dtype=torch_dtype(dtype))
+    md = dynamics.BatchedMD(committee, [_replica(minimum, "a", v=_v0(minimum))],
+                            timestep_fs=0.5)
+    assert md.dtype == torch_dtype(dtype)
     energies = []
     for _ in range(500):  # 0.25 ps
         out = md.step()

@@ -341,3 +341,39 @@ def test_ml_and_reference_md_run_one_integrator(tiny_committee, tiny_dipole_mode
     atoms.positions = arrays["positions_A"][-1]
     label = make_labeler(LabelerConfig()).label(atoms)
     np.testing.assert_allclose(arrays["dipole_eA"][-1], label.dipole_eA, atol=1e-10)
+
+
+def test_ir_md_divided_over_two_workers_gives_the_runs_of_one_batch(
+        tiny_committee, tiny_dipole_model, methanol_data, tmp_path):
+    """On a two-worker cluster the ir runs go out as two tasks, one per worker, writing one
+    store side by side; every run equals the same run of the one batch in this process up to
+    the last bits that a different batch size changes in the models' summation order (the
+    noise is per run, not per batch)."""
+    from pathlib import Path
+
+    from palirs_data.compute import dask_client
+    from palirs_data.config import ComputeConfig
+    from palirs_data.ir import ml_ir
+
+    config = IrConfig(temperatures_K=[300.0, 500.0], trajectories=2, thermalise_fs=5.0,
+                      produce_fs=20.0, max_correlation_fs=10.0)
+    equilibrium = methanol_data["result"].equilibrium
+    committee_dir = Path(tiny_committee["paths"][0]).parent
+    dipole = tiny_dipole_model["report"].model
+    here = TrajectoryStore(tmp_path / "here.zarr")
+    one = ml_ir(committee_dir, dipole, equilibrium, config, here)
+    assert one.metrics["md_tasks"] == 1
+    there = TrajectoryStore(tmp_path / "there.zarr")
+    with dask_client(ComputeConfig(n_workers=2)) as client:
+        split = ml_ir(committee_dir, dipole, equilibrium, config, there, client=client,
+                      compute=ComputeConfig(n_workers=2))
+        names = sorted(str(w["name"]) for w in client.scheduler_info()["workers"].values())
+    assert split.metrics["md_tasks"] == 2
+    assert sorted(split.metrics["md_worker"]) == names  # both workers ran MD
+    assert sorted(there.keys()) == sorted(here.keys()) and len(here.keys()) == 4
+    for key in here.keys():
+        assert there[key].n_frames == here[key].n_frames == 40
+        for name in ("positions_A", "velocities_A_fs", "dipole_eA"):
+            np.testing.assert_allclose(there[key].read(name), here[key].read(name),
+                                       atol=1e-9, rtol=0)
+    assert split.metrics["md_stage_replica_steps_per_s"] > 0
