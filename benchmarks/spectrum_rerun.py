@@ -38,16 +38,18 @@ def main() -> None:
     equilibrium = structures.read_table("data/sample/equilibrium.parquet")
     with tempfile.TemporaryDirectory() as tmp:
         store = TrajectoryStore(Path(tmp) / "ir.zarr")
-        t0 = time.perf_counter()
-        result = ml_ir("data/models/committee", "data/models/dipole.model", equilibrium, ir,
-                       store, progress=True)
-        seconds = time.perf_counter() - t0
-        rerun = md_runs(store, ir, p.compare)
-        temps = kinetic_temperatures(store)["pooled"]
-        ref_store = TrajectoryStore(Path(tmp) / "reference.zarr")
-        with dask_client(p.compute) as client:
+        with dask_client(p.compute) as client:  # as the stages run: MD on every worker
+            t0 = time.perf_counter()
+            result = ml_ir("data/models/committee", "data/models/dipole.model", equilibrium,
+                           ir, store, client=client, compute=p.compute, progress=True)
+            seconds = time.perf_counter() - t0
+            store = TrajectoryStore(store.path, mode="r")
+            rerun = md_runs(store, ir, p.compare)
+            temps = kinetic_temperatures(store)["pooled"]
+            ref_store = TrajectoryStore(Path(tmp) / "reference.zarr")
             reference_ir(equilibrium, ir, p.labeler or LabelerConfig(), ref_store,
                          client=client)
+            ref_temps = kinetic_temperatures(ref_store)["pooled"]
         reference = md_runs(ref_store, ir, p.compare)
     experiment = experimental_spectra(Path("data/experiment"), p.compare, p.ir)
     pipeline = json.loads(Path("metrics/compare.json").read_text())["molecules"]
@@ -55,7 +57,9 @@ def main() -> None:
     t = float(p.compare.temperature_K)
     print(f"rerun: {result.metrics['runs']} runs in {seconds:.0f} s; kinetic T "
           + ", ".join(f"{k} {v['mean_K']:.0f} ± {v['stderr_K'] or 0:.0f} K"
-                      for k, v in temps.items()))
+                      for k, v in temps.items())
+          + "; reference " + ", ".join(f"{k} {v['mean_K']:.0f} ± {v['stderr_K'] or 0:.0f} K"
+                                       for k, v in ref_temps.items()))
     print(f"{'molecule':<12} {'comparison':<18} {'seed':>5} {'PCC':>24} {'WD cm-1':>20}")
     for (molecule, temperature), runs in sorted(rerun.items()):
         if temperature != t:
