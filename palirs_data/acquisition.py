@@ -16,7 +16,8 @@ training table, the committee, the trajectory store and the evaluation of that i
    the guard stops the run before any new frame.
 3. The guard (:class:`Guard`) stops a run at once when a frame's relative force deviation
    (:data:`~palirs_data.committee.REL_DEV_EPS_EVA`) exceeds the limit, when anything is not
-   finite, or when atoms collapse or fly apart. The offending frame is never written, so the
+   finite, when atoms collapse, or when a bond of the molecule's minimum stretches beyond
+   ``max_bond_stretch`` × its length there (the molecule comes apart). The offending frame is never written, so the
    store holds only frames before the blow-up and the next iteration restarts from the last
    sane one.
 4. Per molecule and temperature, the ``per_temperature`` frames with the largest committee
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,15 +74,71 @@ def select_frames(time_fs: np.ndarray, uncertainty: np.ndarray, *, n: int,
     return np.array(chosen, dtype=np.int64)
 
 
+#: a bond (a pair closer than 1.25 × the sum of covalent radii at the minimum) is broken when
+#: it is longer than this multiple of its length at the minimum. Measured on the demo's
+#: trajectories (methanol, GFN2-xTB and committee MD): the longest bond reaches 1.14 × its
+#: minimum length at 300 K and 1.29 × at 700 K; 1.5 × is a C-H bond 0.55 Å long, some 2 eV up.
+MAX_BOND_STRETCH = 1.5
+_BONDED_RADII = 1.25
+
+
+def bonds(numbers: np.ndarray, positions_A: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray]:
+    """The bonded pairs ``i < j`` of a molecule at ``positions_A`` (closer than 1.25 × the sum
+    of their covalent radii) and their lengths, Å."""
+    from ase.data import covalent_radii
+
+    z = np.asarray(numbers, dtype=np.int64)
+    x = np.asarray(positions_A, dtype=np.float64)
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    limit = _BONDED_RADII * (covalent_radii[z][:, None] + covalent_radii[z][None])
+    i, j = np.nonzero(np.triu(d < limit, 1))
+    return i, j, d[i, j]
+
+
 class Guard:
     """Stops a replica whose frame is not to be trusted (see the module docstring); the reason
-    is kept on the replica (``stop_reason``)."""
+    is kept on the replica (``stop_reason``). With ``minima`` (one structure per molecule) a
+    run also stops when a bond of its molecule's minimum stretches beyond ``max_bond_stretch``
+    × its length there: a measure of coming apart that does not depend on the molecule's
+    size, unlike ``max_distance_A`` (a last bound on any pair)."""
 
     def __init__(self, *, max_force_rel_dev: float, min_distance_A: float,
-                 max_distance_A: float) -> None:
+                 max_distance_A: float, minima: Sequence[Structure] = (),
+                 max_bond_stretch: float = MAX_BOND_STRETCH) -> None:
         self.max_force_rel_dev = max_force_rel_dev
         self.min_distance_A = min_distance_A
         self.max_distance_A = max_distance_A
+        self.max_bond_stretch = max_bond_stretch
+        self._bonds = {s.molecule: bonds(s.numbers, s.positions_A) for s in minima}
+        self._cache: tuple[tuple, tuple] | None = None
+
+    def _stretch(self, md: BatchedMD, x: torch.Tensor, n: int) -> torch.Tensor:
+        """Per active replica, the largest ratio of a bond's length to its minimum's (0: no
+        bonds known)."""
+        key = tuple(md.active)
+        if self._cache is None or self._cache[0] != key:
+            i, j, d0, owner = [], [], [], []
+            for k, (start, replica) in enumerate(zip(md.batch.ptr[:-1].tolist(),
+                                                     (md.replicas[a] for a in md.active))):
+                if replica.molecule not in self._bonds:
+                    continue
+                bi, bj, bd = self._bonds[replica.molecule]
+                if len(bi) and max(bi.max(), bj.max()) >= len(replica.numbers):
+                    raise ValueError(f"the minimum of '{replica.molecule}' has other atoms")
+                i.append(bi + start), j.append(bj + start), d0.append(bd)
+                owner.append(np.full(len(bi), k))
+            as_tensor = [torch.as_tensor(np.concatenate(a) if a else np.zeros(0),
+                                         device=x.device) for a in (i, j, d0, owner)]
+            self._cache = (key, (as_tensor[0].long(), as_tensor[1].long(),
+                                 as_tensor[2].to(x.dtype), as_tensor[3].long()))
+        bi, bj, bd, owner = self._cache[1]
+        if not len(bi):
+            return torch.zeros(n, dtype=x.dtype, device=x.device)
+        ratio = torch.linalg.vector_norm(x[bi] - x[bj], dim=1) / bd
+        out = torch.zeros(n, dtype=x.dtype, device=x.device)
+        return out.scatter_reduce(0, owner, torch.nan_to_num(ratio, nan=torch.inf),
+                                  reduce="amax", include_self=True)
 
     def __call__(self, md: BatchedMD, out: CommitteeOutput) -> np.ndarray:
         batch, x = md.batch, md.coordinates
@@ -91,6 +149,7 @@ class Guard:
         has_pairs = torch.zeros(n, dtype=torch.bool, device=x.device).index_fill_(0, owner, True)
         d_min = torch.where(has_pairs, segment_reduce(d, owner, n, "amin"), torch.inf)
         d_max = torch.where(has_pairs, segment_reduce(d, owner, n, "amax"), 0.0)
+        stretch = self._stretch(md, x, n)
         finite = (torch.isfinite(out.energy_eV)
                   & segment_reduce(torch.isfinite(out.forces_eVA).all(-1).to(x.dtype),
                                     batch.batch, n, "amin").bool()
@@ -103,6 +162,9 @@ class Guard:
              lambda k: f"force_rel_dev {float(rel[k]):.3g} > {self.max_force_rel_dev:g}"),
             (d_min < self.min_distance_A,
              lambda k: f"atoms {float(d_min[k]):.2f} Å apart (< {self.min_distance_A:g} Å)"),
+            (stretch > self.max_bond_stretch,
+             lambda k: f"a bond at {float(stretch[k]):.2f} × its length at the minimum "
+                       f"(> {self.max_bond_stretch:g})"),
             (d_max > self.max_distance_A,
              lambda k: f"atoms {float(d_max[k]):.1f} Å apart (> {self.max_distance_A:g} Å)"),
         ]
@@ -113,6 +175,14 @@ class Guard:
                     stop[k] = True
                     md.replicas[md.active[k]].stop_reason = reason(k)  # type: ignore[attr-defined]
         return stop
+
+
+def sanity_guard(minima: Sequence[Structure] | Sequence[Replica]):
+    """Stops only runs that have gone wrong (non-finite, collapsed, a bond of the minimum
+    broken), never on committee disagreement: the production run is the measurement.
+    ``minima``: the minima, or runs that start at them (their starting positions)."""
+    return Guard(max_force_rel_dev=float("inf"), min_distance_A=0.5, max_distance_A=20.0,
+                 minima=minima)
 
 
 def iteration_seed(seed: int, iteration: int, index: int) -> int:
@@ -168,7 +238,8 @@ def acquisition_md(committee: Committee, minima: list[Structure], config: Acquir
     (:mod:`palirs_data.dynamics`), the result equals that of an uninterrupted run."""
     replicas = acquisition_replicas(minima, config, iteration=iteration, previous=previous)
     if keys is not None:
-        replicas = [r for r in replicas if r.key in set(keys)]
+        wanted = set(keys)
+        replicas = [r for r in replicas if r.key in wanted]
     existing = {r.key: store[r.key] for r in replicas if r.key in store}
     running = [t for t in existing.values() if t.attrs.get("stopped_at_time_fs") is None]
     done = len(existing) == len(replicas) and all(t.n_frames for t in running)
@@ -188,7 +259,8 @@ def acquisition_md(committee: Committee, minima: list[Structure], config: Acquir
         if replicas:
             steps -= (existing[replicas[0].key].n_frames - 1) * config.write_every
     guard = Guard(max_force_rel_dev=config.max_force_rel_dev,
-                  min_distance_A=config.min_distance_A, max_distance_A=config.max_distance_A)
+                  min_distance_A=config.min_distance_A, max_distance_A=config.max_distance_A,
+                  minima=minima, max_bond_stretch=config.max_bond_stretch)
     start = time.perf_counter()
     warm_steps = 0
     if not done:  # runs that start at a minimum are thermalised first

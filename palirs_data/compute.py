@@ -42,7 +42,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from distributed import Client, LocalCluster
+from distributed import Client, SpecCluster
 
 from palirs_data.config import ComputeConfig, JobqueueConfig
 from palirs_data.errors import PalirsInputError
@@ -77,32 +77,37 @@ def jobqueue_cluster(config: JobqueueConfig):
     return cls(**options)
 
 
-def _local_cluster(config: ComputeConfig) -> LocalCluster:
+def _local_cluster(config: ComputeConfig) -> SpecCluster:
     import dask
-    from distributed import Nanny
 
     # no MALLOC_TRIM_THRESHOLD_ in the workers: Dask's default (65536) makes torch's large
     # allocations go to mmap/munmap every time (training ~1.3x slower); these clusters live
     # one stage long, so trimming memory buys nothing
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-        return _start_local_cluster(config, Nanny)
+        return _start_local_cluster(config)
 
 
-def _start_local_cluster(config: ComputeConfig, Nanny) -> LocalCluster:
-    cluster = LocalCluster(n_workers=config.n_workers - config.local_gpu_workers,
-                           threads_per_worker=config.threads_per_worker, processes=True,
-                           dashboard_address=None)
+def _start_local_cluster(config: ComputeConfig) -> SpecCluster:
+    """A cluster of local worker processes, as ``LocalCluster`` would start them, plus the
+    GPU workers (resource ``GPU: 1``, their own thread count): all declared up front in one
+    ``SpecCluster`` specification (Dask's public way to mix kinds of workers)."""
+    from distributed import Nanny, Scheduler
+
+    def worker(**extra) -> dict:
+        return {"cls": Nanny, "options": {"nthreads": config.threads_per_worker,
+                                          "host": "127.0.0.1", "memory_limit": "auto",
+                                          **extra}}
+
+    workers = {k: worker() for k in range(config.n_workers - config.local_gpu_workers)}
     if config.local_gpu_workers:
         # torch and the training processes of GPU work use these threads when there is no
         # GPU: a GPU task (training, MD) has the machine's cores to itself
         threads = str(config.gpu_worker_threads or os.cpu_count() or 1)
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         for k in range(config.local_gpu_workers):
-            cluster.worker_spec[f"gpu-{k}"] = {
-                "cls": Nanny, "options": {"nthreads": config.threads_per_worker,
-                                          "resources": {GPU: 1}, "env": env}}
-        cluster.sync(cluster._correct_state)
-    return cluster
+            workers[f"gpu-{k}"] = worker(resources={GPU: 1}, env=env)
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    return SpecCluster(workers=workers, scheduler=scheduler, name="palirs-local")
 
 
 @contextlib.contextmanager

@@ -24,7 +24,26 @@ def _positive_temperatures(values: list[float]) -> list[float]:
     bad = [t for t in values if not t > 0]
     if bad:
         raise ValueError(f"temperatures must be positive (K), got {bad[0]:g}")
+    twice = sorted({t for t in values if values.count(t) > 1})
+    if twice:  # each temperature is one trajectory per replica: two would share it
+        raise ValueError(f"temperature {twice[0]:g} K is listed twice")
     return values
+
+
+#: the longest MD timestep accepted (fs). The fastest motions are X-H stretches (O-H near
+#: 3700 cm⁻¹: period 9 fs). Measured with benchmarks/timestep_bound.py (demo committee,
+#: methanol, 8 runs thermalised at 700 K, 500 fs NVE): total-energy fluctuation 0.3 % (0.5 fs),
+#: 1.3 % (1 fs), 11 % (2 fs) of the kinetic energy, drift 0.08, 0.3, 34 % per ps; at 3 fs
+#: every run flies apart.
+MAX_TIMESTEP_FS = 1.0
+
+
+def _md_timestep(value: float) -> float:
+    if not 0 < value <= MAX_TIMESTEP_FS:
+        raise ValueError(f"timestep_fs must be in (0, {MAX_TIMESTEP_FS:g}] fs, got {value:g}: "
+                         "longer steps do not resolve X-H stretches (period ~9 fs) and "
+                         "molecules fly apart")
+    return value
 
 
 class Strict(BaseModel):
@@ -221,6 +240,8 @@ class CommitteeConfig(Strict):
     from scratch (``retrain: scratch``, the method) or continues every member from the
     previous iteration's weights for ``continue_epochs`` epochs (``retrain: continue``)."""
 
+    # one model per seed; a run needs at least two (check_run): the committee's spread is the
+    # uncertainty that selects frames and stops runs
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     valid_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 0
@@ -267,11 +288,25 @@ class TestSetConfig(Strict):
     temperature_K: float = Field(300.0, gt=0)
     duration_fs: float = Field(2000.0, gt=0)  # full setting: 100 ps
     timestep_fs: float = Field(0.5, gt=0)
+    # Langevin γ, fs⁻¹: a sampling run, not a spectrum, so coupled strongly (1/γ = 100 fs) to
+    # stay at temperature_K, as the demo's acquisition runs are
     friction_fs: float = Field(0.01, ge=0)
     n_candidates: int = Field(200, ge=1)  # frames sampled uniformly from each run
     n_clusters: int = Field(5, ge=1)
     per_cluster: int = Field(4, ge=1)
     seed: int = 0
+
+    @field_validator("timestep_fs")
+    @classmethod
+    def _timestep(cls, v: float) -> float:
+        return _md_timestep(v)
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> TestSetConfig:
+        if self.n_candidates < self.n_clusters * self.per_cluster:
+            raise ValueError(f"n_candidates ({self.n_candidates}) is fewer than n_clusters × "
+                             f"per_cluster ({self.n_clusters} × {self.per_cluster})")
+        return self
 
 
 class EvaluateConfig(Strict):
@@ -310,6 +345,10 @@ class AcquireConfig(Strict):
         return _positive_temperatures(v)
     duration_fs: float = Field(5000.0, gt=0)  # per iteration; each run continues the last
     timestep_fs: float = Field(0.5, gt=0)
+    @field_validator("timestep_fs")
+    @classmethod
+    def _timestep(cls, v: float) -> float:
+        return _md_timestep(v)
     friction_fs: float = Field(0.001, ge=0)  # Langevin γ, fs⁻¹
     # a run that starts at a minimum is first thermalised this long under this friction
     # (several 1/γ), writing nothing
@@ -327,6 +366,9 @@ class AcquireConfig(Strict):
     max_force_rel_dev: float = Field(0.5, gt=0)
     min_distance_A: float = Field(0.5, gt=0)  # atoms closer than this: collapsed
     max_distance_A: float = Field(20.0, gt=0)  # atoms farther apart than this: exploded
+    # a bond of the minimum longer than this × its length there: the molecule comes apart
+    # (acquisition.MAX_BOND_STRETCH says how it was chosen)
+    max_bond_stretch: float = Field(1.5, gt=1)
     seed: int = 0
     # precision of the committee (and its integration) in the MD; frames are stored in float64
     dtype: MdDtype = "float64"
@@ -391,6 +433,10 @@ class IrConfig(Strict):
         return _positive_temperatures(v)
     trajectories: int = Field(3, ge=1)  # independent runs per molecule and temperature
     timestep_fs: float = Field(0.5, gt=0)
+    @field_validator("timestep_fs")
+    @classmethod
+    def _timestep(cls, v: float) -> float:
+        return _md_timestep(v)
     friction_fs: float = Field(0.001, ge=0)
     thermalise_fs: float = Field(5000.0, ge=0)
     # the thermalisation's friction: several 1/γ in thermalise_fs bring a run from the
@@ -522,6 +568,41 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise PalirsInputError(f"{path}: expected a mapping of sections at the top level")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         raise PalirsInputError(_format_error(path, exc)) from None
+    check_run(params, where=str(path))
+    return params
+
+
+def run_molecules(params: Params, *, where: str = "params.yaml") -> list[Molecule]:
+    """The molecules a run works on (:func:`palirs_data.molecules.resolve`)."""
+    from palirs_data.molecules import resolve
+
+    return resolve(params.molecules.names, [c.molecule() for c in params.molecules.custom],
+                   where=f"{where}: molecules.names")
+
+
+def check_run(params: Params, *, where: str = "params.yaml") -> None:
+    """What a run needs and one section cannot check alone, before any work starts: a
+    committee of at least two models; the molecules resolve, are distinct (:func:`palirs_data.molecules.resolve`) and contain only
+    the committee's elements; every ``experiment.files`` key is one of them."""
+    from palirs_data.molecules import _close, elements
+
+    if len(params.committee.seeds) < 2:
+        raise PalirsInputError(f"{where}: committee.seeds: a committee needs at least two "
+                               "seeds (one model has no spread: no uncertainty to select "
+                               "frames by, no guard)")
+    selected = run_molecules(params, where=where)
+    allowed = set(params.committee.elements)
+    for m in selected:
+        extra = sorted(elements(m) - allowed)
+        if extra:
+            raise PalirsInputError(f"{where}: molecules.names: '{m.name}' contains "
+                                   f"{', '.join(extra)}, "
+                                   f"not in committee.elements {params.committee.elements}")
+    names = [m.name for m in selected]
+    for key in params.experiment.files:
+        if key not in names:
+            raise PalirsInputError(f"{where}: experiment.files.{key}: not a molecule of this "
+                                   f"run{_close(key, names)} (the run has: {', '.join(names)})")

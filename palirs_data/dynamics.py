@@ -28,6 +28,7 @@ trajectory's attributes when it stops.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -37,6 +38,7 @@ import torch
 
 from palirs_data import units
 from palirs_data.committee import CommitteeOutput, MolecularBatch, predict_dipoles
+from palirs_data.errors import PalirsInputError
 from palirs_data.trajectory import TrajectoryStore
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,10 @@ class BatchedMD:
         self.dtype = committee.dtype
         self.device = committee.device  # the models' device: CPU or GPU
         self.replicas = list(replicas)
+        twice = sorted(k for k, n in Counter(r.key for r in self.replicas).items() if n > 1)
+        if twice:
+            raise PalirsInputError(f"two runs share the trajectory '{twice[0]}' (molecule names "
+                                   "that normalise alike, or a temperature listed twice)")
         self._arrays = ["positions_A", "velocities_A_fs", "energy_eV", "force_std_max_eVA",
                         "force_rel_dev", "time_fs"] + (["dipole_eA"] if dipole_model else [])
         positions, velocities = [], []

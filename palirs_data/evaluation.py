@@ -227,6 +227,7 @@ def test_set_md(model_path: str, minima: list[Structure], *, temperature_K: floa
     (n_frames, n_atoms, 3) per molecule run, as arrays (they travel back as bytes), the MD
     seconds, the Dask worker (None outside one) and the device."""
     from palirs_data.compute import device, worker_name
+    from palirs_data.acquisition import sanity_guard
 
     dev = device()
     first = Committee.load([model_path], device=dev)
@@ -239,9 +240,9 @@ def test_set_md(model_path: str, minima: list[Structure], *, temperature_K: floa
     n_steps = int(round(duration_fs / timestep_fs))
     write_every = max(1, n_steps // n_candidates)
 
-    def sane(md, out):  # stop a replica whose model MD has blown up
-        return ~np.isfinite(out.energy_eV.cpu().numpy()) | (out.force_std_max_eVA.cpu().numpy()
-                                                            > 1e3)
+    # one model, no spread: stop a run that has gone wrong (non-finite, collapsed, a bond of
+    # its minimum broken), so that no frame of a molecule coming apart is labelled
+    sane = sanity_guard([minima[k] for k in indices])
 
     with tempfile.TemporaryDirectory(prefix="palirs-test-md-") as tmp:
         store = TrajectoryStore(Path(tmp) / "md.zarr")

@@ -65,21 +65,12 @@ def ir_replicas(minima: list[Structure], config: IrConfig) -> list[Replica]:
             for k in range(config.trajectories)]
 
 
-def _sanity_guard():
-    """Stops only runs that have gone wrong (non-finite, collapsed or exploded), never on
-    committee disagreement: the production run is the measurement."""
-    from palirs_data.acquisition import Guard
-
-    return Guard(max_force_rel_dev=float("inf"), min_distance_A=0.5, max_distance_A=20.0)
-
-
 class LabelerForceField:
     """The label source as the force field of :class:`~palirs_data.dynamics.BatchedMD` (a
     :class:`~palirs_data.dynamics.ForceField`, as :class:`~palirs_data.committee.Committee`
-    is): one
-    single point per replica and step, no committee spread. A single point that fails gives
-    non-finite forces, and the guard stops that run (reported; the others go on). The
-    dipoles of the last single points are kept: :class:`LabelerDipoles` hands them to the
+    is): one single point per replica and step, no committee spread. A single point that
+    fails gives non-finite forces, and the guard stops that run (reported; the others go on).
+    The dipoles of the last single points are kept: :class:`LabelerDipoles` hands them to the
     engine as its dipole model, so a written frame costs no second single point."""
 
     dtype = torch.float64
@@ -179,9 +170,10 @@ def run_md(force_field, replicas: list[Replica], config: IrConfig, store: Trajec
     run."""
     import time
 
+    from palirs_data.acquisition import sanity_guard
     from palirs_data.dynamics import thermalise
 
-    guard = _sanity_guard()
+    guard = sanity_guard(replicas)  # every run of the protocol starts at its minimum
 
     def state(r: Replica) -> str:
         if r.key not in store:
@@ -257,9 +249,12 @@ def run_ml_md(committee: Committee, dipole_model: torch.nn.Module, minima: list[
 
 
 def reference_run(s: Structure, replica: Replica, config: IrConfig,
-                  labeler_config: LabelerConfig) -> dict:
+                  labeler_config: LabelerConfig, store_path: str | None = None) -> dict:
     """One run of the protocol driven by the label source (:func:`run_md` with
-    :class:`LabelerForceField`), in a scratch store; returns its arrays and attributes."""
+    :class:`LabelerForceField`); returns its arrays and attributes. With ``store_path`` the
+    run writes its own trajectory of that store (others may write theirs at the same time)
+    and continues what a killed attempt left there (:func:`run_md`'s resume rule: the
+    thermalised state, then every committed chunk of frames); without, a scratch store."""
     import tempfile
     from pathlib import Path
 
@@ -270,13 +265,26 @@ def reference_run(s: Structure, replica: Replica, config: IrConfig,
     replica = dataclasses.replace(replica, positions_A=np.asarray(s.positions_A),
                                   velocities_A_fs=None, time_fs=0.0)
     with tempfile.TemporaryDirectory(prefix="palirs-reference-md-") as tmp:
-        store = TrajectoryStore(Path(tmp) / "run.zarr")
+        store = TrajectoryStore(store_path or Path(tmp) / "run.zarr")
         report = run_md(force_field, [replica], config, store,
                         dipole_model=LabelerDipoles(force_field))
         traj = store[replica.key]
         arrays = {name: traj.read(name) for name in traj.array_names}
         attrs = {k: traj.attrs.get(k) for k in ("stopped_at_time_fs", "stop_reason")}
     return {"arrays": arrays, "attrs": attrs, "report": dataclasses.asdict(report)}
+
+
+def reference_work_store(work_dir, equilibrium: pa.Table, config: IrConfig,
+                         labeler_config: LabelerConfig) -> TrajectoryStore:
+    """The store the reference runs write to as they go (their checkpoint): under
+    ``work_dir``, named by the minima, the protocol and the label source, so that a killed
+    ``reference-md`` is continued by the same computation only."""
+    from palirs_data.atomic import keyed_work_dir
+
+    parts = [*equilibrium.column("structure_id").to_pylist(), config.model_dump_json(),
+             labeler_config.model_dump_json()]
+    return TrajectoryStore(keyed_work_dir(work_dir, "reference-md", parts=parts)
+                           / "trajectories.zarr")
 
 
 def spectra_table(dipoles: dict[tuple[str, float], list[np.ndarray]], config: IrConfig
@@ -531,7 +539,6 @@ def ml_md_task(committee_paths: list[str], dipole_path: str, replicas: list[Repl
     with where it ran."""
     from palirs_data.committee import load_model
     from palirs_data.compute import device, worker_name
-
     from palirs_data.config import torch_dtype
 
     dev, dtype = device(), torch_dtype(config.dtype)
@@ -641,21 +648,23 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
 
 
 def reference_task(s: Structure, replica: Replica, config: IrConfig,
-                   labeler_config: LabelerConfig) -> dict:
+                   labeler_config: LabelerConfig, store_path: str | None = None) -> dict:
     """One reference run on a worker (:func:`reference_run`) and its wall time."""
     import time
 
     t0 = time.perf_counter()
-    result = reference_run(s, replica, config, labeler_config)
+    result = reference_run(s, replica, config, labeler_config, store_path)
     return {**result, "seconds": time.perf_counter() - t0}
 
 
 def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: LabelerConfig,
-                 store: TrajectoryStore, *, client=None, progress: bool = False
-                 ) -> tuple[pa.Table, dict]:
+                 store: TrajectoryStore, *, client=None, progress: bool = False,
+                 work: TrajectoryStore | None = None) -> tuple[pa.Table, dict]:
     """The ``reference-md`` stage: the ``ir`` protocol (the same runs, lengths, friction,
     thermalisation and seeds) driven by the label source through the same integrator, one
-    Dask task per run; every run's frames into ``store``, spectra as in ``ir``."""
+    Dask task per run; every run's frames into ``store``, spectra as in ``ir``. With
+    ``work`` (:func:`reference_work_store`) every run checkpoints there as it goes, and a
+    rerun after a kill continues each run where it stopped."""
     import time
 
     from palirs_data import structures
@@ -665,14 +674,18 @@ def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: Labele
     minima = structures.from_table(equilibrium)
     by_name = {s.molecule: s for s in minima}
     jobs = [(r, by_name[r.molecule]) for r in ir_replicas(minima, config)]
+    work_path = None
+    if work is not None:
+        work.require_parents(r.key for r, _ in jobs)
+        work_path = str(work.path)
     results: dict[str, dict] = {}
     if client is None:
         for r, s in jobs:
-            results[r.key] = reference_task(s, r, config, labeler_config)
+            results[r.key] = reference_task(s, r, config, labeler_config, work_path)
     else:
         from distributed import as_completed
 
-        futures = {client.submit(reference_task, s, r, config, labeler_config,
+        futures = {client.submit(reference_task, s, r, config, labeler_config, work_path,
                                  key=f"reference-md-{r.key}-{r.seed}", pure=False): r.key
                    for r, s in jobs}
         with make_progress() as bar:

@@ -23,9 +23,10 @@ Faults of the label source itself:
 - **crash** (segfault, ``os._exit``, out of memory): the worker process dies with the chunk.
   Dask re-runs the chunk on another worker up to ``distributed.scheduler.allowed-failures``
   times (Dask's default 3), then gives up on it (``KilledWorker``); the chunk is then split into
-  one task per structure, so only the structure that kills its worker is recorded as failed
-  ("killed its Dask worker", after Dask gave up on it alone :data:`SOLO_TRIES` times: a death
-  also counts against the tasks queued on that worker) and the others are labelled.
+  one task per structure, run one at a time (a death counts against every task the dying
+  worker held, so a crashing structure in flight beside an innocent one could take it down),
+  so only the structure that kills its worker is recorded as failed ("killed its Dask worker",
+  after Dask gave up on it alone :data:`SOLO_TRIES` times) and the others are labelled.
 """
 
 from __future__ import annotations
@@ -269,6 +270,28 @@ def _ids(table: pa.Table) -> np.ndarray:
     return table.column("structure_id").to_numpy(zero_copy_only=False)
 
 
+#: what a single point gives a row; the rest of a row (molecule name, source, iteration,
+#: temperature, uncertainty) is the caller's and never taken from a checkpoint
+LABEL_COLUMNS = ("label_status", "label_method", "label_settings", "label_error",
+                 "label_attempts", "energy_eV", "forces_eVA", "dipole_eA")
+
+
+def _resume(pending: pa.Table, checkpoint: pa.Table) -> pa.Table:
+    """The ``pending`` rows the checkpoint has labels for, with those labels: the structure id
+    covers atoms, positions, charge and multiplicity only, so a checkpointed row of the same
+    geometry written for another purpose gives its labels, not its other columns."""
+    done = checkpoint.filter(pc.is_in(checkpoint.column("structure_id"),
+                                      value_set=pending.column("structure_id")))
+    rows = pending.filter(pc.is_in(pending.column("structure_id"),
+                                   value_set=done.column("structure_id")))
+    where = {sid: i for i, sid in enumerate(_ids(done))}
+    labels = done.take(pa.array([where[sid] for sid in _ids(rows)], type=pa.int64()))
+    for name in LABEL_COLUMNS:
+        index = rows.schema.get_field_index(name)
+        rows = rows.set_column(index, rows.schema.field(index), labels.column(name))
+    return rows
+
+
 def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: LabelConfig,
                 client=None) -> LabelReport:
     """Label all pending rows of ``table`` (see module docstring).
@@ -280,9 +303,7 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     pending = table.filter(is_pending)
     ckpt = checkpoint_dir(config, labeler_config)
     ckpt.mkdir(parents=True, exist_ok=True)
-    resumed = load_checkpoint(ckpt)
-    resumed = resumed.filter(pc.is_in(resumed.column("structure_id"),
-                                      value_set=pending.column("structure_id")))
+    resumed = _resume(pending, load_checkpoint(ckpt))
     todo_table = pending.filter(pc.invert(pc.is_in(pending.column("structure_id"),
                                                    value_set=resumed.column("structure_id"))))
     todo = structures.from_table(todo_table)
@@ -355,26 +376,37 @@ def _run_chunks(chunks, labeler_config: LabelerConfig, config: LabelConfig, clie
         rows[futures[-1].key] = chunk
     pending = as_completed(futures)
     alone: dict[str, int] = {}  # structure id -> times Dask gave up on it as a task of its own
+    # structures of a chunk that killed its workers, labelled one at a time: Dask counts a
+    # death against every task the dying worker held, so two of them in flight at once would
+    # let the one that crashes its worker take the innocent one down with it
+    quarantine: list[Structure] = []
+    in_quarantine: set[str] = set()  # keys of the quarantined task in flight (0 or 1)
+
+    def release() -> None:
+        if quarantine and not in_quarantine:
+            structure = quarantine.pop(0)
+            f = submit([structure])
+            rows[f.key] = [structure]
+            in_quarantine.add(f.key)
+            pending.add(f)
+
     for future in pending:
         chunk = rows.pop(future.key)
+        in_quarantine.discard(future.key)
         try:
             result = future.result()
         except KilledWorker as exc:
-            # Dask counts a death against every task the worker held, queued ones too, so an
-            # innocent structure can be given up on: a chunk is split into single structures,
-            # and a single structure is recorded as failed only once Dask has given up on it
-            # SOLO_TRIES times as a task of its own
+            # a chunk is split into single structures, and a single structure is recorded as
+            # failed only once Dask has given up on it SOLO_TRIES times as a task of its own
             if len(chunk) == 1:
                 sid = chunk[0].structure_id
                 alone[sid] = alone.get(sid, 0) + 1
             if len(chunk) > 1 or alone[sid] < SOLO_TRIES:
                 if len(chunk) > 1:
                     log.warning("label: a chunk of %d structures killed its workers (%s); "
-                                "labelling them one by one", len(chunk), exc)
-                for s in chunk:
-                    f = submit([s])
-                    rows[f.key] = [s]
-                    pending.add(f)
+                                "labelling them one at a time", len(chunk), exc)
+                quarantine.extend(chunk)
+                release()
                 continue
             log.warning("label: structure %s killed its workers %d times; recorded as failed",
                         sid, alone[sid])
@@ -382,6 +414,7 @@ def _run_chunks(chunks, labeler_config: LabelerConfig, config: LabelConfig, clie
                 [killed_worker_row(chunk[0], labeler_config, str(exc))]), 0.0)
         finally:
             future.release()
+            release()
         if result.hung_worker is not None:
             _restart(client, result.hung_worker)
         yield result

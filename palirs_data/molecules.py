@@ -96,14 +96,76 @@ def check_name(name: str, *, where: str) -> str:
     return name
 
 
+def _close(name: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a misspelt ``name``, else ``''``."""
+    import difflib
+
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def canonical_smiles(molecule: Molecule) -> str | None:
+    """RDKit's canonical SMILES of ``molecule`` (None for an XYZ molecule)."""
+    if molecule.smiles is None:
+        return None
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(molecule.smiles)
+    return None if mol is None else Chem.MolToSmiles(mol)
+
+
+def elements(molecule: Molecule) -> set[str]:
+    """The chemical symbols of ``molecule``, hydrogens included, without building 3D."""
+    from ase.data import chemical_symbols
+
+    if molecule.smiles is not None:
+        from rdkit import Chem, RDLogger
+
+        RDLogger.DisableLog("rdApp.*")
+        mol = Chem.MolFromSmiles(molecule.smiles)
+        if mol is None:
+            raise PalirsInputError(f"molecule '{molecule.name}': RDKit rejects SMILES "
+                                   f"{molecule.smiles!r}")
+        return {a.GetSymbol() for a in Chem.AddHs(mol).GetAtoms()}
+    return {chemical_symbols[int(z)] for z in _atoms_from_xyz(molecule).numbers}
+
+
+def _distinct(selected: list[Molecule], *, where: str) -> None:
+    """Refuse two molecules that would share a trajectory, a file or a structure: names that
+    normalise alike (trajectory groups, file names) or one SMILES under two names."""
+    from palirs_data.experiment import file_stem
+    from palirs_data.trajectory import trajectory_key
+
+    seen: dict[tuple[str, str], str] = {}
+    for m in selected:
+        for kind, key in (("trajectory group", trajectory_key(m.name, 0.0, 0).split("/")[0]),
+                          ("file name", file_stem(m.name)),
+                          ("molecule", canonical_smiles(m) or "")):
+            if not key:
+                continue
+            other = seen.setdefault((kind, key), m.name)
+            if other != m.name:
+                what = (f"are the same molecule (SMILES {key})" if kind == "molecule"
+                        else f"share the {kind} '{key}'")
+                raise PalirsInputError(f"{where}: '{other}' and '{m.name}' {what}; "
+                                       "rename or drop one")
+
+
 def resolve(names: list[str], custom: list[Molecule], *, where: str) -> list[Molecule]:
     """Molecules selected by name: catalogue names, group names (``training``, ``transfer``),
-    and the user's own ``custom`` molecules. Raises on an unknown or empty selection."""
-    own = {m.name: m for m in custom}
+    and the user's own ``custom`` molecules. Raises on an unknown or empty selection, on two
+    custom molecules of one name, and on molecules that would share a trajectory, a file name
+    or a structure (:func:`_distinct`)."""
+    own: dict[str, Molecule] = {}
     for m in custom:
         check_name(m.name, where=where)
         if m.name in CATALOGUE:
             raise PalirsInputError(f"{where}: custom molecule '{m.name}' shadows a catalogue name")
+        if m.name in own:
+            raise PalirsInputError(f"{where}: two entries of molecules.custom are named "
+                                   f"'{m.name}'")
+        own[m.name] = m
     selected: dict[str, Molecule] = {}
     for name in names:
         if name in GROUPS:
@@ -113,14 +175,20 @@ def resolve(names: list[str], custom: list[Molecule], *, where: str) -> list[Mol
         elif name in CATALOGUE:
             selected[name] = CATALOGUE[name]
         else:
+            hint = _close(name, [*CATALOGUE, *GROUPS, *own])
             raise PalirsInputError(
+                f"{where}: unknown molecule '{name}'{hint}; choose a catalogue name, a group "
+                f"({', '.join(GROUPS)}) or add it under molecules.custom (the catalogue: "
+                "palirs_data.molecules.CATALOGUE)" if hint else
                 f"{where}: unknown molecule '{name}'; choose a catalogue name "
                 f"({', '.join(sorted(CATALOGUE))}), a group ({', '.join(GROUPS)}) or add it "
                 "under molecules.custom"
             )
     if not selected:
         raise PalirsInputError(f"{where}: the molecule list is empty")
-    return list(selected.values())
+    result = list(selected.values())
+    _distinct(result, where=where)
+    return result
 
 
 def build_atoms(molecule: Molecule, *, seed: int = 0) -> Atoms:

@@ -349,6 +349,11 @@ def read_jcamp(path) -> Spectrum:
     path = Path(path)
     if not path.is_file():
         raise PalirsInputError(f"{path}: no such file")
+    head = path.read_bytes()[:4096]
+    if not head.strip():
+        raise PalirsInputError(f"{path}: empty file, not a JCAMP-DX spectrum")
+    if b"\0" in head or not head.lstrip().startswith(b"##"):
+        raise PalirsInputError(f"{path}: not a JCAMP-DX text file (one starts with '##TITLE=')")
     try:
         data = jcamp.readfile(str(path))
         x = np.asarray(data["x"], dtype=np.float64)

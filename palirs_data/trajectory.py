@@ -247,5 +247,21 @@ class TrajectoryStore:
         return Trajectory(group, key)
 
     def open_or_create(self, key: str, **kwargs: Any) -> Trajectory:
-        """The existing trajectory ``key`` (to continue it) or a new one."""
-        return self[key] if key in self else self.create(key, **kwargs)
+        """The existing trajectory ``key`` (to continue it) or a new one. An existing one must
+        hold the same molecule (name and atomic numbers) and temperature: a run never
+        continues another molecule's trajectory."""
+        if key not in self:
+            return self.create(key, **kwargs)
+        traj = self[key]
+        stored = dict(traj.attrs)
+        theirs = {k: kwargs[k] for k in ("molecule", "numbers", "temperature_K") if k in kwargs}
+        if "numbers" in theirs:
+            theirs["numbers"] = [int(z) for z in theirs["numbers"]]
+        for name, value in theirs.items():
+            mine = stored.get(name)
+            same = (mine == value if name != "temperature_K" or None in (mine, value)
+                    else abs(float(mine) - float(value)) < 1e-9)
+            if not same:
+                raise PalirsInputError(f"{self.path}: trajectory '{key}' holds {name} {mine!r}, "
+                                       f"not {value!r}: two runs would share one trajectory")
+        return traj

@@ -24,7 +24,10 @@ from palirs_data.errors import PalirsInputError
 from palirs_data.labeling import clear_checkpoint
 from palirs_data.trajectory import TrajectoryStore
 
-STAGE_PARAMS = ("active_learning.stop_mae_cm1", "active_learning.acquire", "labeler")
+#: label.*: the settings that change which single points fail (chunk size and checkpoint
+#: directory only say how the work is cut and where it resumes)
+STAGE_PARAMS = ("active_learning.stop_mae_cm1", "active_learning.acquire", "labeler",
+                "label.max_failure_ratio", "label.retry_failed", "label.timeout_s")
 RUNTIME_PARAMS = ("label", "compute")
 
 app = typer.Typer(add_completion=False)

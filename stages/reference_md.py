@@ -10,6 +10,7 @@ are then empty and ``compare`` reports experiment only).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import typer
@@ -19,7 +20,8 @@ from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.compute import dask_client
 from palirs_data.config import load_params
-from palirs_data.ir import SPECTRUM_SCHEMA, reference_ir, temperature_summary, write_spectra
+from palirs_data.ir import (SPECTRUM_SCHEMA, reference_ir, reference_work_store,
+                             temperature_summary, write_spectra)
 from palirs_data.trajectory import TrajectoryStore
 
 STAGE_PARAMS = ("reference_md", "ir", "labeler")
@@ -39,6 +41,8 @@ def main(
                                       help="Output: the runs (positions, velocities, dipoles)."),
     metrics: Path = typer.Option(Path("metrics/reference_md.json"),
                                  help="Output metrics: runs, cost per step, kinetic temperatures."),
+    work_dir: Path = typer.Option(Path("data/.work/reference-md"),
+                                  help="Scratch: every run's checkpoint until the stage ends."),
 ) -> None:
     """Run MD with the label source and compute its IR spectra."""
 
@@ -50,12 +54,15 @@ def main(
                 table = SPECTRUM_SCHEMA.empty_table()
                 report = {"enabled": False}
             else:
+                table_in = structures.read_table(equilibrium)
+                work = reference_work_store(work_dir, table_in, p.ir, p.labeler)
                 with dask_client(p.compute) as client:
-                    table, report = reference_ir(structures.read_table(equilibrium), p.ir,
-                                                 p.labeler, store, client=client, progress=True)
+                    table, report = reference_ir(table_in, p.ir, p.labeler, store,
+                                                 client=client, progress=True, work=work)
                 report = {"enabled": True, "method": p.labeler.method, **report}
             write_spectra(table, spectra)
             write_text_atomic(metrics, json.dumps(report, indent=2) + "\n")
+        shutil.rmtree(work_dir, ignore_errors=True)  # the runs are in the output now
         if not report["enabled"]:
             return f"disabled (reference_md.enabled: false): empty -> {spectra}"
         stops = f", stopped: {', '.join(report['stopped'])}" if report["stopped"] else ""

@@ -14,7 +14,8 @@ from palirs_data.errors import PalirsInputError
 from palirs_data.evaluation import build_test_set
 from palirs_data.labeling import clear_checkpoint, label_table
 
-STAGE_PARAMS = ("test_set", "labeler", "committee.elements")
+STAGE_PARAMS = ("test_set", "labeler", "label.max_failure_ratio", "label.retry_failed",
+                "label.timeout_s", "committee.elements")
 RUNTIME_PARAMS = ("label", "compute")
 
 app = typer.Typer(add_completion=False)

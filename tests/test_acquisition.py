@@ -81,7 +81,7 @@ def inverted_member(tmp_path_factory, methanol_data):
 
 
 def _replicas(minimum, temperatures, seed=0):
-    return [Replica(key=f"methanol/{t:g}K/0", molecule="methanol", numbers=minimum.numbers,
+    return [Replica(key=f"methanol/{t:g}K/{k}", molecule="methanol", numbers=minimum.numbers,
                     positions_A=minimum.positions_A, temperature_K=t, friction_fs=0.01,
                     seed=seed + k) for k, t in enumerate(temperatures)]
 
@@ -119,21 +119,46 @@ def test_guard_stops_a_run_of_a_disagreeing_committee(tiny_committee, inverted_m
 
 
 def test_guard_stops_non_finite_and_exploding_frames(tiny_committee, minimum):
+    from palirs_data.acquisition import bonds
+
     committee = tiny_committee["committee"]
-    md = BatchedMD(committee, _replicas(minimum, [300.0, 300.0, 300.0]), timestep_fs=0.5)
+    md = BatchedMD(committee, _replicas(minimum, [300.0] * 4), timestep_fs=0.5)
     x = md._x.clone()
     n = len(minimum.numbers)
     x[n] = x[n + 1]
     x[n, 0] += 0.1  # replica 1: two atoms 0.1 Å apart
-    x[2 * n] += 50.0  # replica 2: one atom far away
+    i, j, d0 = bonds(minimum.numbers, minimum.positions_A)
+    bond = x[2 * n + j[0]] - x[2 * n + i[0]]
+    x[2 * n + j[0]] = x[2 * n + i[0]] + 1.6 * bond  # replica 2: a bond at 1.6 × its length
+    x[3 * n] += 50.0  # replica 3: one atom far away
     md._x = x
     out = committee.evaluate(md.batch, md._x)
-    guard = Guard(max_force_rel_dev=1e9, min_distance_A=0.5, max_distance_A=20.0)
-    assert guard(md, out).tolist() == [False, True, True]
+    # without the minima: only absolute distances, so the broken bond (2 Å) passes
+    plain = Guard(max_force_rel_dev=1e9, min_distance_A=0.5, max_distance_A=20.0)
+    assert plain(md, out).tolist() == [False, True, False, True]
     assert "0.10 Å apart" in md.replicas[1].stop_reason
-    assert "> 20 Å" in md.replicas[2].stop_reason
+    assert "> 20 Å" in md.replicas[3].stop_reason
+    # with them a bond stretched beyond 1.5 × its length at the minimum stops the run,
+    # whatever the molecule's size
+    guard = Guard(max_force_rel_dev=1e9, min_distance_A=0.5, max_distance_A=20.0,
+                  minima=[minimum])
+    assert guard(md, out).tolist() == [False, True, True, True]
+    assert "a bond at 1.60 × its length at the minimum" in md.replicas[2].stop_reason
     out.energy_eV[0] = float("nan")
     assert guard(md, out)[0]
+
+
+def test_bond_stretch_bound_leaves_thermal_motion_alone(tiny_committee, minimum):
+    """The guard's default bond bound never fires on ordinary MD at the acquisition's hottest
+    temperature (700 K, thermalised under strong friction)."""
+    from palirs_data.acquisition import sanity_guard
+
+    replicas = _replicas(minimum, [700.0] * 4)
+    for r in replicas:
+        r.friction_fs = 0.05
+    md = BatchedMD(tiny_committee["committee"], replicas, timestep_fs=0.5)
+    report = md.run(400, write_every=400, guard=sanity_guard([minimum]))
+    assert report.stopped == []
 
 
 # --- one acquisition step and its continuation ---------------------------------------------
@@ -304,7 +329,7 @@ def test_retrain_copies_a_committee_trained_on_the_same_data(methanol_data, tmp_
     from palirs_data.e0s import write_e0s
 
     table = methanol_data["labelled"]
-    config = {"seeds": [0], "model": TINY_MODEL, "training": {"max_num_epochs": 2}}
+    config = {"seeds": [0, 1], "model": TINY_MODEL, "training": {"max_num_epochs": 2}}
     e0s = methanol_data["e0s"]
     fingerprint = training_fingerprint(table, e0s=e0s, config=CommitteeConfig(**config))
     assert fingerprint != training_fingerprint(table.slice(1), e0s=e0s,
@@ -325,5 +350,6 @@ def test_retrain_copies_a_committee_trained_on_the_same_data(methanol_data, tmp_
                       "data/campaign/iter1/training_curves.csv", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "committee copied, not retrained" in again.stdout
-    copied = tmp_path / "data/campaign/iter1/committee/model_0.model"
-    assert copied.read_bytes() == (trained / "model_0.model").read_bytes()
+    for k in (0, 1):
+        copied = tmp_path / f"data/campaign/iter1/committee/model_{k}.model"
+        assert copied.read_bytes() == (trained / f"model_{k}.model").read_bytes()

@@ -184,3 +184,14 @@ def test_kinetic_temperature_of_a_trajectory_and_its_error():
     temps = dynamics.kinetic_temperatures_K(numbers=numbers, velocities_A_fs=v)
     mean, se = dynamics.mean_with_error(temps, blocks=20)
     assert abs(mean - 300.0) < 4 * se and 0.5 < se < 3.0  # 300 * sqrt(2/9/20000) = 1 K
+
+
+def test_two_runs_never_share_a_trajectory(tiny_committee, minimum):
+    """Two replicas with one key (names that normalise alike, a temperature listed twice)
+    are refused before any step, instead of writing both into one trajectory."""
+    from palirs_data.errors import PalirsInputError
+
+    with pytest.raises(PalirsInputError, match="two runs share the trajectory 'a'"):
+        dynamics.BatchedMD(tiny_committee["committee"],
+                           [_replica(minimum, "a"), _replica(minimum, "b"),
+                            _replica(minimum, "a", seed=1)], timestep_fs=0.5)

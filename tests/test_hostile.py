@@ -168,6 +168,30 @@ def test_jcamp_files(text):
             assert np.isfinite(spectrum.intensity).all()
 
 
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + bytes(range(256))
+
+
+@SETTINGS
+@given(data=st.one_of(st.just(b""), st.sampled_from([b"\n\n", b"   ", PNG, b"\x00" * 64]),
+                      st.binary(max_size=200),
+                      st.binary(max_size=100).map(lambda b: b"##TITLE=x\n" + b)))
+def test_empty_and_binary_jcamp_files(data):
+    """Empty files, images and random bytes given as JCAMP-DX: a one-line error naming the
+    file and what it is not, never the reader's own message about a missing DATA TYPE."""
+    from palirs_data.spectra import read_jcamp
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "input.jdx"
+        path.write_bytes(data)
+        _outcome("jcamp_empty_binary", lambda: read_jcamp(path), names=str(path))
+        if not data.strip():
+            with pytest.raises(PalirsInputError, match="empty file, not a JCAMP-DX spectrum"):
+                read_jcamp(path)
+        elif not data.lstrip().startswith(b"##") or b"\0" in data[:4096]:
+            with pytest.raises(PalirsInputError, match="not a JCAMP-DX text file"):
+                read_jcamp(path)
+
+
 # --- params.yaml ----------------------------------------------------------------------------
 
 VALUES = st.recursive(
@@ -331,3 +355,73 @@ def test_molecule_names_never_leave_their_directory(name):
     if accepted is not None:  # a name the catalogue accepts: a safe trajectory group
         key = _check_key(trajectory_key(name, 300.0, 0))
         assert key.split("/")[0] not in {".", ".."} and len(key.split("/")) == 3
+
+
+# --- whole runs: names that collide, temperatures twice, keys that name nothing -------------
+
+NAMES = st.sampled_from(["my mol", "my_mol", "My Mol", "my-mol", "mymol", "ethanol", "etoh",
+                         "methanol", "methanl", "water"])
+SMILES = st.sampled_from(["CCO", "OCC", "COC", "CO", "O", "CS", "C[Si](C)C"])
+
+
+@st.composite
+def run_params(draw):
+    """params.yaml that each section accepts alone, with what only the whole run can refuse:
+    custom molecules whose names normalise alike or repeat, one SMILES twice, elements the
+    committee lacks, a temperature twice, experiment keys that name no molecule of the run."""
+    custom = [{"name": draw(NAMES), "smiles": draw(SMILES)}
+              for _ in range(draw(st.integers(0, 3)))]
+    custom = [c for c in custom if c["name"] not in {"ethanol", "methanol", "water"}]
+    names = draw(st.lists(st.sampled_from([c["name"] for c in custom] or ["methanol"])
+                          | NAMES, min_size=1, max_size=3))
+    temperatures = draw(st.lists(st.sampled_from([300.0, 500.0, 700.0]), min_size=1,
+                                 max_size=3))
+    files = {draw(NAMES): "spectrum.jdx" for _ in range(draw(st.integers(0, 1)))}
+    return {"molecules": {"names": names, "custom": custom},
+            "active_learning": {"acquire": {"temperatures_K": temperatures}},
+            "experiment": {"files": files}}
+
+
+REFUSALS = {"share the trajectory group": "colliding_names", "share the file name":
+            "colliding_names", "two entries of molecules.custom": "custom_name_twice",
+            "are the same molecule": "same_smiles", "not in committee.elements": "element",
+            "experiment.files.": "typo_key", "listed twice": "temperature_twice",
+            "unknown molecule": "unknown_name"}
+
+
+@SETTINGS
+@given(params=run_params())
+def test_run_level_params(params):
+    """Each run either loads, with molecules that share no trajectory, file or structure, no
+    temperature twice and every experiment key one of its molecules, or is refused in one
+    line naming the file and one of the known reasons (counted per reason)."""
+    from palirs_data.config import load_params, run_molecules
+    from palirs_data.experiment import file_stem
+    from palirs_data.molecules import canonical_smiles, elements
+    from palirs_data.trajectory import trajectory_key
+
+    counter = OUTCOMES.setdefault("run_params", Counter())
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "params.yaml"
+        path.write_text(yaml.safe_dump(params), encoding="utf-8")
+        try:
+            loaded = load_params(path)
+        except PalirsInputError as exc:
+            message = str(exc)
+            assert "\n" not in message and message.startswith(str(path)), message
+            reasons = [r for text, r in REFUSALS.items() if text in message]
+            assert reasons, message
+            counter[f"error: {reasons[0]}"] += 1
+            return
+    counter["ok"] += 1
+    custom = [c["name"] for c in params["molecules"]["custom"]]
+    assert len(set(custom)) == len(custom)
+    temperatures = params["active_learning"]["acquire"]["temperatures_K"]
+    assert len(set(temperatures)) == len(temperatures)
+    mols = run_molecules(loaded)
+    for key in (lambda m: trajectory_key(m.name, 300, 0), lambda m: file_stem(m.name),
+                canonical_smiles):
+        values = [key(m) for m in mols]
+        assert len(set(values)) == len(values), values
+    assert all(elements(m) <= set(loaded.committee.elements) for m in mols)
+    assert set(loaded.experiment.files) <= {m.name for m in mols}

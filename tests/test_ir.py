@@ -104,6 +104,32 @@ def test_label_source_md_of_water_has_its_bands_at_the_harmonic_frequencies(wate
     assert warm[0] < cold[0] and warm[1] < cold[1]
 
 
+def test_reference_run_killed_after_a_chunk_continues_to_the_uninterrupted_run(water, tmp_path):
+    """A reference run (the label source's MD, DFT's expensive part) writes into its
+    checkpoint store as it goes: killed after its first committed chunk of 1024 frames, the
+    rerun keeps those frames and produces only the rest, bit for bit the frames of a run
+    never killed."""
+    from palirs_data.structures import Structure
+
+    minimum = Structure.from_atoms(water, molecule="water", source="equilibrium")
+    labeler_config = LabelerConfig()
+    config = IrConfig(temperatures_K=[300.0], trajectories=1, thermalise_fs=10.0,
+                      produce_fs=600.0, max_correlation_fs=100.0)
+    (replica,) = ir_replicas([minimum], config)
+    whole = reference_run(minimum, replica, config, labeler_config,
+                          str(tmp_path / "whole.zarr"))
+    killed = str(tmp_path / "killed.zarr")
+    first_chunk = config.model_copy(update={"produce_fs": 512.0})  # 1024 steps: one chunk
+    reference_run(minimum, replica, first_chunk, labeler_config, killed)
+    assert TrajectoryStore(killed)[replica.key].n_frames == 1024
+    again = reference_run(minimum, replica, config, labeler_config, killed)
+    assert again["report"]["resumed_frames"] == 1024
+    assert again["report"]["thermalise_seconds"] == 0.0
+    assert again["report"]["replica_steps"] == 1200 - 1024
+    for name, array in whole["arrays"].items():
+        np.testing.assert_array_equal(again["arrays"][name], array)
+
+
 def test_double_harmonic_spectrum_matches_the_hessian_of_its_model(tiny_committee,
                                                                    tiny_dipole_model,
                                                                    methanol_data):

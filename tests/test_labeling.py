@@ -62,6 +62,29 @@ def test_checkpoint_is_reused_and_only_missing_structures_are_labelled(tmp_path)
     assert checkpoint_dir(config, other) != checkpoint_dir(config, LabelerConfig())
 
 
+def test_a_resumed_row_takes_only_its_labels_from_the_checkpoint(tmp_path):
+    """The structure id covers the geometry only: a checkpointed row of the same geometry
+    written for another purpose (here: another molecule name, source and iteration) gives
+    its energy, forces and dipole, never its other columns."""
+    import pyarrow as pa
+
+    table = _water_table(3)
+    config = LabelConfig(chunk_size=3, checkpoint_dir=tmp_path)
+    first = label_table(table, labeler_config=LabelerConfig(), config=config)
+    names = table.column_names
+    again = table.set_column(names.index("molecule"), "molecule", pa.array(["h2o"] * 3))
+    again = again.set_column(names.index("source"), "source", pa.array(["active_learning"] * 3))
+    again = again.set_column(names.index("iteration"), "iteration",
+                             pa.array([2] * 3, pa.int32()))
+    second = label_table(again, labeler_config=LabelerConfig(), config=config)
+    assert (second.n_resumed, second.n_computed) == (3, 0)
+    assert second.table.column("molecule").to_pylist() == ["h2o"] * 3
+    assert second.table.column("source").to_pylist() == ["active_learning"] * 3
+    assert second.table.column("iteration").to_pylist() == [2] * 3
+    assert second.table.column("energy_eV").equals(first.table.column("energy_eV"))
+    assert second.table.column("forces_eVA").equals(first.table.column("forces_eVA"))
+
+
 def test_failures_are_recorded_and_the_ratio_enforced(tmp_path):
     table = _water_table(4, broken=1)
     lenient = LabelConfig(chunk_size=2, checkpoint_dir=tmp_path / "a", max_failure_ratio=0.5)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -84,6 +86,40 @@ BAD_PARAMS = {
                                 "ir.temperatures_K: temperatures must be positive"),
     "unsafe name": ({"molecules": {"names": ["x"], "custom": [
         {"name": "../../x", "smiles": "C"}]}}, "invalid molecule name"),
+    # refused at load, before any work: nothing mixed, dropped or substituted silently
+    "names that normalise alike": (
+        {"molecules": {"names": ["my mol", "my_mol"], "custom": [
+            {"name": "my mol", "smiles": "CCO"}, {"name": "my_mol", "smiles": "COC"}]}},
+        "molecules.names: 'my mol' and 'my_mol' share the trajectory group 'my_mol'"),
+    "one custom name twice": (
+        {"molecules": {"names": ["mine"], "custom": [
+            {"name": "mine", "smiles": "CCO"}, {"name": "mine", "smiles": "COC"}]}},
+        "molecules.names: two entries of molecules.custom are named 'mine'"),
+    "one SMILES under two names": (
+        {"molecules": {"names": ["ethanol", "etoh"], "custom": [
+            {"name": "etoh", "smiles": "OCC"}]}},
+        "molecules.names: 'ethanol' and 'etoh' are the same molecule (SMILES CCO)"),
+    "element outside the committee": (
+        {"molecules": {"names": ["methanethiol"], "custom": [
+            {"name": "methanethiol", "smiles": "CS"}]}},
+        "molecules.names: 'methanethiol' contains S, not in committee.elements"),
+    "misspelt molecule": ({"molecules": {"names": ["methanl"]}},
+                          "unknown molecule 'methanl' (did you mean 'methanol'?)"),
+    "typo in an experiment key": (
+        {"experiment": {"files": {"methanl": "my.jdx"}}},
+        "experiment.files.methanl: not a molecule of this run (did you mean 'methanol'?)"),
+    "a committee of one": ({"committee": {"seeds": [0]}},
+                           "committee.seeds: a committee needs at least two seeds"),
+    "acquire timestep too long": ({"active_learning": {"acquire": {"timestep_fs": 5}}},
+                                  "active_learning.acquire.timestep_fs: timestep_fs must be in "
+                                  "(0, 1] fs, got 5"),
+    "ir timestep too long": ({"ir": {"timestep_fs": 2}}, "ir.timestep_fs: timestep_fs must be"),
+    "a temperature twice": ({"active_learning": {"acquire": {"temperatures_K": [300, 300]}}},
+                            "active_learning.acquire.temperatures_K: temperature 300 K is "
+                            "listed twice"),
+    "too few test candidates": (
+        {"test_set": {"n_candidates": 10, "n_clusters": 5, "per_cluster": 4}},
+        "test_set: n_candidates (10) is fewer than n_clusters × per_cluster (5 × 4)"),
 }
 
 
@@ -93,6 +129,22 @@ def test_bad_params(tmp_path, case):
     params = write_params(tmp_path / "params.yaml", **sections)
     result = run_stage("sample", "--params", str(params), cwd=tmp_path)
     _assert_clean_failure(result, tmp_path, str(params), message)
+
+
+def test_a_killed_stages_temporaries_do_not_make_stages_look_out_of_date():
+    """``palirs_data.atomic`` writes outputs to ``.<name>.tmp-*`` siblings; a SIGKILL can leave
+    one inside a directory another stage depends on (``data/campaign/iterK``): DVC ignores
+    them, as git does."""
+    root = REPO
+    left = "data/campaign/iter1/.train.parquet.tmp-k2x9"
+    dvc = subprocess.run([sys.executable, "-m", "dvc", "check-ignore", left], cwd=root,
+                         capture_output=True, text=True)
+    assert dvc.returncode == 0 and dvc.stdout.strip() == left, dvc.stderr
+    kept = subprocess.run([sys.executable, "-m", "dvc", "check-ignore",
+                           "data/campaign/iter1/train.parquet"], cwd=root, capture_output=True)
+    assert kept.returncode == 1
+    git = subprocess.run(["git", "check-ignore", "-q", left], cwd=root)
+    assert git.returncode == 0
 
 
 def test_missing_and_unparsable_params(tmp_path):

@@ -91,6 +91,25 @@ def test_subset_of_arrays_and_truncate(tmp_path):
     assert store.open_or_create("co/500K/1").n_frames == 4
 
 
+def test_a_trajectory_is_never_continued_by_another_molecule(tmp_path):
+    """Names that normalise alike ('my mol', 'my_mol') give one key; the store refuses to let
+    the second molecule, or another temperature, continue the first one's trajectory."""
+    store = TrajectoryStore(tmp_path / "t.zarr")
+    key = trajectory_key("my mol", 300, 0)
+    assert key == trajectory_key("my_mol", 300, 0)
+    ethanol = [6, 6, 8, 1, 1, 1, 1, 1, 1]
+    kwargs = dict(numbers=ethanol, molecule="my mol", timestep_fs=0.5, temperature_K=300.0,
+                  arrays=["positions_A"])
+    store.open_or_create(key, **kwargs).append(positions_A=np.zeros((1, 9, 3)))
+    assert store.open_or_create(key, **kwargs).n_frames == 1  # the same run continues
+    with pytest.raises(PalirsInputError, match="holds molecule 'my mol', not 'my_mol'"):
+        store.open_or_create(key, **{**kwargs, "molecule": "my_mol"})
+    with pytest.raises(PalirsInputError, match="holds numbers"):
+        store.open_or_create(key, **{**kwargs, "numbers": [6, 8, 6, 1, 1, 1, 1, 1, 1]})
+    with pytest.raises(PalirsInputError, match="holds temperature_K 300.0, not 500.0"):
+        store.open_or_create(key, **{**kwargs, "temperature_K": 500.0})
+
+
 def test_keys_are_sanitised(tmp_path):
     assert trajectory_key("carbon monoxide", 300, 2) == "carbon_monoxide/300K/2"
     store = TrajectoryStore(tmp_path / "t.zarr")
