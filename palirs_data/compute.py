@@ -96,6 +96,7 @@ def _start_local_cluster(config: ComputeConfig) -> SpecCluster:
     def worker(**extra) -> dict:
         return {"cls": Nanny, "options": {"nthreads": config.threads_per_worker,
                                           "host": "127.0.0.1", "memory_limit": "auto",
+                                          "dashboard": False, "dashboard_address": None,
                                           **extra}}
 
     workers = {k: worker() for k in range(config.n_workers - config.local_gpu_workers)}
@@ -106,7 +107,8 @@ def _start_local_cluster(config: ComputeConfig) -> SpecCluster:
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         for k in range(config.local_gpu_workers):
             workers[f"gpu-{k}"] = worker(resources={GPU: 1}, env=env)
-    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False,
+                                               "dashboard_address": None}}
     return SpecCluster(workers=workers, scheduler=scheduler, name="palirs-local")
 
 
