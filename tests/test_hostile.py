@@ -374,6 +374,11 @@ def run_params(draw):
     custom = [c for c in custom if c["name"] not in {"ethanol", "methanol", "water"}]
     names = draw(st.lists(st.sampled_from([c["name"] for c in custom] or ["methanol"])
                           | NAMES, min_size=1, max_size=3))
+    if draw(st.integers(0, 3)) == 0:  # two custom molecules whose names may normalise alike
+        pair = draw(st.lists(st.sampled_from(["my mol", "my_mol", "My Mol", "my-mol"]),
+                             min_size=2, max_size=2, unique=True))
+        custom = [{"name": n, "smiles": draw(SMILES)} for n in pair]
+        names = pair
     temperatures = draw(st.lists(st.sampled_from([300.0, 500.0, 700.0]), min_size=1,
                                  max_size=3))
     files = {draw(NAMES): "spectrum.jdx" for _ in range(draw(st.integers(0, 1)))}
