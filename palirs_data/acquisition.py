@@ -17,9 +17,9 @@ training table, the committee, the trajectory store and the evaluation of that i
 3. The guard (:class:`Guard`) stops a run at once when a frame's relative force deviation
    (:data:`~palirs_data.committee.REL_DEV_EPS_EVA`) exceeds the limit, when anything is not
    finite, when atoms collapse, or when a bond of the molecule's minimum stretches beyond
-   ``max_bond_stretch`` × its length there (the molecule comes apart). The offending frame is never written, so the
-   store holds only frames before the blow-up and the next iteration restarts from the last
-   sane one.
+   ``max_bond_stretch`` × its length there (the molecule comes apart). The offending frame is
+   never written, so the store holds only frames before the blow-up and the next iteration
+   restarts from the last sane one.
 4. Per molecule and temperature, the ``per_temperature`` frames with the largest committee
    uncertainty (``acquire.uncertainty``: ``force_std_max_eVA`` or ``force_rel_dev``) are
    chosen, no two closer in time than ``min_spacing_fs`` (:func:`select_frames`).

@@ -585,9 +585,10 @@ def run_molecules(params: Params, *, where: str = "params.yaml") -> list[Molecul
 
 def check_run(params: Params, *, where: str = "params.yaml") -> None:
     """What a run needs and one section cannot check alone, before any work starts: a
-    committee of at least two models; the molecules resolve, are distinct (:func:`palirs_data.molecules.resolve`) and contain only
+    committee of at least two models; the molecules resolve, are distinct
+    (:func:`palirs_data.molecules.resolve`) and contain only
     the committee's elements; every ``experiment.files`` key is one of them."""
-    from palirs_data.molecules import _close, elements
+    from palirs_data.molecules import closest_hint, elements
 
     if len(params.committee.seeds) < 2:
         raise PalirsInputError(f"{where}: committee.seeds: a committee needs at least two "
@@ -605,4 +606,5 @@ def check_run(params: Params, *, where: str = "params.yaml") -> None:
     for key in params.experiment.files:
         if key not in names:
             raise PalirsInputError(f"{where}: experiment.files.{key}: not a molecule of this "
-                                   f"run{_close(key, names)} (the run has: {', '.join(names)})")
+                                   f"run{closest_hint(key, names)} (the run has: "
+                                   f"{', '.join(names)})")

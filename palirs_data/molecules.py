@@ -96,7 +96,7 @@ def check_name(name: str, *, where: str) -> str:
     return name
 
 
-def _close(name: str, choices) -> str:
+def closest_hint(name: str, choices) -> str:
     """`` (did you mean 'x'?)`` for the choice closest to a misspelt ``name``, else ``''``."""
     import difflib
 
@@ -104,15 +104,26 @@ def _close(name: str, choices) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+def _rdkit_molecule(molecule: Molecule):
+    """RDKit's molecule of ``molecule``'s SMILES, hydrogens explicit; a one-line error if RDKit
+    rejects it."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(molecule.smiles or "")
+    if mol is None or mol.GetNumAtoms() == 0:
+        raise PalirsInputError(
+            f"molecule '{molecule.name}': RDKit rejects SMILES {molecule.smiles!r}")
+    return Chem.AddHs(mol)
+
+
 def canonical_smiles(molecule: Molecule) -> str | None:
     """RDKit's canonical SMILES of ``molecule`` (None for an XYZ molecule)."""
     if molecule.smiles is None:
         return None
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem
 
-    RDLogger.DisableLog("rdApp.*")
-    mol = Chem.MolFromSmiles(molecule.smiles)
-    return None if mol is None else Chem.MolToSmiles(mol)
+    return Chem.MolToSmiles(Chem.RemoveHs(_rdkit_molecule(molecule)))
 
 
 def elements(molecule: Molecule) -> set[str]:
@@ -120,14 +131,7 @@ def elements(molecule: Molecule) -> set[str]:
     from ase.data import chemical_symbols
 
     if molecule.smiles is not None:
-        from rdkit import Chem, RDLogger
-
-        RDLogger.DisableLog("rdApp.*")
-        mol = Chem.MolFromSmiles(molecule.smiles)
-        if mol is None:
-            raise PalirsInputError(f"molecule '{molecule.name}': RDKit rejects SMILES "
-                                   f"{molecule.smiles!r}")
-        return {a.GetSymbol() for a in Chem.AddHs(mol).GetAtoms()}
+        return {a.GetSymbol() for a in _rdkit_molecule(molecule).GetAtoms()}
     return {chemical_symbols[int(z)] for z in _atoms_from_xyz(molecule).numbers}
 
 
@@ -175,7 +179,7 @@ def resolve(names: list[str], custom: list[Molecule], *, where: str) -> list[Mol
         elif name in CATALOGUE:
             selected[name] = CATALOGUE[name]
         else:
-            hint = _close(name, [*CATALOGUE, *GROUPS, *own])
+            hint = closest_hint(name, [*CATALOGUE, *GROUPS, *own])
             raise PalirsInputError(
                 f"{where}: unknown molecule '{name}'{hint}; choose a catalogue name, a group "
                 f"({', '.join(GROUPS)}) or add it under molecules.custom (the catalogue: "
@@ -206,16 +210,10 @@ def build_atoms(molecule: Molecule, *, seed: int = 0) -> Atoms:
 
 
 def _atoms_from_smiles(molecule: Molecule, *, seed: int) -> Atoms:
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    RDLogger.DisableLog("rdApp.*")
-    mol = Chem.MolFromSmiles(molecule.smiles or "")
-    if mol is None or mol.GetNumAtoms() == 0:
-        raise PalirsInputError(
-            f"molecule '{molecule.name}': RDKit rejects SMILES {molecule.smiles!r}"
-        )
-    mol = Chem.AddHs(mol)
+    mol = _rdkit_molecule(molecule)
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)
     if mol.GetNumAtoms() > 1 and AllChem.EmbedMolecule(mol, params) != 0:
