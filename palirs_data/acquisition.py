@@ -3,16 +3,21 @@
 One iteration ``iterK`` continues from ``iterP`` (its predecessor, a directory holding the
 training table, the committee, the trajectory store and the evaluation of that iteration):
 
-1. If ``iterP``'s harmonic-frequency MAE is below ``active_learning.stop_mae_cm1`` the campaign
-   has converged: the table passes through unchanged and no MD runs.
-2. Otherwise every molecule runs committee MD (forces = committee mean, BAOAB Langevin) at each
-   temperature, all of them in one batch (:class:`~palirs_data.dynamics.BatchedMD`). Each run
-   starts from the last frame (positions, velocities, time) of the same molecule and
-   temperature in ``iterP``'s store, or the first time from the reference minimum with
-   Maxwell-Boltzmann velocities, thermalised under a stronger friction
-   (``acquire.thermalise_fs``, ``thermalise_friction_fs``) before any frame is written, so
-   that the run is at its temperature and not near T/2. Frame 0 of every trajectory in the new store is that starting
-   state, evaluated by the new committee; it is not selected (it belongs to ``iterP``) unless
+1. The stop rule, per molecule: a molecule whose committee-mean harmonic-frequency MAE in
+   ``iterP``'s evaluation is below ``active_learning.stop_mae_cm1`` has converged and gets no
+   new data this iteration, while the others go on. When every molecule has, the campaign has
+   converged: the table passes through unchanged and no MD runs. (A molecule is judged
+   afresh each iteration: if a retrained committee lifts it above the rule again, it acquires
+   again, from its minimum when the previous iteration ran no MD for it.)
+2. Otherwise every molecule still acquiring runs committee MD (forces = committee mean,
+   BAOAB Langevin) at each temperature, all of them in one batch
+   (:class:`~palirs_data.dynamics.BatchedMD`). Each run starts from the last frame
+   (positions, velocities, time) of the same molecule and temperature in ``iterP``'s store,
+   or the first time from the reference minimum with Maxwell-Boltzmann velocities,
+   thermalised under a stronger friction (``acquire.thermalise_fs``,
+   ``thermalise_friction_fs``) before any frame is written, so that the run is at its
+   temperature and not near T/2. Frame 0 of every trajectory in the new store is that
+   starting state, evaluated by the new committee; it is not selected (it belongs to ``iterP``) unless
    the guard stops the run before any new frame.
 3. The guard (:class:`Guard`) stops a run at once when a frame's relative force deviation
    (:data:`~palirs_data.committee.REL_DEV_EPS_EVA`) exceeds the limit, when anything is not
@@ -404,6 +409,16 @@ def _counts(table: pa.Table) -> dict[str, int]:
     return {str(n): int(c) for n, c in zip(names, counts)}
 
 
+def molecule_maes(evaluation: dict, molecules: list[str]) -> dict[str, float]:
+    """The committee-mean harmonic-frequency MAE of each molecule (cm⁻¹) from an
+    ``evaluate.json``: the per-molecule stop rule reads it. A molecule the evaluation does not
+    list (an older file) takes the overall figure."""
+    per = evaluation.get("frequency_per_molecule") or {}
+    overall = float(evaluation["frequency_mae_cm1"])
+    return {name: float(per[name]["mae_cm1"]) if name in per else overall
+            for name in molecules}
+
+
 def read_iteration(directory: Path) -> tuple[pa.Table, dict]:
     """The training table and the evaluation of a finished iteration directory."""
     evaluation = directory / "evaluate.json"
@@ -484,11 +499,23 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
     start = time.perf_counter()
     previous_table, previous_eval = read_iteration(previous_dir)
     mae = float(previous_eval["frequency_mae_cm1"])
+    all_minima = structures.from_table(equilibrium)
+    by_molecule = molecule_maes(previous_eval, [m.molecule for m in all_minima])
+    done = sorted(n for n, v in by_molecule.items() if v < config.stop_mae_cm1)
+    minima = [m for m in all_minima if m.molecule not in done]
     metrics: dict = {"iteration": iteration, "previous_frequency_mae_cm1": mae,
+                     "previous_frequency_mae_per_molecule_cm1": {
+                         n: round(v, 4) for n, v in by_molecule.items()},
+                     "converged_molecules": done,
+                     "acquiring_molecules": [m.molecule for m in minima],
                      "selected_by": config.acquire.uncertainty}
-    if mae < config.stop_mae_cm1:
-        log.info("iter%d: converged (frequency MAE %.2f < %.2f cm-1); no new data",
-                 iteration - 1, mae, config.stop_mae_cm1)
+    if done and minima:
+        log.info("iter%d: %s converged (frequency MAE < %.2f cm-1): no new data for them; "
+                 "acquiring for %s", iteration - 1, ", ".join(done), config.stop_mae_cm1,
+                 ", ".join(m.molecule for m in minima))
+    if not minima:
+        log.info("iter%d: converged (every molecule's frequency MAE < %.2f cm-1; overall "
+                 "%.2f); no new data", iteration - 1, config.stop_mae_cm1, mae)
         counts = _counts(previous_table)
         metrics.update(converged=True, n_selected=0, n_labelled=0, n_failed=0,
                        n_train=sum(counts.values()), labels_per_molecule=counts,
@@ -502,7 +529,6 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
         raise PalirsInputError(f"{previous_dir / 'committee'}: no committee models")
     previous_path = previous_dir / "trajectories.zarr"
     previous_path = previous_path if previous_path.exists() else None
-    minima = structures.from_table(equilibrium)
     store_path = work_store_path(
         work_dir, iteration=iteration, committee_paths=committee_paths, minima=minima,
         config=config.acquire,

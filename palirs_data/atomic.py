@@ -68,9 +68,16 @@ def keyed_work_dir(root: str | os.PathLike[str], name: str, *, files=(), parts=(
     run is found again, and only by the same computation."""
     import hashlib
 
+    from palirs_data.errors import PalirsInputError
+
     h = hashlib.sha256()
     for f in files:
-        h.update(Path(f).read_bytes())
+        try:
+            h.update(Path(f).read_bytes())
+        except FileNotFoundError:
+            raise PalirsInputError(f"{f}: no such file") from None
+        except IsADirectoryError:
+            raise PalirsInputError(f"{f}: a directory, not a file") from None
     for part in parts:
         h.update(part if isinstance(part, bytes) else str(part).encode())
         h.update(b"\0")

@@ -78,6 +78,15 @@ def iteration_record(directory: Path) -> dict:
         "frequency_mae_sorted_cm1": evaluation.get("frequency_mae_sorted_cm1"),
         "frequency_member_mae_mean_cm1": evaluation.get("frequency_member_mae_mean_cm1"),
         "frequency_member_mae_std_cm1": evaluation.get("frequency_member_mae_std_cm1"),
+        # per molecule: committee-mean MAE and the spread of the members' MAEs (cm-1)
+        "molecules": {
+            str(name): {"frequency_mae_cm1": e["mae_cm1"],
+                        "frequency_member_mae_std_cm1": (
+                            float(np.std(e["member_mae_cm1"])) if e.get("member_mae_cm1")
+                            else None),
+                        "labels": int(dict(zip(molecules, counts)).get(name, 0))}
+            for name, e in (evaluation.get("frequency_per_molecule") or {}).items()},
+        "converged_molecules": acquired.get("converged_molecules", []),
         "runs": acquired.get("runs", []),
         "test_energy_rmse_meV_per_atom": evaluation["test"]["energy_rmse_meV_per_atom"],
         "test_force_rmse_meV_A": evaluation["test"]["force_rmse_meV_A"],
@@ -93,11 +102,14 @@ def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[di
     ``dvc exp show`` lists per experiment), whether and where the frequency MAE fell below
     ``stop_mae_cm1``."""
     rows = [iteration_record(campaign_dir / name) for name in iteration_names(config)]
-    below = [r["iteration"] for r in rows if r["frequency_mae_cm1"] < config.stop_mae_cm1]
+    stop = config.stop_mae_cm1
+    below = [r["iteration"] for r in rows if _all_below(r, stop)]
     last = rows[-1]
     summary = {
         "iterations": last["iteration"], "converged": bool(below),
         "converged_at": below[0] if below else None,
+        "molecules": molecule_summary(rows, stop),
+        **molecule_mean(last),
         **{k: last[k] for k in ("n_train", "labels_per_molecule", "frequency_mae_cm1",
                                 "frequency_member_mae_std_cm1", "frequency_mae_sorted_cm1",
                                 "frequency_rmse_cm1", "test_energy_rmse_meV_per_atom",
@@ -109,6 +121,86 @@ def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[di
         "kinetic_temperature_K": pooled_kinetic_temperatures(rows),
     }
     return rows, summary
+
+
+def _all_below(row: dict, stop: float) -> bool:
+    """The campaign's stop rule on one iteration: every molecule's committee-mean MAE below
+    ``stop`` (the overall MAE where the evaluation has no per-molecule figures)."""
+    if row["molecules"]:
+        return all(m["frequency_mae_cm1"] < stop for m in row["molecules"].values())
+    return row["frequency_mae_cm1"] < stop
+
+
+def molecule_summary(rows: list[dict], stop: float) -> dict[str, dict]:
+    """Per molecule: its last MAE (with the members' spread), its labels, the first iteration
+    at which it met the stop rule and its labels then (``labels_at_stop``; None: not yet)."""
+    out: dict[str, dict] = {}
+    for name, last in rows[-1]["molecules"].items():
+        hit = next((r for r in rows if name in r["molecules"]
+                    and r["molecules"][name]["frequency_mae_cm1"] < stop), None)
+        out[name] = {"frequency_mae_cm1": round(last["frequency_mae_cm1"], 3),
+                     "frequency_member_mae_std_cm1": _round(
+                         last["frequency_member_mae_std_cm1"], 3),
+                     "labels": last["labels"],
+                     "converged_at": hit["iteration"] if hit else None,
+                     "labels_at_stop": hit["molecules"][name]["labels"] if hit else None}
+    return out
+
+
+def molecule_mean(row: dict) -> dict:
+    """Mean and standard deviation over molecules of their MAEs (each molecule counts once,
+    however many modes it has; the overall ``frequency_mae_cm1`` is over all modes)."""
+    values = [m["frequency_mae_cm1"] for m in row["molecules"].values()]
+    if not values:
+        return {}
+    return {"frequency_mae_molecule_mean_cm1": round(float(np.mean(values)), 3),
+            "frequency_mae_molecule_std_cm1": (round(float(np.std(values, ddof=1)), 3)
+                                               if len(values) > 1 else None)}
+
+
+def _round(value, digits):
+    return None if value is None else round(float(value), digits)
+
+
+def molecule_curve_csv(rows: list[dict], stop: float) -> str:
+    """The learning curve per molecule (long format: one row per iteration and molecule;
+    ``below_stop``: the molecule meets the stop rule after this iteration, so the next one
+    adds no data for it)."""
+    lines = ["iteration,molecule,labels,frequency_mae_cm1,frequency_member_mae_std_cm1,"
+             "below_stop"]
+    for r in rows:
+        for name, m in sorted(r["molecules"].items()):
+            std = m["frequency_member_mae_std_cm1"]
+            lines.append(f'{r["iteration"]},"{name}",{m["labels"]},'
+                         f'{m["frequency_mae_cm1"]:.4f},{"" if std is None else f"{std:.4f}"},'
+                         f'{int(m["frequency_mae_cm1"] < stop)}')
+    return "\n".join(lines) + "\n"
+
+
+def learning_curve_figure(rows: list[dict], stop: float, path: Path) -> None:
+    """Committee-mean harmonic-frequency MAE against labels, one line per molecule with the
+    members' spread as error bars, the stop rule as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({n for r in rows for n in r["molecules"]})
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), constrained_layout=True)
+    for k, name in enumerate(names):
+        points = [(r["molecules"][name]["labels"], r["molecules"][name]["frequency_mae_cm1"],
+                   r["molecules"][name]["frequency_member_mae_std_cm1"] or 0.0)
+                  for r in rows if name in r["molecules"]]
+        x, y, e = map(np.array, zip(*points))
+        ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, lw=1, color=f"C{k % 10}",
+                    label=name)
+    ax.axhline(stop, color="k", ls="--", lw=0.8, label=f"stop rule ({stop:g} cm$^{{-1}}$)")
+    ax.set_xlabel("labelled structures of the molecule")
+    ax.set_ylabel("harmonic-frequency MAE / cm$^{-1}$\n(committee mean; bars: members' std)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, frameon=False, ncol=2)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
 
 
 def pooled_kinetic_temperatures(rows: list[dict]) -> dict[str, dict]:
@@ -169,16 +261,25 @@ def _experiment_env() -> dict[str, str]:
 
 
 def run_experiments(params_path: Path = Path("params.yaml"), *, prefix: str = "iter",
-                    dvc: str = "dvc") -> list[str]:
+                    dvc: str = "dvc", setting: str | None = None) -> list[str]:
     """``dvc exp run`` the campaign up to iteration 1, 2, ..., N (N from ``params.yaml``),
     each experiment named ``<prefix><k>``; earlier iterations come from DVC's cache. All but
     the last reproduce only :data:`INTERMEDIATE_TARGETS`; the last runs the whole pipeline
     (IR spectra and comparison). After the first experiment whose campaign has converged, one
     more, ``<prefix><k>-spectra``, adds the spectra and the loop stops. ``params.yaml`` is left
-    as it was. Returns the experiment names."""
-    config = load_params(params_path).active_learning
+    as it was. With ``setting`` (:data:`palirs_data.settings.SETTINGS`) every experiment runs
+    with that setting applied to ``params.yaml`` (and records it). Returns the experiment
+    names."""
+    from palirs_data.settings import apply
+
+    saved = params_path.read_text()
+    original = apply(params_path, setting) if setting else saved
+    params_path.write_text(original)
+    try:
+        config = load_params(params_path).active_learning
+    finally:
+        params_path.write_text(saved)
     names = list(config.iterations)
-    original = params_path.read_text()
     env = _experiment_env()
     done = []
 
@@ -205,7 +306,7 @@ def run_experiments(params_path: Path = Path("params.yaml"), *, prefix: str = "i
                 run(f"{prefix}{k}-spectra", drop, [])
                 break
     finally:
-        params_path.write_text(original)
+        params_path.write_text(saved)
     return done
 
 
@@ -225,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     exp = sub.add_parser("experiments", help="one `dvc exp run` per iteration")
     exp.add_argument("--params", type=Path, default=Path("params.yaml"))
     exp.add_argument("--prefix", default="iter", help="experiment names: <prefix><k>")
+    exp.add_argument("--setting", default=None,
+                     help="run with a named setting applied to params.yaml "
+                          "(palirs_data/settings.py: multi-molecule, full)")
     plan = sub.add_parser("plan", help="print active_learning.iterations for N iterations")
     plan.add_argument("n", type=int)
     args = parser.parse_args(argv)
@@ -237,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     setup_logging()
     try:
-        names = run_experiments(args.params, prefix=args.prefix)
+        names = run_experiments(args.params, prefix=args.prefix, setting=args.setting)
     except PalirsInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -305,13 +305,7 @@ def compare(ml: dict[tuple[str, float], MdRuns], reference: dict[tuple[str, floa
         if mine is None:
             log.warning("compare: no ML spectrum of '%s' at %g K", molecule, t)
         per_molecule[molecule] = entry
-    mean = {}
-    for pair in PAIRS:
-        values = [e[pair] for e in per_molecule.values() if pair in e]
-        if values:
-            mean[pair] = {key: round(float(np.mean([v[key] for v in values])), 4)
-                          for key in ("pcc", "wasserstein_cm1", "wasserstein")}
-            mean[pair]["n_molecules"] = len(values)
+    mean = over_molecules(per_molecule)
     return {"temperature_K": t, "window_cm1": list(config.window_cm1),
             "wasserstein_definition": "W1 between the unit-area spectra over the window; "
                                       "dimensionless: cm-1 / window width (axis scaled to "
@@ -323,22 +317,78 @@ def compare(ml: dict[tuple[str, float], MdRuns], reference: dict[tuple[str, floa
             "without_reference": sorted(m for m in molecules if (m, t) not in reference)}
 
 
+def over_molecules(per_molecule: dict[str, dict]) -> dict[str, dict]:
+    """Per comparison: mean and standard deviation (ddof 1; None for one molecule) over the
+    molecules that have it, of PCC and both WDs: the published table's summary rows."""
+    mean = {}
+    for pair in PAIRS:
+        values = [e[pair] for e in per_molecule.values() if pair in e]
+        if not values:
+            continue
+        mean[pair] = {}
+        for key in ("pcc", "wasserstein_cm1", "wasserstein"):
+            v = np.array([x[key] for x in values], dtype=float)
+            mean[pair][key] = round(float(v.mean()), 4)
+            mean[pair][f"{key}_std"] = round(float(v.std(ddof=1)), 4) if len(v) > 1 else None
+        mean[pair]["n_molecules"] = len(values)
+    return mean
+
+
+def add_committee_spread(metrics: dict, store, baseline=None) -> dict:
+    """``metrics`` (of :func:`compare`) with each molecule's committee force spread along its
+    ML runs at the compared temperature (:func:`palirs_data.ir.committee_spread` of the ``ir``
+    store ``store``): the warning sign beside every score. With ``baseline`` (the campaign's
+    ``ir`` store, for the transfer set) also the ratio of each molecule's median spread to the
+    median over the campaign molecules' frames: well above 1, the spectrum is an
+    extrapolation."""
+    from palirs_data.ir import committee_spread
+    from palirs_data.trajectory import trajectory_key
+
+    spread = committee_spread(store)
+    t = float(metrics["temperature_K"])
+    reference = None
+    if baseline is not None:
+        temperature = "/" + trajectory_key("any", t, 0).split("/")[1]  # "/300K"
+        values = [s["median_eVA"] for group, s in committee_spread(baseline).items()
+                  if group.endswith(temperature)]
+        reference = float(np.median(values)) if values else None
+        metrics["campaign_committee_force_std_median_eVA"] = reference
+    for molecule, entry in metrics["molecules"].items():
+        group = trajectory_key(molecule, t, 0).rsplit("/", 1)[0]
+        if group in spread:
+            entry["committee_force_std_max_eVA"] = dict(spread[group])
+            if reference:
+                entry["committee_force_std_max_eVA"]["median_vs_campaign"] = round(
+                    spread[group]["median_eVA"] / reference, 2)
+    return metrics
+
+
 def _rounded(value, digits):
     return None if value is None else round(float(value), digits)
 
 
 def summary_csv(metrics: dict) -> str:
-    """One row per molecule and comparison: PCC and WD with their intervals."""
+    """The table of all comparisons: one row per molecule and comparison (PCC and WD with
+    their intervals, the committee's median force spread along the ML runs), then one row per
+    comparison with the mean and standard deviation over molecules (molecule ``mean``)."""
     lines = ["molecule,comparison,pcc,pcc_lo,pcc_hi,wasserstein_cm1,wasserstein_cm1_lo,"
-             "wasserstein_cm1_hi,wasserstein"]
+             "wasserstein_cm1_hi,wasserstein,pcc_std,wasserstein_cm1_std,wasserstein_std,"
+             "n_molecules,committee_force_std_median_eVA"]
     for molecule, entry in metrics["molecules"].items():
+        spread = (entry.get("committee_force_std_max_eVA") or {}).get("median_eVA", "")
         for pair in PAIRS:
             if pair in entry:
                 e = entry[pair]
                 pci = e.get("pcc_ci") or ["", ""]
                 wci = e.get("wasserstein_cm1_ci") or ["", ""]
                 lines.append(f'"{molecule}",{pair},{e["pcc"]},{pci[0]},{pci[1]},'
-                             f'{e["wasserstein_cm1"]},{wci[0]},{wci[1]},{e["wasserstein"]}')
+                             f'{e["wasserstein_cm1"]},{wci[0]},{wci[1]},{e["wasserstein"]},'
+                             f',,,1,{spread}')
+    for pair, e in metrics.get("mean", {}).items():
+        std = [("" if e.get(f"{k}_std") is None else e[f"{k}_std"])
+               for k in ("pcc", "wasserstein_cm1", "wasserstein")]
+        lines.append(f'"mean",{pair},{e["pcc"]},,,{e["wasserstein_cm1"]},,,{e["wasserstein"]},'
+                     f'{std[0]},{std[1]},{std[2]},{e["n_molecules"]},')
     return "\n".join(lines) + "\n"
 
 
@@ -478,6 +528,68 @@ def summary_figure(metrics: dict, path: Path) -> None:
         ax.set_ylabel(name)
     a.set_ylim(0, 1)
     a.legend(fontsize=7, frameon=False, loc="lower left")
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
+                     config: CompareConfig, path: Path) -> None:
+    """One panel per molecule (ML mean ± std, reference MD, experiment as compared; unit area,
+    offset; ML–ref and ML–exp PCC in the corner), then the mean ± std of PCC over molecules per
+    comparison: the table of all comparisons at a glance. ``ml``/``reference`` map
+    (molecule, T) to :class:`MdSpectrum`, ``experiment`` molecule to :class:`Experiment`."""
+    plt = _pyplot()
+    t = float(config.temperature_K)
+    molecules = list(metrics["molecules"])
+    n = len(molecules) + 1
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows),
+                             constrained_layout=True, squeeze=False)
+    lo, hi = config.window_cm1
+    grid = np.arange(lo, hi + config.step_cm1 / 2, config.step_cm1)
+    for ax, molecule in zip(axes.flat, molecules):
+        entry = metrics["molecules"][molecule]
+        traces = [("ML", ml.get((molecule, t)), "C0"), ("ref. MD", reference.get((molecule, t)),
+                                                         "C3")]
+        exp = experiment.get(molecule)
+        curves = []
+        for label, spec, color in traces:
+            if spec is not None:
+                y, sd = _normalised(spec.wavenumber_cm1, spec.intensity, grid, spec.std)
+                curves.append((label, y, sd, color))
+        if exp is not None:
+            y, _ = _normalised(exp.compared.wavenumber_cm1, exp.compared.intensity, grid)
+            curves.append(("exp.", y, None, "k"))
+        top = max([float(np.max(y)) for _, y, _, _ in curves] or [1.0])
+        for k, (label, y, sd, color) in enumerate(curves):
+            base = (len(curves) - 1 - k) * 1.1 * top
+            ax.plot(grid, base + y, color=color, lw=0.8, label=label)
+            if sd is not None:
+                ax.fill_between(grid, base + y - sd, base + y + sd, color=color, alpha=0.3,
+                                lw=0)
+        text = [f"{short}: PCC {entry[pair]['pcc']:.2f}" for pair, short in
+                (("ml_vs_reference", "ML–ref"), ("ml_vs_experiment", "ML–exp"))
+                if pair in entry]
+        ax.text(0.02, 0.97, "\n".join(text), transform=ax.transAxes, va="top", fontsize=6.5)
+        ax.set_title(molecule, fontsize=9)
+        ax.set_xlim(hi, lo)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+        ax.legend(loc="upper right", fontsize=6, frameon=False)
+    summary = axes.flat[len(molecules)]
+    pairs = [p for p in PAIRS if p in metrics.get("mean", {})]
+    for k, pair in enumerate(pairs):
+        m = metrics["mean"][pair]
+        summary.errorbar([k], [m["pcc"]], yerr=[[m["pcc_std"] or 0.0]], fmt="o", capsize=3,
+                         color=f"C{k}")
+    summary.set_xticks(range(len(pairs)), [LABELS[p].replace(" vs ", "\nvs ") for p in pairs],
+                       fontsize=7)
+    summary.set_ylim(0, 1)
+    summary.set_ylabel("PCC, mean ± std over molecules (higher is better)", fontsize=7)
+    summary.set_title(f"{len(molecules)} molecules, {t:g} K", fontsize=9)
+    for ax in list(axes.flat)[len(molecules) + 1:]:
+        ax.set_visible(False)
     fig.savefig(path, dpi=150)
     plt.close(fig)
 

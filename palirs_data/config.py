@@ -88,6 +88,8 @@ class CustomMolecule(Strict):
 
 class MoleculesConfig(Strict):
     names: list[str] = Field(default_factory=lambda: ["methanol"])
+    # never trained on: spectra from the final committee only (the transfer-* stages)
+    transfer: list[str] = Field(default_factory=list)
     custom: list[CustomMolecule] = Field(default_factory=list)
     seed: int = 0  # RDKit embedding seed
 
@@ -575,33 +577,55 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return params
 
 
-def run_molecules(params: Params, *, where: str = "params.yaml") -> list[Molecule]:
-    """The molecules a run works on (:func:`palirs_data.molecules.resolve`)."""
+#: the two sets of molecules a run knows: the campaign's (``molecules.names``: sampled,
+#: labelled, trained on, spectra) and the transfer set (``molecules.transfer``: spectra from
+#: the final committee only, never in a training table)
+MOLECULE_SETS = ("campaign", "transfer")
+
+
+def run_molecules(params: Params, *, where: str = "params.yaml",
+                  which: str = "campaign") -> list[Molecule]:
+    """The molecules of one set of a run (:data:`MOLECULE_SETS`;
+    :func:`palirs_data.molecules.resolve`). The transfer set may be empty."""
     from palirs_data.molecules import resolve
 
-    return resolve(params.molecules.names, [c.molecule() for c in params.molecules.custom],
-                   where=f"{where}: molecules.names")
+    if which not in MOLECULE_SETS:
+        raise PalirsInputError(f"unknown molecule set '{which}' (one of: "
+                               f"{', '.join(MOLECULE_SETS)})")
+    key = "names" if which == "campaign" else "transfer"
+    return resolve(getattr(params.molecules, key),
+                   [c.molecule() for c in params.molecules.custom],
+                   where=f"{where}: molecules.{key}", allow_empty=which == "transfer")
 
 
 def check_run(params: Params, *, where: str = "params.yaml") -> None:
     """What a run needs and one section cannot check alone, before any work starts: a
-    committee of at least two models; the molecules resolve, are distinct
-    (:func:`palirs_data.molecules.resolve`) and contain only
-    the committee's elements; every ``experiment.files`` key is one of them."""
-    from palirs_data.molecules import closest_hint, elements
+    committee of at least two models; the molecules of both sets resolve, are distinct
+    (:func:`palirs_data.molecules.resolve`; no transfer molecule in the campaign) and contain
+    only the committee's elements; every ``experiment.files`` key is one of them."""
+    from palirs_data.molecules import closest_hint, distinct, elements
 
     if len(params.committee.seeds) < 2:
         raise PalirsInputError(f"{where}: committee.seeds: a committee needs at least two "
                                "seeds (one model has no spread: no uncertainty to select "
                                "frames by, no guard)")
     selected = run_molecules(params, where=where)
+    transfer = run_molecules(params, where=where, which="transfer")
+    trained = {m.name for m in selected}
+    for m in transfer:
+        if m.name in trained:
+            raise PalirsInputError(f"{where}: molecules.transfer: '{m.name}' is also in "
+                                   "molecules.names; a transfer molecule is never trained on")
+    distinct([*selected, *transfer], where=f"{where}: molecules.names + molecules.transfer")
     allowed = set(params.committee.elements)
-    for m in selected:
-        extra = sorted(elements(m) - allowed)
-        if extra:
-            raise PalirsInputError(f"{where}: molecules.names: '{m.name}' contains "
-                                   f"{', '.join(extra)}, "
-                                   f"not in committee.elements {params.committee.elements}")
+    for key, group in (("names", selected), ("transfer", transfer)):
+        for m in group:
+            extra = sorted(elements(m) - allowed)
+            if extra:
+                raise PalirsInputError(f"{where}: molecules.{key}: '{m.name}' contains "
+                                       f"{', '.join(extra)}, "
+                                       f"not in committee.elements {params.committee.elements}")
+    selected = [*selected, *transfer]
     names = [m.name for m in selected]
     for key in params.experiment.files:
         if key not in names:

@@ -366,7 +366,12 @@ def thermalise(committee: ForceField, replicas: Sequence[Replica], *, timestep_f
         replicas[k].positions_A = x.cpu().numpy().astype(np.float64)
         replicas[k].velocities_A_fs = v.cpu().numpy().astype(np.float64)
     stopped = [warm[k].key for k in range(len(warm)) if k not in md.active]
+    for k in range(len(warm)):  # the guard's reason, on the caller's replica
+        if k not in md.active and getattr(warm[k], "stop_reason", None):
+            replicas[k].stop_reason = warm[k].stop_reason  # type: ignore[attr-defined]
     if stopped:
-        log.warning("thermalisation: the guard stopped %s; they start from their initial "
-                    "state", ", ".join(stopped))
+        log.warning("thermalisation: the guard stopped %s (%s); they start from their "
+                    "initial state", ", ".join(stopped),
+                    "; ".join(sorted({getattr(r, "stop_reason", "?") for r in warm
+                                      if r.key in stopped})))
     return stopped

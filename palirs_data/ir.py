@@ -205,7 +205,8 @@ def run_md(force_field, replicas: list[Replica], config: IrConfig, store: Trajec
                                      timestep_fs=config.timestep_fs,
                                      temperature_K=r.temperature_K, arrays=["time_fs"],
                                      friction_fs=r.friction_fs, seed=r.seed).set_attrs(
-                    stopped_at_time_fs=0.0, stop_reason="stopped while thermalising")
+                    stopped_at_time_fs=0.0, stop_reason="stopped while thermalising"
+                    + (f": {r.stop_reason}" if getattr(r, "stop_reason", None) else ""))
             else:
                 fresh.append(r)
     for r in warm:
@@ -353,6 +354,32 @@ def kinetic_temperatures(store: TrajectoryStore) -> dict:
                         "stderr_K": _round(se, 1), "runs": len(means),
                         "deviation_percent": round(100 * (mean / target - 1), 1)}
     return {"runs": runs, "pooled": pooled}
+
+
+def committee_spread(store: TrajectoryStore) -> dict[str, dict]:
+    """The committee's force disagreement along the production runs, per molecule and
+    temperature (``force_std_max_eVA`` of every frame of its runs, eV/Å): median, 95th
+    percentile and largest. On a molecule never trained on (the transfer set) this is the
+    warning sign: a spread well above the training molecules' says the spectrum is an
+    extrapolation."""
+    frames: dict[str, list[np.ndarray]] = {}
+    for key in sorted(store.keys()):
+        traj = store[key]
+        if not traj.n_frames or "force_std_max_eVA" not in traj.array_names:
+            continue
+        group = trajectory_key(traj.attrs["molecule"], float(traj.attrs["temperature_K"]),
+                               0).rsplit("/", 1)[0]
+        frames.setdefault(group, []).append(traj.read("force_std_max_eVA"))
+    out = {}
+    for group, values in frames.items():
+        v = np.concatenate(values)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            continue
+        out[group] = {"median_eVA": round(float(np.median(v)), 4),
+                      "p95_eVA": round(float(np.percentile(v, 95)), 4),
+                      "max_eVA": round(float(v.max()), 4), "frames": int(len(v))}
+    return out
 
 
 def temperature_summary(report: dict) -> str:
@@ -589,9 +616,12 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
     paths = sorted(Path(committee_dir).glob("model_*.model"))
     if not paths:
         raise PalirsInputError(f"{committee_dir}: no committee models (model_*.model)")
+    minima = structures.from_table(equilibrium)
+    if not minima:  # an empty molecule set (the transfer set by default): nothing to run
+        return IrResult(SPECTRUM_SCHEMA.empty_table(), HARMONIC_IR_SCHEMA.empty_table(),
+                        {"molecules": [], "runs": 0, "stopped": [], "seconds": 0.0})
     committee = Committee.load(paths)
     dipole_model = load_model(dipole_path)
-    minima = structures.from_table(equilibrium)
     n_runs = len(minima) * len(config.temperatures_K) * config.trajectories
     t_md = time.perf_counter()
     if client is None:
@@ -642,6 +672,7 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
         "md_device": report["device"],
         "md_resumed_frames": report["resumed_frames"],
         "stopped": report["stopped"], "kinetic_temperature": kinetic_temperatures(store),
+        "committee_spread": committee_spread(store),
         "harmonic_seconds": round(harmonic_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1)}
     return IrResult(spectra, harmonic, metrics)
@@ -672,6 +703,10 @@ def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: Labele
 
     start = time.perf_counter()
     minima = structures.from_table(equilibrium)
+    if not minima:  # an empty molecule set: nothing to run
+        return SPECTRUM_SCHEMA.empty_table(), {
+            "runs": 0, "steps_per_run": 0, "simulated_ps": 0.0, "stopped": [],
+            "kinetic_temperature": {"runs": {}, "pooled": {}}, "seconds": 0.0}
     by_name = {s.molecule: s for s in minima}
     jobs = [(r, by_name[r.molecule]) for r in ir_replicas(minima, config)]
     work_path = None

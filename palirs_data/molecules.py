@@ -135,7 +135,7 @@ def elements(molecule: Molecule) -> set[str]:
     return {chemical_symbols[int(z)] for z in _atoms_from_xyz(molecule).numbers}
 
 
-def _distinct(selected: list[Molecule], *, where: str) -> None:
+def distinct(selected: list[Molecule], *, where: str) -> None:
     """Refuse two molecules that would share a trajectory, a file or a structure: names that
     normalise alike (trajectory groups, file names) or one SMILES under two names."""
     from palirs_data.experiment import file_stem
@@ -156,11 +156,12 @@ def _distinct(selected: list[Molecule], *, where: str) -> None:
                                        "rename or drop one")
 
 
-def resolve(names: list[str], custom: list[Molecule], *, where: str) -> list[Molecule]:
+def resolve(names: list[str], custom: list[Molecule], *, where: str,
+            allow_empty: bool = False) -> list[Molecule]:
     """Molecules selected by name: catalogue names, group names (``training``, ``transfer``),
-    and the user's own ``custom`` molecules. Raises on an unknown or empty selection, on two
-    custom molecules of one name, and on molecules that would share a trajectory, a file name
-    or a structure (:func:`_distinct`)."""
+    and the user's own ``custom`` molecules. Raises on an unknown or (unless ``allow_empty``)
+    empty selection, on two custom molecules of one name, and on molecules that would share a
+    trajectory, a file name or a structure (:func:`distinct`)."""
     own: dict[str, Molecule] = {}
     for m in custom:
         check_name(m.name, where=where)
@@ -188,10 +189,10 @@ def resolve(names: list[str], custom: list[Molecule], *, where: str) -> list[Mol
                 f"({', '.join(sorted(CATALOGUE))}), a group ({', '.join(GROUPS)}) or add it "
                 "under molecules.custom"
             )
-    if not selected:
+    if not selected and not allow_empty:
         raise PalirsInputError(f"{where}: the molecule list is empty")
     result = list(selected.values())
-    _distinct(result, where=where)
+    distinct(result, where=where)
     return result
 
 

@@ -77,6 +77,8 @@ def main(
         if m["converged"]:
             return (f"converged at {previous.name} (frequency MAE "
                     f"{m['previous_frequency_mae_cm1']:.2f} cm-1): table unchanged -> {output}")
+        done = (f"; converged, no new data: {', '.join(m['converged_molecules'])}"
+                if m["converged_molecules"] else "")
         temps = ", ".join(f"{r['temperature_K']:g}->{r['kinetic_temperature_K']:.0f}"
                           for r in m["runs"])
         return (f"{len(m['runs'])} runs in {m['md_tasks']} MD task(s) at "
@@ -84,7 +86,7 @@ def main(
                 f"stopped by the guard; mean "
                 f"kinetic temperature, K: {temps}), "
                 f"{m['n_selected']} frames selected, {m['n_labelled']} labelled, "
-                f"{m['n_failed']} failed; {m['n_train']} labelled structures -> {output}")
+                f"{m['n_failed']} failed; {m['n_train']} labelled structures{done} -> {output}")
 
     run_stage("acquire", body)
 

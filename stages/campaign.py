@@ -15,7 +15,8 @@ from pathlib import Path
 import typer
 
 from palirs_data.atomic import atomic_path, write_text_atomic
-from palirs_data.campaign import curve_csv, iteration_names, summarise
+from palirs_data.campaign import (curve_csv, iteration_names, learning_curve_figure,
+                                  molecule_curve_csv, summarise)
 from palirs_data.cli import run_stage
 from palirs_data.config import load_params
 
@@ -39,6 +40,10 @@ def main(
                                help="Output plots: the learning curve, one row per iteration."),
     frequencies: Path = typer.Option(Path("metrics/frequencies.csv"),
                                      help="Output plots: the last committee's frequencies."),
+    molecule_curve: Path = typer.Option(Path("metrics/campaign_molecules.csv"),
+                                        help="Output plots: the learning curve per molecule."),
+    figures: Path = typer.Option(Path("metrics/figures/campaign"),
+                                 help="Output plots: MAE vs labels, one line per molecule."),
 ) -> None:
     """Summarise the campaign and publish its final table and committee."""
 
@@ -54,11 +59,19 @@ def main(
             shutil.copyfile(last / "frequencies.csv", tmp)
         write_text_atomic(metrics, json.dumps(summary, indent=2) + "\n")
         write_text_atomic(curve, curve_csv(rows))
+        stop = p.active_learning.stop_mae_cm1
+        write_text_atomic(molecule_curve, molecule_curve_csv(rows, stop))
+        with atomic_path(figures, directory=True) as fig_dir:
+            learning_curve_figure(rows, stop, fig_dir / "learning_curve.png")
         mae = " -> ".join(f"{r['frequency_mae_cm1']:.1f}" for r in rows)
         state = (f"converged at iteration {summary['converged_at']}" if summary["converged"]
                  else "not converged")
+        per = "; ".join(f"{n} {m['frequency_mae_cm1']:.1f} cm-1, {m['labels']} labels"
+                        for n, m in summary["molecules"].items()) if len(
+                            summary["molecules"]) > 1 else ""
         return (f"{summary['iterations']} iterations, {summary['n_train']} labelled "
-                f"structures; frequency MAE {mae} cm-1 ({state})")
+                f"structures; frequency MAE {mae} cm-1 ({state})"
+                + (f"; per molecule: {per}" if per else ""))
 
     run_stage("campaign", body)
 

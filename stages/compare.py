@@ -14,9 +14,10 @@ import typer
 
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.compare import (compare, comparison_figure, convergence_figure,
-                                 experimental_spectra, figure_name, md_runs, spectra_by_key,
-                                 summary_csv, summary_figure, temperature_series_figure)
+from palirs_data.compare import (add_committee_spread, compare, comparison_figure,
+                                 convergence_figure, experimental_spectra, figure_name, md_runs,
+                                 molecules_figure, spectra_by_key, summary_csv, summary_figure,
+                                 temperature_series_figure)
 from palirs_data.config import load_params
 from palirs_data.experiment import file_stem
 from palirs_data.ir import read_harmonic, read_spectra
@@ -49,6 +50,9 @@ def main(
                                help="Output metrics: one row per molecule and comparison."),
     figures: Path = typer.Option(Path("metrics/figures/compare"),
                                  help="Output plots: one figure per molecule and a summary."),
+    spread_baseline: Path | None = typer.Option(
+        None, help="The campaign's ML runs (data/ir/trajectories.zarr), when comparing the "
+        "transfer set: each molecule's committee spread is also given relative to theirs."),
 ) -> None:
     """Compare the ML spectra with reference MD and experiment."""
 
@@ -58,9 +62,13 @@ def main(
         ml_table = read_spectra(ml)
         ref_table = read_spectra(reference)
         exp = experimental_spectra(experiment, cfg, p.ir)
-        ml_runs = md_runs(TrajectoryStore(ml_trajectories, mode="r"), p.ir, cfg)
+        ml_store = TrajectoryStore(ml_trajectories, mode="r")
+        ml_runs = md_runs(ml_store, p.ir, cfg)
         ref_runs = md_runs(TrajectoryStore(reference_trajectories, mode="r"), p.ir, cfg)
-        result = compare(ml_runs, ref_runs, exp, cfg, p.ir)
+        baseline = (TrajectoryStore(spread_baseline, mode="r") if spread_baseline is not None
+                    else None)
+        result = add_committee_spread(compare(ml_runs, ref_runs, exp, cfg, p.ir), ml_store,
+                                      baseline)
         modes = read_harmonic(harmonic).to_pydict()
         ml_by, ref_by = spectra_by_key(ml_table), spectra_by_key(ref_table)
         t = float(cfg.temperature_K)
@@ -80,7 +88,9 @@ def main(
                     temperature_series_figure(
                         molecule, entry["ml_vs_reference_by_temperature"],
                         fig_dir / f"{file_stem(molecule)}_temperatures.png")
-            summary_figure(result, fig_dir / "summary.png")
+            if result["molecules"]:
+                summary_figure(result, fig_dir / "summary.png")
+                molecules_figure(result, ml_by, ref_by, exp, cfg, fig_dir / "molecules.png")
             write_text_atomic(table, summary_csv(result))
             write_text_atomic(metrics, json.dumps(result, indent=2) + "\n")
         parts = []

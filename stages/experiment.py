@@ -11,10 +11,9 @@ from pathlib import Path
 
 import typer
 
-from palirs_data import molecules
 from palirs_data.atomic import atomic_path
 from palirs_data.cli import run_stage
-from palirs_data.config import load_params
+from palirs_data.config import load_params, run_molecules
 from palirs_data.experiment import collect
 
 STAGE_PARAMS = ("molecules", "experiment")
@@ -32,12 +31,13 @@ def main(
     work_dir: Path = typer.Option(Path("data/.work/experiment"),
                                   help="Scratch space for the downloaded archive."),
 ) -> None:
-    """Collect the experimental IR spectrum of every selected molecule that has one."""
+    """Collect the experimental IR spectrum of every molecule of the run (campaign and
+    transfer set) that has one."""
 
     def body() -> str:
         p = load_params(params)
-        mols = molecules.resolve(p.molecules.names, [c.molecule() for c in p.molecules.custom],
-                                 where=f"{params}: molecules.names")
+        mols = [*run_molecules(p, where=str(params)),
+                *run_molecules(p, where=str(params), which="transfer")]
         with atomic_path(output, directory=True) as tmp:
             record = collect([m.name for m in mols], p.experiment, tmp, work_dir=work_dir)
         found = ", ".join(record["molecules"]) or "none"

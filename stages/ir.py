@@ -72,6 +72,8 @@ def main(
             write_text_atomic(metrics, json.dumps(result.metrics, indent=2) + "\n")
         shutil.rmtree(store.path.parent, ignore_errors=True)
         m = result.metrics
+        if not m["runs"]:
+            return f"no molecules in {equilibrium}: empty -> {spectra}"
         stops = f", stopped: {', '.join(m['stopped'])}" if m["stopped"] else ""
         return (f"{m['runs']} runs x {m['steps_per_run']} steps in {m['md_tasks']} task(s) "
                 f"({m['md_device']}, {m['md_stage_replica_steps_per_s']:.0f} replica-steps/s)"

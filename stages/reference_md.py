@@ -65,6 +65,8 @@ def main(
         shutil.rmtree(work_dir, ignore_errors=True)  # the runs are in the output now
         if not report["enabled"]:
             return f"disabled (reference_md.enabled: false): empty -> {spectra}"
+        if not report["runs"]:
+            return f"no molecules in {equilibrium}: empty -> {spectra}"
         stops = f", stopped: {', '.join(report['stopped'])}" if report["stopped"] else ""
         return (f"{report['runs']} runs x {report['steps_per_run']} steps with "
                 f"{p.labeler.method} ({report['ms_per_step']:.2f} ms/step){stops}; kinetic T "

@@ -10,15 +10,19 @@ from pathlib import Path
 
 import typer
 
-from palirs_data import harmonic, molecules, structures
+from palirs_data import harmonic, structures
 from palirs_data.atomic import atomic_outputs
 from palirs_data.cli import run_stage
-from palirs_data.config import load_params
+from palirs_data.config import load_params, run_molecules
 from palirs_data.labelers import make_labeler
 from palirs_data.sampling import sample_molecules
 
-#: params.yaml sections that determine this stage's result (dvc.yaml lists the same).
-STAGE_PARAMS = ("molecules", "labeler", "sample")
+#: params.yaml sections that determine this stage's result (dvc.yaml lists the same), for the
+#: campaign's molecules (the ``sample`` stage) ...
+STAGE_PARAMS = ("molecules.names", "molecules.custom", "molecules.seed", "labeler", "sample")
+#: ... and for the transfer set (``transfer-sample``)
+TRANSFER_PARAMS = ("molecules.transfer", "molecules.custom", "molecules.seed", "labeler",
+                   "sample")
 #: sections read that do not change the result (not tracked by DVC).
 RUNTIME_PARAMS: tuple[str, ...] = ()
 
@@ -34,13 +38,15 @@ def main(
                                      help="Output: optimised minima (structure table, labelled)."),
     frequencies: Path = typer.Option(Path("data/sample/frequencies.parquet"),
                                      help="Output: reference harmonic frequencies (cm-1)."),
+    molecules: str = typer.Option("campaign",
+                                  help="Which molecules: campaign (molecules.names) or "
+                                  "transfer (molecules.transfer; may be empty)."),
 ) -> None:
     """Optimise, analyse and sample every selected molecule with the label source."""
 
     def body() -> str:
         p = load_params(params)
-        mols = molecules.resolve(p.molecules.names, [c.molecule() for c in p.molecules.custom],
-                                 where=f"{params}: molecules.names")
+        mols = run_molecules(p, where=str(params), which=molecules)
         result = sample_molecules(mols, make_labeler(p.labeler), p.sample, seed=p.molecules.seed)
         with atomic_outputs(samples, equilibrium, frequencies) as (t_s, t_e, t_f):
             structures.write_table(result.samples, t_s)

@@ -120,9 +120,19 @@ def test_identical_md_spectra_agree_and_a_shifted_experiment_is_as_far_as_its_sh
     mean = result["mean"]["ml_vs_reference"]
     assert mean["n_molecules"] == 2
     assert mean["wasserstein_cm1"] == pytest.approx(15.0, abs=0.5)
+    # the spread over molecules: WD 0 and 30 cm-1 -> sample std 21.2
+    assert mean["wasserstein_cm1_std"] == pytest.approx(30 / np.sqrt(2), abs=1.0)
     assert result["mean"]["ml_vs_experiment"]["n_molecules"] == 1
+    assert result["mean"]["ml_vs_experiment"]["pcc_std"] is None  # one molecule: no spread
     rows = summary_csv(result).splitlines()
-    assert rows[0].startswith("molecule,comparison,pcc,pcc_lo,pcc_hi,") and len(rows) == 1 + 4
+    assert rows[0].startswith("molecule,comparison,pcc,pcc_lo,pcc_hi,")
+    # 4 per-molecule rows, then one mean row per comparison present (3)
+    assert len(rows) == 1 + 4 + 3
+    mean_row = next(r for r in rows if r.startswith('"mean",ml_vs_reference,')).split(",")
+    header = rows[0].split(",")
+    assert float(mean_row[header.index("wasserstein_cm1_std")]) == pytest.approx(
+        mean["wasserstein_cm1_std"])
+    assert mean_row[header.index("n_molecules")] == "2"
 
     # no reference MD (disabled): experiment comparisons only
     alone = compare(ml, {}, experiment, config, IR)
@@ -250,7 +260,7 @@ def test_compare_stage_writes_metrics_table_and_figures(tmp_path):
     assert methanol["experiment"]["saturated_cm1"]
     figures = sorted(p.name for p in (tmp_path / "m/fig").iterdir())
     assert figures == ["methanol.png", "methanol_convergence.png", "methanol_temperatures.png",
-                       "summary.png"]
+                       "molecules.png", "summary.png"]
     for name in figures:
         assert (tmp_path / "m/fig" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

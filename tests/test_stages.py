@@ -244,7 +244,9 @@ def test_dvc_yaml_matches_stage_script(name):
     script = _script(stage)
     module = _load_stage(script)
     # params: what DVC tracks is what the stage declares as result-determining
-    assert sorted(stage["params"]) == sorted(module.STAGE_PARAMS)
+    declared = (module.TRANSFER_PARAMS if name.startswith("transfer-")
+                and hasattr(module, "TRANSFER_PARAMS") else module.STAGE_PARAMS)
+    assert sorted(stage["params"]) == sorted(declared)
     # every option in cmd is an option of the script, and every output option is an out
     options = dict(re.findall(r"--([\w-]+) (\S+)", stage["cmd"]))
     signature = inspect.signature(module.main).parameters
@@ -255,7 +257,8 @@ def test_dvc_yaml_matches_stage_script(name):
         if parameter.annotation not in ("Path", Path):
             continue  # not a file (e.g. an iteration name)
         default = parameter.default.default
-        if default not in (None, ...) and "@" not in name:  # foreach: the script is shared
+        # foreach and transfer-*: the script is shared, its defaults are the other stage's
+        if default not in (None, ...) and "@" not in name and not name.startswith("transfer-"):
             assert Path(value) == Path(default), (option, value, default)  # defaults = dvc
         help_text = parameter.default.help or ""
         metrics = [next(iter(m)) if isinstance(m, dict) else m

@@ -1,0 +1,86 @@
+"""Named settings: documented changes to ``params.yaml`` for a whole run.
+
+``python -m palirs_data.campaign experiments --setting multi-molecule`` runs the campaign with
+``params.yaml`` changed as :data:`SETTINGS` says (the experiments record the changed file, so
+``dvc exp show`` lists its parameters); ``params.yaml`` itself is left as it was. Each value's
+reason is beside it; the README ("Many molecules") gives the measured wall times.
+
+- ``multi-molecule``: six training molecules that span the functional groups and have
+  gas-phase experiments (O–H, C–O, C=C, C≡N, a strained ether ring), two transfer molecules
+  with experiments whose groups the training set covers (isopropyl alcohol: ethanol's;
+  1,3-butadiene: ethene's), sized to run end to end on two cores.
+- ``full``: the method's 24 + 8 molecules at its settings (128 channels, 50 ps spectra,
+  to 40 iterations): for a GPU cluster (README: "The full setting").
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from palirs_data.errors import PalirsInputError
+
+#: mappings that a setting replaces as a whole instead of merging into
+REPLACED = {("active_learning", "iterations"), ("experiment", "files")}
+
+SETTINGS: dict[str, dict] = {
+    "multi-molecule": {
+        "molecules": {
+            "names": ["water", "methanol", "ethanol", "ethene", "ethylene oxide",
+                      "acetonitrile"],
+            "transfer": ["isopropyl alcohol", "1,3-butadiene"],
+        },
+        # 4 samples per mode (300 structures): training cost grows with atoms x structures,
+        # and the campaign adds what the normal modes miss
+        "sample": {"frames_per_mode": 4},
+        "committee": {"training": {"max_num_epochs": 60}},
+        "dipole": {"training": {"max_num_epochs": 100}},
+        "test_set": {"n_clusters": 4, "per_cluster": 3},
+        "active_learning": {
+            "iterations": {"iter1": "iter0", "iter2": "iter1"},
+            "acquire": {"replicas": 1},
+        },
+        "ir": {"trajectories": 4, "produce_fs": 2000.0},
+    },
+    "full": {
+        "molecules": {"names": ["training"], "transfer": ["transfer"]},
+        "committee": {"model": {"num_channels": 128}},
+        "test_set": {"duration_fs": 100000.0},
+        "active_learning": {
+            "iterations": {f"iter{k}": f"iter{k - 1}" for k in range(1, 41)},
+            "acquire": {"duration_fs": 5000.0},
+        },
+        "ir": {"produce_fs": 50000.0, "thermalise_fs": 4000.0},
+    },
+}
+
+
+def merged(raw: dict, changes: dict, path: tuple[str, ...] = ()) -> dict:
+    """``raw`` (a parsed ``params.yaml``) with ``changes`` applied: mappings merge key by key,
+    except those in :data:`REPLACED`; anything else is replaced."""
+    out = copy.deepcopy(raw)
+    for key, value in changes.items():
+        here = (*path, key)
+        if (isinstance(value, dict) and isinstance(out.get(key), dict)
+                and here not in REPLACED):
+            out[key] = merged(out[key], value, here)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply(params_path: Path, name: str) -> str:
+    """The text of ``params_path`` with the setting ``name`` applied (validated as a whole
+    run: a setting that does not make a valid run is an error before anything starts)."""
+    from palirs_data.config import Params, check_run
+
+    if name not in SETTINGS:
+        raise PalirsInputError(f"unknown setting '{name}' (one of: {', '.join(SETTINGS)})")
+    raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8")) or {}
+    text = ("# " + Path(params_path).name + f" with the setting '{name}' applied "
+            "(palirs_data/settings.py)\n"
+            + yaml.safe_dump(merged(raw, SETTINGS[name]), sort_keys=False))
+    check_run(Params.model_validate(yaml.safe_load(text)), where=f"setting '{name}'")
+    return text

@@ -1,0 +1,284 @@
+"""Several molecules at once: the per-molecule stop rule, per-molecule campaign figures, the
+transfer set kept out of training, and the one-molecule spectrum command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import yaml
+
+from palirs_data import molecules, structures
+from palirs_data.errors import PalirsInputError
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def two_minima(methanol_data):
+    """Methanol's xTB minimum and water's RDKit geometry (MD needs no minimum of the label
+    source; the tiny committee knows H, C, N, O)."""
+    water = structures.Structure.from_atoms(
+        molecules.build_atoms(molecules.CATALOGUE["water"]), molecule="water",
+        source="equilibrium")
+    return structures.concat_tables([methanol_data["result"].equilibrium,
+                                     structures.to_table([water])])
+
+
+def _previous(tmp_path, methanol_data, tiny_committee, per_molecule: dict[str, float]):
+    previous = tmp_path / "iter1"
+    (previous / "committee").mkdir(parents=True)
+    for k, path in enumerate(tiny_committee["paths"]):
+        shutil.copyfile(path, previous / "committee" / f"model_{k}.model")
+    structures.write_table(methanol_data["labelled"], previous / "train.parquet")
+    overall = float(np.mean(list(per_molecule.values())))
+    (previous / "evaluate.json").write_text(json.dumps({
+        "frequency_mae_cm1": overall,
+        "frequency_per_molecule": {n: {"mae_cm1": v} for n, v in per_molecule.items()}}))
+    return previous
+
+
+def _acquire(previous, minima, tmp_path):
+    from palirs_data.acquisition import acquire
+    from palirs_data.config import (AcquireConfig, ActiveLearningConfig, LabelConfig,
+                                    LabelerConfig)
+
+    config = ActiveLearningConfig(stop_mae_cm1=5.0, acquire=AcquireConfig(
+        temperatures_K=[300.0], duration_fs=10.0, thermalise_fs=5.0, write_every=2,
+        per_temperature=2, min_spacing_fs=1.0, max_force_rel_dev=1e9, replicas=1))
+    return acquire(iteration=2, previous_dir=previous, equilibrium=minima, config=config,
+                   labeler_config=LabelerConfig(),
+                   label_config=LabelConfig(checkpoint_dir=tmp_path / "ckpt"),
+                   work_dir=tmp_path / "work")
+
+
+def test_a_converged_molecule_stops_acquiring_while_the_other_goes_on(
+        methanol_data, tiny_committee, two_minima, tmp_path):
+    from palirs_data.trajectory import TrajectoryStore
+
+    previous = _previous(tmp_path, methanol_data, tiny_committee,
+                         {"methanol": 3.0, "water": 12.0})
+    result = _acquire(previous, two_minima, tmp_path)
+    m = result.metrics
+    assert not m["converged"]
+    assert m["converged_molecules"] == ["methanol"] and m["acquiring_molecules"] == ["water"]
+    assert m["previous_frequency_mae_per_molecule_cm1"] == {"methanol": 3.0, "water": 12.0}
+    # only water ran MD, and only water frames were added (labelled by xTB)
+    store = TrajectoryStore(result.store, mode="r")
+    assert sorted(store.keys()) == ["water/300K/0"]
+    assert {r["molecule"] for r in m["runs"]} == {"water"}
+    assert m["added_per_molecule"] == {"water": 2}
+    new = result.table.filter(pc.equal(result.table.column("source"), "active_learning"))
+    assert set(new.column("molecule").to_pylist()) == {"water"}
+    water = new.filter(pc.equal(new.column("molecule"), "water"))
+    assert all(len(n) == 3 for n in water.column("numbers").to_pylist())  # never mixed
+    assert m["labels_per_molecule"]["methanol"] == methanol_data["labelled"].num_rows
+
+
+def test_the_campaign_converges_when_every_molecule_has(methanol_data, tiny_committee,
+                                                        two_minima, tmp_path):
+    # overall 4.5 < 5 would have stopped the old rule; water at 6.0 keeps acquiring
+    previous = _previous(tmp_path, methanol_data, tiny_committee,
+                         {"methanol": 3.0, "water": 6.0})
+    assert not _acquire(previous, two_minima, tmp_path / "a").metrics["converged"]
+    previous = _previous(tmp_path / "b", methanol_data, tiny_committee,
+                         {"methanol": 3.0, "water": 4.9})
+    result = _acquire(previous, two_minima, tmp_path / "b")
+    assert result.metrics["converged"] and result.store is None
+    assert result.table.equals(methanol_data["labelled"])
+
+
+def _row(iteration, maes, labels, overall=None):
+    return {"iteration": iteration,
+            "frequency_mae_cm1": (overall if overall is not None
+                                  else float(np.mean(list(maes.values())))),
+            "molecules": {n: {"frequency_mae_cm1": v, "frequency_member_mae_std_cm1": 0.5,
+                              "labels": labels[n]} for n, v in maes.items()}}
+
+
+def test_campaign_figures_per_molecule_and_their_mean(tmp_path):
+    from palirs_data.campaign import (_all_below, learning_curve_figure, molecule_curve_csv,
+                                      molecule_mean, molecule_summary)
+
+    rows = [_row(0, {"water": 9.0, "methanol": 7.0}, {"water": 30, "methanol": 120}),
+            _row(1, {"water": 4.0, "methanol": 6.0}, {"water": 45, "methanol": 135}),
+            _row(2, {"water": 4.5, "methanol": 4.0}, {"water": 45, "methanol": 150})]
+    summary = molecule_summary(rows, 5.0)
+    assert summary["water"]["converged_at"] == 1 and summary["water"]["labels_at_stop"] == 45
+    assert summary["methanol"]["converged_at"] == 2
+    assert summary["methanol"]["labels_at_stop"] == 150
+    assert [_all_below(r, 5.0) for r in rows] == [False, False, True]
+    mean = molecule_mean(rows[-1])
+    assert mean["frequency_mae_molecule_mean_cm1"] == pytest.approx(4.25)
+    assert mean["frequency_mae_molecule_std_cm1"] == pytest.approx(np.std([4.5, 4.0], ddof=1),
+                                                                   abs=1e-3)
+    # the overall MAE alone (all modes pooled) would have stopped at iteration 1 (5.0 ≥ 5 no;
+    # 4.9 yes): the rule is per molecule
+    assert not _all_below(_row(1, {"water": 4.0, "methanol": 6.0}, {"water": 1, "methanol": 1},
+                               overall=4.9), 5.0)
+    lines = molecule_curve_csv(rows, 5.0).splitlines()
+    assert lines[0].startswith("iteration,molecule,labels,frequency_mae_cm1")
+    assert len(lines) == 1 + 6 and lines[3] == '1,"methanol",135,6.0000,0.5000,0'
+    learning_curve_figure(rows, 5.0, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+
+
+def _params(**molecule_section):
+    from palirs_data.config import Params
+
+    return Params.model_validate({"molecules": molecule_section})
+
+
+def test_the_transfer_set_is_never_in_the_campaign():
+    from palirs_data.config import check_run, run_molecules
+
+    p = _params(names=["methanol", "water"], transfer=["acetone", "benzene"])
+    check_run(p)
+    assert [m.name for m in run_molecules(p)] == ["methanol", "water"]
+    assert [m.name for m in run_molecules(p, which="transfer")] == ["acetone", "benzene"]
+    assert run_molecules(_params(names=["methanol"]), which="transfer") == []
+    with pytest.raises(PalirsInputError, match="molecules.transfer: 'water' is also in"):
+        check_run(_params(names=["methanol", "water"], transfer=["water"]))
+    with pytest.raises(PalirsInputError, match="'acetone' and 'propanone' are the same"):
+        check_run(_params(names=["methanol"], transfer=["acetone", "propanone"],
+                          custom=[{"name": "propanone", "smiles": "CC(=O)C"}]))
+    with pytest.raises(PalirsInputError, match="'my mol' and 'my_mol' share"):
+        check_run(_params(names=["my mol"], transfer=["my_mol"],
+                          custom=[{"name": "my mol", "smiles": "CCO"},
+                                  {"name": "my_mol", "smiles": "CCCO"}]))
+    with pytest.raises(PalirsInputError, match="molecules.transfer: 'thiophene' contains S"):
+        check_run(_params(names=["methanol"], transfer=["thiophene"],
+                          custom=[{"name": "thiophene", "smiles": "c1ccsc1"}]))
+    with pytest.raises(PalirsInputError, match="molecules.transfer: unknown molecule 'acetne'"
+                                               ".*did you mean 'acetone'"):
+        check_run(_params(names=["methanol"], transfer=["acetne"]))
+
+
+def test_transfer_stages_read_the_final_models_and_write_only_their_own_outputs():
+    """The transfer-* stages take the final committee and dipole model as inputs and write
+    under data/transfer and their own metrics: nothing of the training side (tables,
+    models, trajectories of the campaign) is ever their output."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    transfer = {n: s for n, s in stages.items() if n.startswith("transfer-")}
+    assert set(transfer) == {"transfer-sample", "transfer-ir", "transfer-reference-md",
+                             "transfer-compare"}
+    for name, stage in transfer.items():
+        outs = [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
+        assert all(o.startswith("data/transfer/") for o in outs), (name, outs)
+    ir_deps = transfer["transfer-ir"]["deps"]
+    assert "data/models/committee" in ir_deps and "data/models/dipole.model" in ir_deps
+    training_side = [n for n, s in stages.items() if not n.startswith("transfer-")
+                     and any("data/transfer" in str(d) for d in s.get("deps", []))]
+    assert training_side == []
+    assert "molecules.transfer" in transfer["transfer-sample"]["params"]
+    assert "molecules.transfer" not in stages["sample"]["params"]
+
+
+def test_the_spectrum_command_refuses_an_element_the_committee_never_saw(tiny_committee,
+                                                                         tmp_path):
+    models = tmp_path / "committee"
+    models.mkdir()
+    for k, path in enumerate(tiny_committee["paths"]):
+        shutil.copyfile(path, models / f"model_{k}.model")
+    result = subprocess.run(
+        [sys.executable, "-m", "palirs_data.spectrum", "--name", "methanethiol", "--smiles",
+         "CS", "--models", str(models), "--dipole", str(tmp_path / "none.model"),
+         "--params", str(REPO / "params.yaml"), "--out", str(tmp_path / "out")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == ("error: spectrum: methanethiol: contains S, which the committee in "
+                         f"{models} was not trained on (it knows H, C, N, O)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_spectrum_command_predicts_with_the_stages_code(tiny_committee, tiny_dipole_model,
+                                                            tmp_path):
+    """Water with the tiny methanol committee: the committee's minimum, two short runs
+    through ml_ir, the spectrum table, the spread along the runs."""
+    from palirs_data.config import IrConfig
+    from palirs_data.ir import read_spectra
+    from palirs_data.spectrum import committee_minimum, predict, write
+
+    models = tmp_path / "committee"
+    models.mkdir()
+    for k, path in enumerate(tiny_committee["paths"]):
+        shutil.copyfile(path, models / f"model_{k}.model")
+    config = IrConfig(trajectories=2, thermalise_fs=20.0, produce_fs=400.0,
+                      max_correlation_fs=100.0, dtype="float64")
+    minimum = committee_minimum(molecules.CATALOGUE["water"], models)
+    assert minimum.num_rows == 1 and minimum.column("molecule").to_pylist() == ["water"]
+    result, store = predict(minimum, models, tiny_dipole_model["report"].model, config,
+                            tmp_path / "work")
+    write(result, store, tmp_path / "out", (500.0, 4000.0))
+    spectra = read_spectra(tmp_path / "out" / "spectrum.parquet")
+    assert set(spectra.column("molecule").to_pylist()) == {"water"}
+    assert set(spectra.column("n_runs").to_pylist()) == {2}
+    spread = result.metrics["committee_spread"]["water/300K"]
+    assert 0 < spread["median_eVA"] <= spread["p95_eVA"] <= spread["max_eVA"]
+    assert spread["frames"] == 2 * 800
+    assert (tmp_path / "out" / "spectrum.png").exists()
+
+
+def test_an_empty_transfer_set_runs_through_every_transfer_stage(tmp_path):
+    """The default (molecules.transfer: []): each transfer stage writes its empty outputs in
+    seconds, so the pipeline's graph is the same whether or not a transfer set is given."""
+    from conftest import run_stage, write_params
+
+    from palirs_data.ir import read_spectra
+
+    params = write_params(tmp_path / "params.yaml")
+    out = run_stage("sample", "--params", str(params), "--molecules", "transfer",
+                    "--samples", "t/normal_modes.parquet",
+                    "--equilibrium", "t/equilibrium.parquet",
+                    "--frequencies", "t/frequencies.parquet", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert structures.read_table(tmp_path / "t/equilibrium.parquet").num_rows == 0
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/model_0.model").write_bytes(b"never loaded: no molecules")
+    (tmp_path / "none.model").write_bytes(b"never loaded: no molecules")
+    out = run_stage("ir", "--params", str(params), "--models", "models",
+                    "--dipole", "none.model", "--equilibrium", "t/equilibrium.parquet",
+                    "--spectra", "t/spectra.parquet", "--harmonic", "t/harmonic.parquet",
+                    "--trajectories", "t/trajectories.zarr", "--metrics", "m/ir.json",
+                    "--figures", "m/fig_ir", "--work-dir", "w/ir", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "no molecules" in out.stdout
+    out = run_stage("reference_md", "--params", str(params),
+                    "--equilibrium", "t/equilibrium.parquet", "--spectra", "t/md.parquet",
+                    "--trajectories", "t/md.zarr", "--metrics", "m/ref.json",
+                    "--work-dir", "w/ref", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert read_spectra(tmp_path / "t/md.parquet").num_rows == 0
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment/sources.json").write_text('{"molecules": {}, "missing": []}')
+    out = run_stage("compare", "--params", str(params), "--ml", "t/spectra.parquet",
+                    "--harmonic", "t/harmonic.parquet", "--reference", "t/md.parquet",
+                    "--ml-trajectories", "t/trajectories.zarr",
+                    "--reference-trajectories", "t/md.zarr", "--experiment", "experiment",
+                    "--spread-baseline", "t/trajectories.zarr", "--metrics", "m/transfer.json",
+                    "--table", "m/transfer.csv", "--figures", "m/fig", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "m/transfer.json").read_text())
+    assert metrics["molecules"] == {} and metrics["mean"] == {}
+
+
+def test_named_settings_make_valid_runs_and_replace_the_iterations(tmp_path):
+    from palirs_data.config import Params
+    from palirs_data.settings import SETTINGS, apply, merged
+
+    for name in SETTINGS:
+        run = Params.model_validate(yaml.safe_load(apply(REPO / "params.yaml", name)))
+        assert len(run.molecules.names) >= 1
+    multi = Params.model_validate(yaml.safe_load(apply(REPO / "params.yaml", "multi-molecule")))
+    assert len(multi.molecules.names) >= 6 and len(multi.molecules.transfer) >= 2
+    assert list(multi.active_learning.iterations) == ["iter1", "iter2"]  # replaced, not merged
+    assert multi.committee.seeds == [0, 1, 2]  # untouched sections stay
+    assert merged({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
+    with pytest.raises(PalirsInputError, match="unknown setting 'multi' .one of: multi-molecule"):
+        apply(REPO / "params.yaml", "multi")
