@@ -594,6 +594,17 @@ def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
     plt.close(fig)
 
 
+def empty_figure(path: Path, text: str) -> None:
+    """A figure that says why there is nothing to draw (an empty molecule set): a plots
+    directory always holds a figure, so git and DVC keep it."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.0, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def convergence_figure(molecule: str, rows: list[dict], path: Path) -> None:
     """ML–reference PCC and WD (with intervals) against the total ML production (the first
     k runs)."""

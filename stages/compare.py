@@ -15,9 +15,9 @@ import typer
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.compare import (add_committee_spread, compare, comparison_figure,
-                                 convergence_figure, experimental_spectra, figure_name, md_runs,
-                                 molecules_figure, spectra_by_key, summary_csv, summary_figure,
-                                 temperature_series_figure)
+                                 convergence_figure, empty_figure, experimental_spectra,
+                                 figure_name, md_runs, molecules_figure, spectra_by_key,
+                                 summary_csv, summary_figure, temperature_series_figure)
 from palirs_data.config import load_params
 from palirs_data.experiment import file_stem
 from palirs_data.ir import read_harmonic, read_spectra
@@ -91,6 +91,8 @@ def main(
             if result["molecules"]:
                 summary_figure(result, fig_dir / "summary.png")
                 molecules_figure(result, ml_by, ref_by, exp, cfg, fig_dir / "molecules.png")
+            else:
+                empty_figure(fig_dir / "summary.png", f"no molecules in {ml} (an empty set)")
             write_text_atomic(table, summary_csv(result))
             write_text_atomic(metrics, json.dumps(result, indent=2) + "\n")
         parts = []

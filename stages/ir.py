@@ -16,7 +16,8 @@ import typer
 from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.compare import figure_name, spectra_by_key, temperature_figure
+from palirs_data.compare import (empty_figure, figure_name, spectra_by_key,
+                                 temperature_figure)
 from palirs_data.compute import dask_client
 from palirs_data.config import load_params
 from palirs_data.ir import (ir_work_store, ml_ir, temperature_summary, write_harmonic,
@@ -69,6 +70,9 @@ def main(
                 for molecule, series in by_molecule.items():
                     temperature_figure(molecule, series, p.compare.window_cm1,
                                        fig_dir / figure_name(molecule))
+                if not by_molecule:
+                    empty_figure(fig_dir / "none.png", f"no spectra: no molecules in "
+                                 f"{equilibrium} or every run stopped")
             write_text_atomic(metrics, json.dumps(result.metrics, indent=2) + "\n")
         shutil.rmtree(store.path.parent, ignore_errors=True)
         m = result.metrics
