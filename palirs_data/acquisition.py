@@ -574,3 +574,22 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
         label_seconds=round(labelled.wall_seconds, 2))
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     return AcquireResult(table, metrics, labelled.checkpoint, store_path)
+
+
+def summary_line(m: dict, *, previous: str, output) -> str:
+    """The acquire stage's one-line summary of its metrics ``m``. A run the guard stopped
+    before its first new frame has no kinetic temperature: shown as ``stopped``."""
+    if m["converged"]:
+        return (f"converged at {previous} (frequency MAE "
+                f"{m['previous_frequency_mae_cm1']:.2f} cm-1): table unchanged -> {output}")
+    done = (f"; converged, no new data: {', '.join(m['converged_molecules'])}"
+            if m.get("converged_molecules") else "")
+    temps = ", ".join(
+        f"{r['molecule']} {r['temperature_K']:g}->"
+        + ("stopped" if r.get("kinetic_temperature_K") is None
+           else f"{r['kinetic_temperature_K']:.0f}") for r in m["runs"])
+    return (f"{len(m['runs'])} runs in {m['md_tasks']} MD task(s) at "
+            f"{m['md_replica_steps_per_s']:.0f} replica-steps/s ({m['guard_stops']} stopped "
+            f"by the guard; mean kinetic temperature, K: {temps}), {m['n_selected']} frames "
+            f"selected, {m['n_labelled']} labelled, {m['n_failed']} failed; {m['n_train']} "
+            f"labelled structures{done} -> {output}")

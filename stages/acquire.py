@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from palirs_data import structures
-from palirs_data.acquisition import acquire
+from palirs_data.acquisition import acquire, summary_line
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.compute import dask_client
@@ -73,20 +73,7 @@ def main(
             shutil.rmtree(result.store.parent, ignore_errors=True)
         if result.checkpoint is not None:
             clear_checkpoint(result.checkpoint)
-        m = result.metrics
-        if m["converged"]:
-            return (f"converged at {previous.name} (frequency MAE "
-                    f"{m['previous_frequency_mae_cm1']:.2f} cm-1): table unchanged -> {output}")
-        done = (f"; converged, no new data: {', '.join(m['converged_molecules'])}"
-                if m["converged_molecules"] else "")
-        temps = ", ".join(f"{r['temperature_K']:g}->{r['kinetic_temperature_K']:.0f}"
-                          for r in m["runs"])
-        return (f"{len(m['runs'])} runs in {m['md_tasks']} MD task(s) at "
-                f"{m['md_replica_steps_per_s']:.0f} replica-steps/s ({m['guard_stops']} "
-                f"stopped by the guard; mean "
-                f"kinetic temperature, K: {temps}), "
-                f"{m['n_selected']} frames selected, {m['n_labelled']} labelled, "
-                f"{m['n_failed']} failed; {m['n_train']} labelled structures{done} -> {output}")
+        return summary_line(result.metrics, previous=previous.name, output=output)
 
     run_stage("acquire", body)
 

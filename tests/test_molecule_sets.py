@@ -285,3 +285,19 @@ def test_named_settings_make_valid_runs_and_replace_the_iterations(tmp_path):
     assert merged({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
     with pytest.raises(PalirsInputError, match="unknown setting 'multi' .one of: multi-molecule"):
         apply(REPO / "params.yaml", "multi")
+
+
+def test_acquire_summary_names_a_run_stopped_before_its_first_frame():
+    """Found by the first multi-molecule run: water at 500 K stopped while thermalising (no
+    frame, no kinetic temperature) crashed the acquire stage's summary after its MD and
+    labels were done."""
+    from palirs_data.acquisition import summary_line
+
+    runs = [{"molecule": "water", "temperature_K": 500.0, "kinetic_temperature_K": None},
+            {"molecule": "methanol", "temperature_K": 300.0, "kinetic_temperature_K": 297.4}]
+    m = {"converged": False, "converged_molecules": ["ethanol"], "runs": runs, "md_tasks": 2,
+         "md_replica_steps_per_s": 120.0, "guard_stops": 1, "n_selected": 4, "n_labelled": 4,
+         "n_failed": 0, "n_train": 154}
+    line = summary_line(m, previous="iter0", output="t.parquet")
+    assert "water 500->stopped, methanol 300->297" in line
+    assert "converged, no new data: ethanol" in line
