@@ -198,6 +198,12 @@ def learning_curve_figure(rows: list[dict], stop: float, path: Path) -> None:
     ax.set_xlabel("labelled structures of the molecule")
     ax.set_ylabel("harmonic-frequency MAE / cm$^{-1}$\n(committee mean; bars: members' std)")
     ax.set_yscale("log")
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter() if ax.get_ylim()[1] / ax.get_ylim()[0] < 3
+                                 else plt.NullFormatter())
     ax.legend(fontsize=7, frameon=False, ncol=2)
     fig.savefig(path, dpi=150)
     plt.close(fig)

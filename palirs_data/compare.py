@@ -586,8 +586,9 @@ def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
     summary.set_xticks(range(len(pairs)), [LABELS[p].replace(" vs ", "\nvs ") for p in pairs],
                        fontsize=7)
     summary.set_ylim(0, 1)
-    summary.set_ylabel("PCC, mean ± std over molecules (higher is better)", fontsize=7)
-    summary.set_title(f"{len(molecules)} molecules, {t:g} K", fontsize=9)
+    summary.set_ylabel("PCC (mean ± std over molecules)", fontsize=7)
+    summary.set_title(f"{len(molecules)} molecule{'s' if len(molecules) > 1 else ''}, "
+                      f"{t:g} K (higher is better)", fontsize=9)
     for ax in list(axes.flat)[len(molecules) + 1:]:
         ax.set_visible(False)
     fig.savefig(path, dpi=150)
