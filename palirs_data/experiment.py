@@ -145,7 +145,13 @@ def collect(molecules: list[str], config: ExperimentConfig, out_dir: Path, *,
 
 def saturation(spectrum, threshold: float) -> dict:
     """Where a measured absorbance spectrum exceeds ``threshold``: its highest absorbance,
-    whether it is saturated there, and the wavenumber ranges (cm⁻¹) above the threshold."""
+    whether it is saturated there, and the wavenumber ranges (cm⁻¹) above the threshold. A
+    spectrum in absorption-coefficient units (:func:`palirs_data.spectra.read_jcamp`) has no
+    absorbance to judge: ``max_absorbance`` and ``saturated`` are None."""
+    units = getattr(spectrum, "units", "absorbance")
+    if units != "absorbance":
+        return {"max_absorbance": None, "saturation_absorbance": threshold, "saturated": None,
+                "saturated_cm1": [], "intensity_units": units}
     a = np.asarray(spectrum.intensity)
     x = np.asarray(spectrum.wavenumber_cm1)
     above = a > threshold

@@ -18,6 +18,8 @@ Units: dipoles e·Å, time fs, wavenumbers cm⁻¹; intensities are in arbitrary
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +32,10 @@ SPEED_OF_LIGHT_CM_FS = 2.99792458e-5
 class Spectrum:
     wavenumber_cm1: np.ndarray
     intensity: np.ndarray
+    #: what ``intensity`` is, for a measured spectrum: ``absorbance``, or ``absorption
+    #: coefficient`` (decadic, per µmol/mol and metre: absorbance without its concentration
+    #: and path length, so its saturation cannot be judged)
+    units: str = "absorbance"
 
 
 def _next_pow2(n: int) -> int:
@@ -339,7 +345,11 @@ def read_jcamp(path) -> Spectrum:
     """An IR spectrum from a JCAMP-DX file (the ``jcamp`` package reads it) as absorbance
     against wavenumber (cm⁻¹, ascending). Transmittance T (fraction, or percent when its
     values exceed 1.5) becomes absorbance −log10(T); wavelengths in micrometres become
-    wavenumbers. Anything else is a one-line :class:`PalirsInputError` naming the file."""
+    wavenumbers. The quantitative gas-phase spectra in (µmol/mol)⁻¹ m⁻¹ (base 10) (PNNL's
+    kind: several of the ``jcamp`` sdist's, e.g. acetonitrile, ethylene oxide, acetone) are a
+    decadic absorption coefficient, proportional to absorbance; they are read as they are,
+    with ``units`` saying so. Anything else is a one-line :class:`PalirsInputError` naming
+    the file."""
     from pathlib import Path
 
     import jcamp
@@ -378,16 +388,19 @@ def read_jcamp(path) -> Spectrum:
     else:
         raise PalirsInputError(f"{path}: XUNITS {xunits!r} (expected 1/CM or MICROMETERS)")
     yunits = str(data.get("yunits", "")).strip().upper()
+    units = "absorbance"
     if yunits == "TRANSMITTANCE":
         t = y / 100.0 if np.nanmax(y) > 1.5 else y
         absorbance = -np.log10(np.clip(t, 1e-6, None))
     elif yunits == "ABSORBANCE":
         absorbance = y
+    elif re.fullmatch(r"\(MICROMOL/MOL\)-1\s*M-1\s*\(BASE 10\)", yunits):
+        absorbance, units = y, "absorption coefficient"
     else:
-        raise PalirsInputError(f"{path}: YUNITS {yunits!r} (expected TRANSMITTANCE or "
-                               f"ABSORBANCE)")
+        raise PalirsInputError(f"{path}: YUNITS {yunits!r} (expected TRANSMITTANCE, "
+                               f"ABSORBANCE or (MICROMOL/MOL)-1M-1 (BASE 10))")
     order = np.argsort(wavenumber)
-    return Spectrum(wavenumber[order], absorbance[order])
+    return Spectrum(wavenumber[order], absorbance[order], units)
 
 
 def baseline_als(y: np.ndarray, *, smoothness: float = 1e7, asymmetry: float = 0.001,

@@ -134,6 +134,28 @@ def test_jcamp_transmittance_in_percent_and_micrometres_becomes_absorbance_per_c
     assert spectrum.intensity.min() == pytest.approx(-np.log10(0.9))
 
 
+def test_jcamp_absorption_coefficient_spectra_are_read_and_never_called_saturated(tmp_path):
+    """PNNL's quantitative gas-phase spectra ((µmol/mol)^-1 m^-1, base 10: acetonitrile,
+    ethylene oxide, acetone, 1,3-butadiene in the jcamp sdist) are proportional to
+    absorbance: read as they are, their units kept, no saturation verdict (the first
+    multi-molecule run stopped at ethylene oxide's file)."""
+    from palirs_data.experiment import saturation
+    from palirs_data.spectra import read_jcamp
+
+    x = np.linspace(500, 4000, 200)
+    y = 1e-3 * np.exp(-((x - 1050) / 20) ** 2) + 1e-5
+    spectrum = read_jcamp(_jcamp(tmp_path / "eo.jdx", x, y, xunits="cm-1",
+                                 yunits="(micromol/mol)-1m-1 (base 10)"))
+    assert spectrum.units == "absorption coefficient"
+    np.testing.assert_allclose(spectrum.intensity, y, atol=1e-6)  # the file has 6 decimals
+    report = saturation(spectrum, 1.0)
+    assert report["saturated"] is None and report["max_absorbance"] is None
+    assert report["intensity_units"] == "absorption coefficient"
+    absorbance = read_jcamp(_jcamp(tmp_path / "a.jdx", x, 2 * y / y.max(), xunits="1/CM",
+                                   yunits="ABSORBANCE"))
+    assert absorbance.units == "absorbance" and saturation(absorbance, 1.0)["saturated"]
+
+
 def test_jcamp_errors_name_the_file(tmp_path):
     from palirs_data.errors import PalirsInputError
     from palirs_data.spectra import read_jcamp
