@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 SETS = {1: ["methanol"], 3: ["methanol", "water", "ethanol"],
         6: ["methanol", "water", "ethanol", "ethene", "ethylene oxide", "acetonitrile"]}
 
@@ -62,7 +60,6 @@ def measure(names: list[str], models: Path, steps: int, frames_per_mode: int) ->
     md = BatchedMD(committee, replicas, timestep_fs=0.5)
     guard = sanity_guard(minima)
     md.run(100, write_every=101, guard=guard)  # warm-up: thermalising, caches
-    active0 = len(md.active)
     t0 = time.perf_counter()
     report = md.run(steps, write_every=steps + 1, guard=guard)
     t_md = time.perf_counter() - t0
