@@ -139,8 +139,9 @@ def molecule_summary(rows: list[dict], stop: float) -> dict[str, dict]:
         hit = next((r for r in rows if name in r["molecules"]
                     and r["molecules"][name]["frequency_mae_cm1"] < stop), None)
         out[name] = {"frequency_mae_cm1": round(last["frequency_mae_cm1"], 3),
-                     "frequency_member_mae_std_cm1": _round(
-                         last["frequency_member_mae_std_cm1"], 3),
+                     "frequency_member_mae_std_cm1": (
+                         None if last["frequency_member_mae_std_cm1"] is None
+                         else round(last["frequency_member_mae_std_cm1"], 3)),
                      "labels": last["labels"],
                      "converged_at": hit["iteration"] if hit else None,
                      "labels_at_stop": hit["molecules"][name]["labels"] if hit else None}
@@ -156,10 +157,6 @@ def molecule_mean(row: dict) -> dict:
     return {"frequency_mae_molecule_mean_cm1": round(float(np.mean(values)), 3),
             "frequency_mae_molecule_std_cm1": (round(float(np.std(values, ddof=1)), 3)
                                                if len(values) > 1 else None)}
-
-
-def _round(value, digits):
-    return None if value is None else round(float(value), digits)
 
 
 def molecule_curve_csv(rows: list[dict], stop: float) -> str:
