@@ -3,7 +3,7 @@
 Run: python benchmarks/committee_choices.py [--variants r3 r4 ...] [--seeds 0 1 2]
      [--table data/campaign/iter3/train.parquet] [--parallel 2]
 
-Every variant trains a committee (one member per seed, ``committee.train_member`` with
+Every variant trains a committee (one member per seed, ``training.train_member`` with
 params.yaml's ``committee`` settings and the changes of the variant, 1 thread each, --parallel
 side by side) on the same labelled table, by default the demo campaign's last training table
 (``dvc pull`` or the README's main command makes it), and measures what the pipeline
@@ -72,7 +72,7 @@ def _e0s(path: Path) -> dict[int, float]:
 
 def train_one(name: str, seed: int, args) -> dict:
     """One member of variant ``name`` (in this process); the model goes to the work dir."""
-    from palirs_data.committee import train_member, write_split
+    from palirs_data.training import train_member, write_split
     from palirs_data.config import load_params
 
     model, training, settings = VARIANTS[name]
@@ -117,7 +117,8 @@ def measure(name: str, args) -> dict:
 
 def train_dipole(name: str, args) -> dict:
     from palirs_data import structures
-    from palirs_data.committee import load_model, train_dipole_model
+    from palirs_data.committee import load_model
+    from palirs_data.training import train_dipole_model
     from palirs_data.config import load_params
     from palirs_data.evaluation import dipole_errors
 

@@ -43,17 +43,20 @@ def _modes_and_atoms(mol) -> tuple[int, int]:
 def measured(run: Path) -> dict:
     """The rates of a finished run (module docstring)."""
     from palirs_data import structures
+    from palirs_data.reports import Training
 
     per_structure_epoch, per_atom = [], []
     for path in sorted((run / "data/campaign").glob("iter*/train_ensemble.json")):
-        report = json.loads(path.read_text())
+        report = Training.read(path)
+        if report.reused_from is not None:
+            continue  # copied, not trained: no rate
         table = structures.read_table(path.parent / "train.parquet")
         ok = table.filter(pc.equal(table.column("label_status"), "ok"))
         atoms = float(np.mean([len(n) for n in ok.column("numbers").to_pylist()]))
-        members = sorted(report["trained_on"])
+        members = sorted(report.trained_on)
         curves = (path.parent / "training_curves.csv").read_text().splitlines()[1:]
         epochs = sum(1 for line in curves if line.split(",")[0] == members[0])
-        seconds = report["committee_training_seconds"] / len(members)
+        seconds = report.committee_training_seconds / len(members)
         per_structure_epoch.append(seconds / (ok.num_rows * epochs))
         per_atom.append(seconds / (ok.num_rows * epochs * atoms))
     ir = json.loads((run / "metrics/ir.json").read_text())

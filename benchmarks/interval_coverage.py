@@ -20,7 +20,8 @@ from scipy.stats import norm
 
 from palirs_data.compare import MdRuns
 from palirs_data.config import IrConfig
-from palirs_data.spectra import SPEED_OF_LIGHT_CM_FS, compare_spectra
+from palirs_data.spectra import compare_spectra
+from palirs_data.units import SPEED_OF_LIGHT_CM_FS
 
 LINES = [(1030.0, 1.0), (1450.0, 0.3), (2950.0, 0.6), (3680.0, 0.4)]  # cm-1, area
 DT = 0.5

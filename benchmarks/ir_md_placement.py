@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from palirs_data import structures
-from palirs_data.compute import dask_client
+from palirs_data.compute import Executor, dask_client
 from palirs_data.config import load_params
 from palirs_data.ir import ir_replicas, ml_ir, ml_md_task
 from palirs_data.trajectory import TrajectoryStore
@@ -69,8 +69,8 @@ def main() -> None:
             for dtype in ("float64", "float32"):
                 config = base.model_copy(update={"dtype": dtype})
                 store = TrajectoryStore(Path(tmp) / f"{dtype}{k}.zarr")
-                m = ml_ir(args.models, args.dipole, table, config, store, client=client,
-                          compute=params.compute).metrics
+                m = ml_ir(args.models, args.dipole, table, config, store,
+                          executor=Executor(client, params.compute)).metrics
                 rates[f"divided, {dtype}"].append(m["md_stage_replica_steps_per_s"])
                 tasks[dtype] = m["md_tasks"]
     first = np.mean(rates["one task"])

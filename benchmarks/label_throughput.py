@@ -26,7 +26,7 @@ import numpy as np
 from ase.build import molecule
 
 from palirs_data import structures
-from palirs_data.compute import dask_client
+from palirs_data.compute import Executor, dask_client
 from palirs_data.config import ComputeConfig, LabelConfig, LabelerConfig
 from palirs_data.labelers import make_labeler
 from palirs_data.labeling import label_table
@@ -88,7 +88,8 @@ def main() -> None:
 
             cfg = LabelConfig(chunk_size=args.chunk, checkpoint_dir=Path(tmp) / f"b{rep}")
             t0 = time.perf_counter()
-            report = label_table(table, labeler_config=config, config=cfg, client=client)
+            report = label_table(table, labeler_config=config, config=cfg,
+                                 executor=Executor(client))
             times["fanout"].append(time.perf_counter() - t0)
             assert report.n_failed == 0
     serial, machinery, bare, fanout = (min(times[k]) for k in ("serial", "machinery",

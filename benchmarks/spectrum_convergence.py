@@ -21,7 +21,7 @@ import numpy as np
 
 from palirs_data import structures
 from palirs_data.compare import md_runs, score
-from palirs_data.compute import dask_client
+from palirs_data.compute import Executor, dask_client
 from palirs_data.config import CompareConfig, ComputeConfig, IrConfig, LabelerConfig
 from palirs_data.ir import reference_ir
 from palirs_data.trajectory import TrajectoryStore
@@ -54,7 +54,7 @@ def main() -> None:
                                       friction_fs=friction)
                     store = TrajectoryStore(Path(tmp) / f"{friction}-{setting}-{seed}.zarr")
                     _, metrics = reference_ir(table, config, LabelerConfig(), store,
-                                              client=client)
+                                              executor=Executor(client))
                     sets.append(md_runs(store, config, compare_config))
                     pooled = metrics["kinetic_temperature"]["pooled"]
                     temps.append(next(iter(pooled.values())))

@@ -22,9 +22,10 @@ import numpy as np
 from palirs_data import structures
 from palirs_data.compare import experimental_spectra, md_runs, score
 from palirs_data.config import load_params
-from palirs_data.compute import dask_client
+from palirs_data.compute import Executor, dask_client
 from palirs_data.config import LabelerConfig
-from palirs_data.ir import kinetic_temperatures, ml_ir, reference_ir
+from palirs_data.ir import ml_ir, reference_ir
+from palirs_data.md_analysis import kinetic_temperatures
 from palirs_data.trajectory import TrajectoryStore
 
 
@@ -41,14 +42,14 @@ def main() -> None:
         with dask_client(p.compute) as client:  # as the stages run: MD on every worker
             t0 = time.perf_counter()
             result = ml_ir("data/models/committee", "data/models/dipole.model", equilibrium,
-                           ir, store, client=client, compute=p.compute, progress=True)
+                           ir, store, executor=Executor(client, p.compute), progress=True)
             seconds = time.perf_counter() - t0
             store = TrajectoryStore(store.path, mode="r")
             rerun = md_runs(store, ir, p.compare)
             temps = kinetic_temperatures(store)["pooled"]
             ref_store = TrajectoryStore(Path(tmp) / "reference.zarr")
             reference_ir(equilibrium, ir, p.labeler or LabelerConfig(), ref_store,
-                         client=client)
+                         executor=Executor(client))
             ref_temps = kinetic_temperatures(ref_store)["pooled"]
         reference = md_runs(ref_store, ir, p.compare)
     experiment = experimental_spectra(Path("data/experiment"), p.compare, p.ir)

@@ -9,7 +9,7 @@ Methanol with GFN2-xTB. The data are made once under --work:
                            then 10 ps at 0.001 fs^-1, a frame every 25 fs), labelled; the script
                            prints their mean kinetic temperature (ASE 3.29's Langevin ran this
                            molecule at about 455 K for a 300 K target: a hot held-out set).
-Each variant trains ONE member (``committee.train_member``: mace_run_train, 1 thread) on the
+Each variant trains ONE member (``training.train_member``: mace_run_train, 1 thread) on the
 80:20 split of a sampler's table, then reports its harmonic-frequency MAE against the reference
 (modes matched by overlap, ``evaluation.frequency_errors``), energy and force RMSE on the
 held-out frames and the training seconds. --parallel members train side by side (2 on 2 cores,
@@ -101,7 +101,8 @@ def make_data(work: Path) -> None:
 def run_variant(name: str, seed: int, work: Path) -> dict:
     """Train one member of ``name`` with ``seed`` and measure it (in this process)."""
     from palirs_data import harmonic, structures
-    from palirs_data.committee import Committee, load_model, train_member, write_split
+    from palirs_data.committee import Committee, load_model
+    from palirs_data.training import train_member, write_split
     from palirs_data.config import MaceModelConfig, MaceTrainingConfig
     from palirs_data.evaluation import errors_on_test_set, frequency_errors, model_harmonics
 

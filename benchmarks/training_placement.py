@@ -4,7 +4,7 @@ Run: python benchmarks/training_placement.py [--data data/campaign/iter0/train.p
      [--epochs 10] [--repeats 1]
 
 All variants train the committee of params.yaml (its seeds, model and threads) for --epochs
-epochs on the same labelled table, through ``palirs_data.committee.train_committee``:
+epochs on the same labelled table, through ``palirs_data.training.train_committee``:
   in process       one member after the other in this process (threads from params.yaml);
   GPU slot         the default local cluster (2 workers, one the GPU=1 slot): each member is
                    a GPU task, so they run one after the other on the slot (the stage now);
@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from palirs_data import structures
-from palirs_data.committee import train_committee
-from palirs_data.compute import dask_client
+from palirs_data.training import train_committee
+from palirs_data.compute import Executor, dask_client
 from palirs_data.config import ComputeConfig, load_params
 from palirs_data.e0s import read_e0s
 
@@ -62,7 +62,7 @@ def main() -> None:
                 else:
                     with dask_client(compute) as client:
                         train_committee(table, e0s=e0s, config=config, out_dir=out,
-                                        work_dir=work, client=client, compute=compute)
+                                        work_dir=work, executor=Executor(client, compute))
                 best[name] = min(best[name], time.perf_counter() - t0)
     print(f"committee of {len(committee.seeds)} members, {args.epochs} epochs, "
           f"{table.num_rows} structures, threads per member {training.threads} "

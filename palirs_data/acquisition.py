@@ -17,8 +17,8 @@ training table, the committee, the trajectory store and the evaluation of that i
    thermalised under a stronger friction (``acquire.thermalise_fs``,
    ``thermalise_friction_fs``) before any frame is written, so that the run is at its
    temperature and not near T/2. Frame 0 of every trajectory in the new store is that
-   starting state, evaluated by the new committee; it is not selected (it belongs to ``iterP``) unless
-   the guard stops the run before any new frame.
+   starting state, evaluated by the new committee; it is not selected (it belongs to
+   ``iterP``) unless the guard stops the run before any new frame.
 3. The guard (:class:`Guard`) stops a run at once when a frame's relative force deviation
    (:data:`~palirs_data.committee.REL_DEV_EPS_EVA`) exceeds the limit, when anything is not
    finite, when atoms collapse, or when a bond of the molecule's minimum stretches beyond
@@ -35,7 +35,6 @@ training table, the committee, the trajectory store and the evaluation of that i
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -50,11 +49,13 @@ import torch
 from palirs_data import structures
 from palirs_data.atomic import keyed_work_dir
 from palirs_data.committee import Committee, CommitteeOutput, segment_reduce
+from palirs_data.compute import Executor
 from palirs_data.config import ActiveLearningConfig, AcquireConfig, LabelConfig, LabelerConfig
-from palirs_data.dynamics import (BatchedMD, Replica, kinetic_temperatures_K, mean_with_error,
-                                  thermalise)
+from palirs_data.dynamics import BatchedMD, Replica, thermalise
 from palirs_data.errors import PalirsInputError
 from palirs_data.labeling import label_table
+from palirs_data.md_analysis import kinetic_temperatures_K, mean_with_error
+from palirs_data.reports import Evaluation
 from palirs_data.structures import Structure
 from palirs_data.trajectory import TrajectoryStore, trajectory_key
 
@@ -291,7 +292,8 @@ def acquisition_md(committee: Committee, minima: list[Structure], config: Acquir
 
 def acquisition_md_task(committee_paths: list[str], minima: list[Structure],
                         config: AcquireConfig, iteration: int, store_path: str,
-                        previous_path: str | None, keys: list[str] | None = None) -> dict:
+                        previous_path: str | None, keys: list[str] | None = None,
+                        progress: bool = False) -> dict:
     """:func:`acquisition_md` of the runs ``keys`` (None: all) as one unit of GPU work on a
     Dask worker: the models are loaded from files onto this worker's device, the
     trajectories go to the store at ``store_path`` (both on a file system the worker shares
@@ -304,7 +306,8 @@ def acquisition_md_task(committee_paths: list[str], minima: list[Structure],
     committee = Committee.load(committee_paths, dtype=torch_dtype(config.dtype), device=dev)
     previous = TrajectoryStore(previous_path, mode="r") if previous_path else None
     out = acquisition_md(committee, minima, config, iteration=iteration,
-                         store=TrajectoryStore(store_path), previous=previous, keys=keys)
+                         store=TrajectoryStore(store_path), previous=previous, keys=keys,
+                         progress=progress)
     return {**out, "worker": worker_name(), "device": dev}
 
 
@@ -409,28 +412,12 @@ def _counts(table: pa.Table) -> dict[str, int]:
     return {str(n): int(c) for n, c in zip(names, counts)}
 
 
-def molecule_maes(evaluation: dict, molecules: list[str]) -> dict[str, float]:
-    """The committee-mean harmonic-frequency MAE of each molecule (cm⁻¹) from an
-    ``evaluate.json``: the per-molecule stop rule reads it. A molecule the evaluation does not
-    list (an older file) takes the overall figure."""
-    per = evaluation.get("frequency_per_molecule") or {}
-    overall = float(evaluation["frequency_mae_cm1"])
-    return {name: float(per[name]["mae_cm1"]) if name in per else overall
-            for name in molecules}
-
-
-def read_iteration(directory: Path) -> tuple[pa.Table, dict]:
+def read_iteration(directory: Path) -> tuple[pa.Table, Evaluation]:
     """The training table and the evaluation of a finished iteration directory."""
     evaluation = directory / "evaluate.json"
     if not evaluation.is_file():
         raise PalirsInputError(f"{evaluation}: no such file (is {directory.name} evaluated?)")
-    try:
-        metrics = json.loads(evaluation.read_text())
-        float(metrics["frequency_mae_cm1"])
-    except (ValueError, KeyError, TypeError):
-        raise PalirsInputError(f"{evaluation}: not an evaluation (no frequency_mae_cm1)"
-                               ) from None
-    return structures.read_table(directory / "train.parquet"), metrics
+    return structures.read_table(directory / "train.parquet"), Evaluation.read(evaluation)
 
 
 def work_store_path(work_dir: Path, *, iteration: int, committee_paths: list[Path],
@@ -453,54 +440,46 @@ def work_store_path(work_dir: Path, *, iteration: int, committee_paths: list[Pat
 
 
 def _md(committee_paths: list[Path], minima: list[Structure], config: AcquireConfig, *,
-        iteration: int, store_path: Path, previous_path: Path | None, client, compute,
+        iteration: int, store_path: Path, previous_path: Path | None, executor: Executor,
         progress: bool) -> dict:
-    """The iteration's MD in this process, or on the Dask ``client`` divided over its MD slots
-    (:func:`palirs_data.compute.md_slots`), one GPU-annotated task each."""
-    from palirs_data.config import torch_dtype
+    """The iteration's MD divided over the ``executor``'s MD slots
+    (:func:`palirs_data.compute.md_slots`; one in this process), one GPU task each."""
+    from palirs_data.compute import merge_md_reports, split_balanced, watch_store
 
-    if client is None:
-        previous = TrajectoryStore(previous_path, mode="r") if previous_path else None
-        committee = Committee.load(committee_paths, dtype=torch_dtype(config.dtype))
-        out = acquisition_md(committee, minima, config, iteration=iteration,
-                             store=TrajectoryStore(store_path), previous=previous,
-                             progress=progress)
-        return {**out, "worker": None, "device": "cpu", "tasks": 1}
-    from palirs_data.compute import md_slots, merge_md_reports, split_balanced, submit, watch_store
-    from palirs_data.config import ComputeConfig
-
-    compute = compute or ComputeConfig()
     replicas = acquisition_replicas(minima, config, iteration=iteration, previous=None)
-    parts = split_balanced([len(r.numbers) for r in replicas], md_slots(client, compute))
+    parts = split_balanced([len(r.numbers) for r in replicas], executor.md_slots())
     store = TrajectoryStore(store_path)
     store.require_parents([r.key for r in replicas])
-    futures = [submit(client, acquisition_md_task, [str(p.resolve()) for p in committee_paths],
-                      minima, config, iteration, str(store_path.resolve()),
-                      str(previous_path.resolve()) if previous_path else None,
-                      [replicas[i].key for i in part], config=compute, gpu=True)
+    # in this process the task shows its own progress; on workers, the store is the progress
+    futures = [executor.submit(acquisition_md_task, [str(p.resolve()) for p in committee_paths],
+                               minima, config, iteration, str(store_path.resolve()),
+                               str(previous_path.resolve()) if previous_path else None,
+                               [replicas[i].key for i in part],
+                               progress=progress and not executor.distributed, gpu=True)
                for part in parts]
     total = (len(minima) * len(config.temperatures_K) * config.replicas
              * (config.n_steps // config.write_every + 1))
     return merge_md_reports(watch_store(futures, store_path, total_frames=total,
-                                        label=f"md (Dask, {len(parts)} tasks)",
-                                        progress=progress))
+                                        label=f"md ({len(parts)} tasks)",
+                                        progress=progress and executor.distributed))
 
 
 def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
             config: ActiveLearningConfig, labeler_config: LabelerConfig,
-            label_config: LabelConfig, work_dir: Path, client=None, compute=None,
+            label_config: LabelConfig, work_dir: Path, executor: Executor | None = None,
             progress: bool = False) -> AcquireResult:
     """One acquisition step (module docstring): returns the grown table and its metrics.
 
     The trajectories are written to a store under ``work_dir`` (:func:`work_store_path`),
     returned as ``AcquireResult.store`` for the stage to move into place; a killed run
-    continues from the frames and labels already there. With a Dask ``client`` the MD runs as
-    one GPU-annotated task and the single points fan out over the workers."""
+    continues from the frames and labels already there. The MD runs as GPU tasks and the
+    single points fan out over the ``executor`` (default: in this process)."""
+    executor = executor or Executor.local()
     start = time.perf_counter()
     previous_table, previous_eval = read_iteration(previous_dir)
-    mae = float(previous_eval["frequency_mae_cm1"])
+    mae = previous_eval.frequency_mae_cm1
     all_minima = structures.from_table(equilibrium)
-    by_molecule = molecule_maes(previous_eval, [m.molecule for m in all_minima])
+    by_molecule = previous_eval.molecule_maes([m.molecule for m in all_minima])
     done = sorted(n for n, v in by_molecule.items() if v < config.stop_mae_cm1)
     minima = [m for m in all_minima if m.molecule not in done]
     metrics: dict = {"iteration": iteration, "previous_frequency_mae_cm1": mae,
@@ -534,8 +513,8 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
         config=config.acquire,
         previous=TrajectoryStore(previous_path, mode="r") if previous_path else None)
     md = _md(committee_paths, minima, config.acquire, iteration=iteration,
-             store_path=store_path, previous_path=previous_path, client=client,
-             compute=compute, progress=progress)
+             store_path=store_path, previous_path=previous_path, executor=executor,
+             progress=progress)
     if md["resumed_frames"]:
         log.info("iter%d: continued a killed run: %d frames were already in %s", iteration,
                  md["resumed_frames"], store_path)
@@ -556,7 +535,7 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
     selected = report.table.filter(  # never label a structure the table already has
         pc.invert(pc.is_in(report.table.column("structure_id"), value_set=known)))
     labelled = label_table(selected, labeler_config=labeler_config, config=label_config,
-                           client=client)
+                           executor=executor)
     table = structures.concat_tables([previous_table, labelled.table])
     counts = _counts(table)
     stops = [r for r in report.runs if r["stopped_at_step"] is not None]

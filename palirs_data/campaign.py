@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from palirs_data import structures
 from palirs_data.config import ActiveLearningConfig, iteration_number, load_params
 from palirs_data.errors import PalirsInputError
+from palirs_data.reports import Acquisition, Evaluation
 
 log = logging.getLogger("palirs_data.campaign")  # also when run as __main__
 
@@ -49,15 +50,6 @@ def iteration_names(config: ActiveLearningConfig) -> list[str]:
     return ["iter0", *config.iterations]
 
 
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PalirsInputError(f"{path}: no such file") from None
-    except ValueError as exc:
-        raise PalirsInputError(f"{path}: not valid JSON ({exc})") from None
-
-
 def iteration_record(directory: Path) -> dict:
     """One row of the learning curve from a finished iteration directory."""
     k = iteration_number(directory.name)
@@ -65,35 +57,35 @@ def iteration_record(directory: Path) -> dict:
     ok = table.filter(pc.equal(table.column("label_status"), "ok"))
     molecules, counts = np.unique(np.asarray(ok.column("molecule").to_pylist(), dtype=object),
                                   return_counts=True)
-    evaluation = _json(directory / "evaluate.json")
-    acquired = _json(directory / "acquire.json") if k else {}
+    evaluation = Evaluation.read(directory / "evaluate.json")
+    acquired = Acquisition.read(directory / "acquire.json") if k else None
+    counts_by = dict(zip(molecules, counts))
     return {
         "iteration": k, "n_train": ok.num_rows,
         "labels_per_molecule_min": int(counts.min()) if len(counts) else 0,
         "labels_per_molecule": {str(m): int(c) for m, c in zip(molecules, counts)},
-        "added": acquired.get("n_labelled", ok.num_rows),
-        "converged_before": bool(acquired.get("converged", False)),
-        "frequency_mae_cm1": evaluation["frequency_mae_cm1"],
-        "frequency_rmse_cm1": evaluation["frequency_rmse_cm1"],
-        "frequency_mae_sorted_cm1": evaluation.get("frequency_mae_sorted_cm1"),
-        "frequency_member_mae_mean_cm1": evaluation.get("frequency_member_mae_mean_cm1"),
-        "frequency_member_mae_std_cm1": evaluation.get("frequency_member_mae_std_cm1"),
+        "added": acquired.n_labelled if acquired else ok.num_rows,
+        "converged_before": bool(acquired and acquired.converged),
+        "frequency_mae_cm1": evaluation.frequency_mae_cm1,
+        "frequency_rmse_cm1": evaluation.frequency_rmse_cm1,
+        "frequency_mae_sorted_cm1": evaluation.frequency_mae_sorted_cm1,
+        "frequency_member_mae_mean_cm1": evaluation.frequency_member_mae_mean_cm1,
+        "frequency_member_mae_std_cm1": evaluation.frequency_member_mae_std_cm1,
         # per molecule: committee-mean MAE and the spread of the members' MAEs (cm-1)
         "molecules": {
-            str(name): {"frequency_mae_cm1": e["mae_cm1"],
+            str(name): {"frequency_mae_cm1": e.mae_cm1,
                         "frequency_member_mae_std_cm1": (
-                            float(np.std(e["member_mae_cm1"])) if e.get("member_mae_cm1")
-                            else None),
-                        "labels": int(dict(zip(molecules, counts)).get(name, 0))}
-            for name, e in (evaluation.get("frequency_per_molecule") or {}).items()},
-        "converged_molecules": acquired.get("converged_molecules", []),
-        "runs": acquired.get("runs", []),
-        "test_energy_rmse_meV_per_atom": evaluation["test"]["energy_rmse_meV_per_atom"],
-        "test_force_rmse_meV_A": evaluation["test"]["force_rmse_meV_A"],
-        "test_force_std_error_spearman": evaluation["test"].get("force_std_error_spearman"),
-        "max_force_std_max_eVA": acquired.get("max_force_std_max_eVA"),
-        "guard_stops": acquired.get("guard_stops", 0),
-        "acquire_seconds": acquired.get("seconds", 0.0),
+                            float(np.std(e.member_mae_cm1)) if e.member_mae_cm1 else None),
+                        "labels": int(counts_by.get(name, 0))}
+            for name, e in evaluation.frequency_per_molecule.items()},
+        "converged_molecules": acquired.converged_molecules if acquired else [],
+        "runs": [r.model_dump() for r in acquired.runs] if acquired else [],
+        "test_energy_rmse_meV_per_atom": evaluation.test.energy_rmse_meV_per_atom,
+        "test_force_rmse_meV_A": evaluation.test.force_rmse_meV_A,
+        "test_force_std_error_spearman": evaluation.test.force_std_error_spearman,
+        "max_force_std_max_eVA": acquired.max_force_std_max_eVA if acquired else None,
+        "guard_stops": acquired.guard_stops if acquired else 0,
+        "acquire_seconds": acquired.seconds if acquired else 0.0,
     }
 
 
@@ -172,38 +164,6 @@ def molecule_curve_csv(rows: list[dict], stop: float) -> str:
                          f'{m["frequency_mae_cm1"]:.4f},{"" if std is None else f"{std:.4f}"},'
                          f'{int(m["frequency_mae_cm1"] < stop)}')
     return "\n".join(lines) + "\n"
-
-
-def learning_curve_figure(rows: list[dict], stop: float, path: Path) -> None:
-    """Committee-mean harmonic-frequency MAE against labels, one line per molecule with the
-    members' spread as error bars, the stop rule as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = sorted({n for r in rows for n in r["molecules"]})
-    fig, ax = plt.subplots(figsize=(6.0, 4.0), constrained_layout=True)
-    for k, name in enumerate(names):
-        points = [(r["molecules"][name]["labels"], r["molecules"][name]["frequency_mae_cm1"],
-                   r["molecules"][name]["frequency_member_mae_std_cm1"] or 0.0)
-                  for r in rows if name in r["molecules"]]
-        x, y, e = map(np.array, zip(*points))
-        ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, lw=1, color=f"C{k % 10}",
-                    label=name)
-    ax.axhline(stop, color="k", ls="--", lw=0.8, label=f"stop rule ({stop:g} cm$^{{-1}}$)")
-    ax.set_xlabel("labelled structures of the molecule")
-    ax.set_ylabel("harmonic-frequency MAE / cm$^{-1}$\n(committee mean; bars: members' std)")
-    ax.set_yscale("log")
-    from matplotlib.ticker import LogLocator, ScalarFormatter
-
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter() if ax.get_ylim()[1] / ax.get_ylim()[0] < 3
-                                 else plt.NullFormatter())
-    ax.legend(fontsize=7, frameon=False, ncol=2)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
 
 
 def pooled_kinetic_temperatures(rows: list[dict]) -> dict[str, dict]:

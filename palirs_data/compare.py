@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from palirs_data.config import CompareConfig, IrConfig
-from palirs_data.experiment import file_stem, read_sources
+from palirs_data.experiment import read_sources
 from palirs_data.spectra import (CorrelationBlocks, Spectrum, bootstrap_weights, compare_spectra,
                                  convolve_to_md, correlation_blocks, corrected_experiment,
                                  friction_fwhm_cm1, md_line_fwhm_cm1, pooled_spectrum,
@@ -59,7 +59,7 @@ class MdSpectrum:
 
 
 def spectra_by_key(table: pa.Table | None) -> dict[tuple[str, float], MdSpectrum]:
-    """A spectrum table (:data:`palirs_data.ir.SPECTRUM_SCHEMA`) by (molecule, T)."""
+    """A spectrum table (:data:`palirs_data.tables.SPECTRUM_SCHEMA`) by (molecule, T)."""
     if table is None or table.num_rows == 0:
         return {}
     d = table.to_pydict()
@@ -110,7 +110,7 @@ class MdRuns:
 def md_runs(store, ir: IrConfig, config: CompareConfig) -> dict[tuple[str, float], MdRuns]:
     """Every (molecule, T) of a trajectory store (``ir`` or ``reference-md``) as
     :class:`MdRuns`; runs shorter than twice the correlation depth are left out, as in
-    :func:`palirs_data.ir.spectra_table`."""
+    :func:`palirs_data.md_analysis.spectra_table`."""
     dt = ir.timestep_fs * ir.write_every
     depth = int(round(ir.max_correlation_fs / dt))
     grouped: dict[tuple[str, float], list[tuple[int, np.ndarray]]] = {}
@@ -336,25 +336,25 @@ def over_molecules(per_molecule: dict[str, dict]) -> dict[str, dict]:
 
 def add_committee_spread(metrics: dict, store, baseline=None) -> dict:
     """``metrics`` (of :func:`compare`) with each molecule's committee force spread along its
-    ML runs at the compared temperature (:func:`palirs_data.ir.committee_spread` of the ``ir``
-    store ``store``): the warning sign beside every score. With ``baseline`` (the campaign's
-    ``ir`` store, for the transfer set) also the ratio of each molecule's median spread to the
-    median over the campaign molecules' frames: well above 1, the spectrum is an
-    extrapolation."""
-    from palirs_data.ir import committee_spread
-    from palirs_data.trajectory import trajectory_key
+    ML runs at the compared temperature (:func:`palirs_data.md_analysis.committee_spread` of
+    the ``ir`` store ``store``): the warning sign beside every score. With ``baseline`` (the
+    campaign's ``ir`` store, for the transfer set) also the ratio of each molecule's median
+    spread to the median over the campaign molecules' frames: well above 1, the spectrum is
+    an extrapolation."""
+    from palirs_data.md_analysis import committee_spread
+    from palirs_data.trajectory import run_group
 
     spread = committee_spread(store)
     t = float(metrics["temperature_K"])
     reference = None
     if baseline is not None:
-        temperature = "/" + trajectory_key("any", t, 0).split("/")[1]  # "/300K"
+        temperature = "/" + run_group("any", t).split("/")[1]  # "/300K"
         values = [s["median_eVA"] for group, s in committee_spread(baseline).items()
                   if group.endswith(temperature)]
         reference = float(np.median(values)) if values else None
         metrics["campaign_committee_force_std_median_eVA"] = reference
     for molecule, entry in metrics["molecules"].items():
-        group = trajectory_key(molecule, t, 0).rsplit("/", 1)[0]
+        group = run_group(molecule, t)
         if group in spread:
             entry["committee_force_std_max_eVA"] = dict(spread[group])
             if reference:
@@ -392,287 +392,11 @@ def summary_csv(metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- figures ------------------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _normalised(nu, intensity, grid, std=None):
-    """On ``grid`` with unit area; ``std`` scaled by the same factor."""
-    values = np.interp(grid, nu, intensity, left=0.0, right=0.0)
-    area = np.trapezoid(np.clip(values, 0, None), grid)
-    scale = 1.0 / area if area > 0 else 1.0
-    out = values * scale
-    if std is None:
-        return out, None
-    return out, np.interp(grid, nu, std, left=0.0, right=0.0) * scale
-
-
-def _ci_text(score: dict, key: str, fmt: str) -> str:
+def ci_text(score: dict, key: str, fmt: str) -> str:
+    """``value [lo, hi]`` of a score and its interval, formatted with ``fmt``."""
     ci = score.get(f"{key}_ci")
     value = format(score[key], fmt)
     return value if not ci else f"{value} [{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
-
-
-def comparison_figure(molecule: str, metrics: dict, ml: MdSpectrum | None,
-                      reference: MdSpectrum | None, experiment: Experiment | None,
-                      harmonic_cm1: np.ndarray | None, harmonic_km_mol: np.ndarray | None,
-                      config: CompareConfig, path: Path) -> None:
-    """ML mean ± std, reference MD and experiment, stacked, all normalised to unit area over
-    the window; the experiment as compared (convolved with the MD line shape) with the
-    measured one as a faint trace and its saturated bands shaded; double-harmonic lines as
-    sticks under the ML trace; PCC/WD with their intervals in the legend."""
-    plt = _pyplot()
-    lo, hi = config.window_cm1
-    grid = np.arange(lo, hi + config.step_cm1 / 2, config.step_cm1)
-    entry = metrics["molecules"].get(molecule, {})
-    fig, ax = plt.subplots(figsize=(7.5, 5.0), constrained_layout=True)
-    traces = []
-    if ml is not None:
-        traces.append(("ml", ml.wavenumber_cm1, ml.intensity, ml.std))
-    if reference is not None:
-        traces.append(("reference", reference.wavenumber_cm1, reference.intensity,
-                       reference.std))
-    if experiment is not None:
-        traces.append(("experiment", experiment.compared.wavenumber_cm1,
-                       experiment.compared.intensity, None))
-    peak = 0.0
-    curves = []
-    for kind, nu, intensity, std in traces:
-        y, s = _normalised(nu, intensity, grid, std)
-        curves.append((kind, y, s))
-        peak = max(peak, float(np.max(y + (s if s is not None else 0))))
-    offset = 1.1 * peak if peak > 0 else 1.0
-    colors = {"ml": "C0", "reference": "C3", "experiment": "k"}
-    for k, (kind, y, s) in enumerate(curves):
-        base = (len(curves) - 1 - k) * offset
-        if kind == "ml":
-            label = f"MACE committee MD (mean ± std of {ml.n_runs} runs)"
-        elif kind == "reference":
-            score = entry.get("ml_vs_reference")
-            label = f"reference MD, label source ({reference.n_runs} runs)"
-            if score:
-                label += (f"; ML vs ref: PCC {_ci_text(score, 'pcc', '.3f')}, "
-                          f"WD {_ci_text(score, 'wasserstein_cm1', '.0f')}")
-        else:
-            score = entry.get("ml_vs_experiment")
-            label = "experiment (gas phase, baseline corrected"
-            label += ", convolved to the MD line shape)" if experiment.fwhm_cm1 else ")"
-            if score:
-                label += (f"; ML vs exp: PCC {_ci_text(score, 'pcc', '.3f')}, "
-                          f"WD {_ci_text(score, 'wasserstein_cm1', '.0f')}")
-        ax.plot(grid, base + y, color=colors[kind], lw=1.0, label=label)
-        if s is not None:
-            ax.fill_between(grid, base + y - s, base + y + s, color=colors[kind], alpha=0.3,
-                            lw=0)
-        if kind == "experiment":
-            if experiment.fwhm_cm1:
-                raw, _ = _normalised(experiment.corrected.wavenumber_cm1,
-                                     experiment.corrected.intensity, grid)
-                ax.plot(grid, base + raw, color="0.6", lw=0.5, alpha=0.6, zorder=0,
-                        label="experiment as measured (baseline corrected)")
-            for i, (a, b) in enumerate(experiment.saturated_cm1):
-                ax.axvspan(a - 2, b + 2, color="C1", alpha=0.2, lw=0,
-                           label=(f"measured absorbance > {experiment.saturation_absorbance:g} "
-                                  f"(saturated; max {experiment.max_absorbance:g})"
-                                  if i == 0 else None))
-        if kind == "ml" and harmonic_cm1 is not None and len(harmonic_cm1):
-            inside = (harmonic_cm1 >= lo) & (harmonic_cm1 <= hi)
-            heights = np.asarray(harmonic_km_mol)[inside]
-            if heights.size and heights.max() > 0:
-                heights = 0.25 * offset * heights / heights.max()
-                ax.vlines(harmonic_cm1[inside], base - heights, base, color="C2", lw=1.0,
-                          label="double harmonic (committee)")
-    ax.set_xlim(hi, lo)  # chemists' convention: wavenumber decreasing to the right
-    ax.set_xlabel("wavenumber / cm$^{-1}$")
-    ax.set_ylabel("intensity (unit area, offset)")
-    ax.set_yticks([])
-    ax.set_title(f"{molecule}, {config.temperature_K:g} K "
-                 f"({int(100 * metrics.get('confidence', 0.95))} % intervals)")
-    ax.legend(loc="upper left", fontsize=6.5, frameon=False)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-
-
-def _errorbar(ax, x, score_list: list[dict], key: str, **kwargs) -> None:
-    y = np.array([s[key] if s else np.nan for s in score_list], dtype=float)
-    ci = [s.get(f"{key}_ci") if s else None for s in score_list]
-    lo = np.array([y[i] - c[0] if c else 0.0 for i, c in enumerate(ci)])
-    hi = np.array([c[1] - y[i] if c else 0.0 for i, c in enumerate(ci)])
-    ax.errorbar(x, y, yerr=np.clip([lo, hi], 0, None), capsize=3, **kwargs)
-
-
-def summary_figure(metrics: dict, path: Path) -> None:
-    """PCC and Wasserstein distance per molecule and comparison, with their intervals."""
-    plt = _pyplot()
-    molecules = list(metrics["molecules"])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(max(6.0, 1.2 * len(molecules) + 3), 3.6),
-                               constrained_layout=True)
-    width = 0.8 / len(PAIRS)
-    x = np.arange(len(molecules))
-    for k, pair in enumerate(PAIRS):
-        scores = [metrics["molecules"][m].get(pair) for m in molecules]
-        for ax, key in ((a, "pcc"), (b, "wasserstein_cm1")):
-            ax.bar(x + (k - 1) * width, [s[key] if s else np.nan for s in scores], width,
-                   label=LABELS[pair], color=f"C{k}")
-            _errorbar(ax, x + (k - 1) * width, scores, key, fmt="none", color="k", lw=0.8)
-    for ax, name in ((a, "Pearson correlation"), (b, "Wasserstein distance / cm$^{-1}$")):
-        ax.set_xticks(x, molecules, rotation=30, ha="right")
-        ax.set_ylabel(name)
-    a.set_ylim(0, 1)
-    a.legend(fontsize=7, frameon=False, loc="lower left")
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-
-
-def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
-                     config: CompareConfig, path: Path) -> None:
-    """One panel per molecule (ML mean ± std, reference MD, experiment as compared; unit area,
-    offset; ML–ref and ML–exp PCC in the corner), then the mean ± std of PCC over molecules per
-    comparison: the table of all comparisons at a glance. ``ml``/``reference`` map
-    (molecule, T) to :class:`MdSpectrum`, ``experiment`` molecule to :class:`Experiment`."""
-    plt = _pyplot()
-    t = float(config.temperature_K)
-    molecules = list(metrics["molecules"])
-    n = len(molecules) + 1
-    cols = min(3, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows),
-                             constrained_layout=True, squeeze=False)
-    lo, hi = config.window_cm1
-    grid = np.arange(lo, hi + config.step_cm1 / 2, config.step_cm1)
-    for ax, molecule in zip(axes.flat, molecules):
-        entry = metrics["molecules"][molecule]
-        traces = [("ML", ml.get((molecule, t)), "C0"), ("ref. MD", reference.get((molecule, t)),
-                                                         "C3")]
-        exp = experiment.get(molecule)
-        curves = []
-        for label, spec, color in traces:
-            if spec is not None:
-                y, sd = _normalised(spec.wavenumber_cm1, spec.intensity, grid, spec.std)
-                curves.append((label, y, sd, color))
-        if exp is not None:
-            y, _ = _normalised(exp.compared.wavenumber_cm1, exp.compared.intensity, grid)
-            curves.append(("exp.", y, None, "k"))
-        top = max([float(np.max(y)) for _, y, _, _ in curves] or [1.0])
-        for k, (label, y, sd, color) in enumerate(curves):
-            base = (len(curves) - 1 - k) * 1.1 * top
-            ax.plot(grid, base + y, color=color, lw=0.8, label=label)
-            if sd is not None:
-                ax.fill_between(grid, base + y - sd, base + y + sd, color=color, alpha=0.3,
-                                lw=0)
-        text = [f"{short}: PCC {entry[pair]['pcc']:.2f}" for pair, short in
-                (("ml_vs_reference", "ML–ref"), ("ml_vs_experiment", "ML–exp"))
-                if pair in entry]
-        ax.text(0.02, 0.97, "\n".join(text), transform=ax.transAxes, va="top", fontsize=6.5)
-        ax.set_title(molecule, fontsize=9)
-        ax.set_xlim(hi, lo)
-        ax.set_yticks([])
-        ax.tick_params(labelsize=7)
-        ax.legend(loc="upper right", fontsize=6, frameon=False)
-    summary = axes.flat[len(molecules)]
-    pairs = [p for p in PAIRS if p in metrics.get("mean", {})]
-    for k, pair in enumerate(pairs):
-        m = metrics["mean"][pair]
-        summary.errorbar([k], [m["pcc"]], yerr=[[m["pcc_std"] or 0.0]], fmt="o", capsize=3,
-                         color=f"C{k}")
-    summary.set_xticks(range(len(pairs)), [LABELS[p].replace(" vs ", "\nvs ") for p in pairs],
-                       fontsize=7)
-    summary.set_ylim(0, 1)
-    summary.set_ylabel("PCC (mean ± std over molecules)", fontsize=7)
-    summary.set_title(f"{len(molecules)} molecule{'s' if len(molecules) > 1 else ''}, "
-                      f"{t:g} K (higher is better)", fontsize=9)
-    for ax in list(axes.flat)[len(molecules) + 1:]:
-        ax.set_visible(False)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-
-
-def empty_figure(path: Path, text: str) -> None:
-    """A figure that says why there is nothing to draw (an empty molecule set): a plots
-    directory always holds a figure, so git and DVC keep it."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.0, 1.2))
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def convergence_figure(molecule: str, rows: list[dict], path: Path) -> None:
-    """ML–reference PCC and WD (with intervals) against the total ML production (the first
-    k runs)."""
-    plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(7.0, 3.0), constrained_layout=True)
-    x = [r["produce_ps"] for r in rows]
-    _errorbar(a, x, rows, "pcc", marker="o", color="C0")
-    _errorbar(b, x, rows, "wasserstein_cm1", marker="o", color="C3")
-    for ax, name in ((a, "PCC, ML vs reference MD"), (b, "WD / cm$^{-1}$")):
-        ax.set_xscale("log")
-        ax.set_xticks(x, [f"{v:g}" for v in x])
-        ax.minorticks_off()
-        ax.set_xlabel("ML production, all runs / ps")
-        ax.set_ylabel(name)
-    fig.suptitle(f"{molecule}: convergence with the ML production (first k runs)",
-                 fontsize=9)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-
-
-def temperature_series_figure(molecule: str, by_temperature: dict[str, dict],
-                              path: Path) -> None:
-    """ML–reference PCC and WD (with intervals) at each temperature of the series."""
-    plt = _pyplot()
-    temps = sorted(by_temperature, key=lambda k: float(k[:-1]))
-    x = [float(k[:-1]) for k in temps]
-    rows = [by_temperature[k] for k in temps]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(7.0, 3.0), constrained_layout=True)
-    _errorbar(a, x, rows, "pcc", marker="o", color="C0")
-    _errorbar(b, x, rows, "wasserstein_cm1", marker="o", color="C3")
-    for ax, name in ((a, "PCC, ML vs reference MD"), (b, "WD / cm$^{-1}$")):
-        ax.set_xlabel("temperature / K")
-        ax.set_ylabel(name)
-    fig.suptitle(f"{molecule}: ML vs reference MD across temperatures", fontsize=9)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-
-
-def temperature_figure(molecule: str, spectra: dict[float, MdSpectrum],
-                       window_cm1: tuple[float, float], path: Path) -> None:
-    """One molecule's ML spectrum at each temperature (mean ± std), stacked."""
-    plt = _pyplot()
-    lo, hi = window_cm1
-    grid = np.arange(lo, hi + 0.5, 1.0)
-    fig, ax = plt.subplots(figsize=(7.0, 1.2 + 1.1 * len(spectra)), constrained_layout=True)
-    curves = [(t, *_normalised(s.wavenumber_cm1, s.intensity, grid, s.std), s.n_runs)
-              for t, s in sorted(spectra.items())]
-    offset = 1.1 * max(float(np.max(y + sd)) for _, y, sd, _ in curves)
-    cmap = plt.get_cmap("coolwarm")
-    for k, (t, y, sd, n) in enumerate(curves):
-        color = cmap(k / max(1, len(curves) - 1))
-        ax.plot(grid, k * offset + y, color=color, lw=1.0, label=f"{t:g} K ({n} runs)")
-        ax.fill_between(grid, k * offset + y - sd, k * offset + y + sd, color=color,
-                        alpha=0.3, lw=0)
-    ax.set_xlim(hi, lo)
-    ax.set_xlabel("wavenumber / cm$^{-1}$")
-    ax.set_ylabel("intensity (unit area, offset)")
-    ax.set_yticks([])
-    ax.set_title(f"{molecule}: MACE committee MD, mean ± std over runs")
-    ax.legend(fontsize=7, frameon=False, loc="upper left")
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-
-
-def figure_name(molecule: str) -> str:
-    return f"{file_stem(molecule)}.png"
-
 
 
 # --- the report printed at the end of the demo --------------------------------------------------
@@ -700,8 +424,8 @@ def report(metrics_path: Path = Path("metrics/compare.json"),
     rows = [(m, p, e[p]) for m, e in molecules.items() for p in PAIRS if p in e]
     rows += [("mean", p, v) for p, v in metrics.get("mean", {}).items()]
     for molecule, pair, score in rows:
-        lines.append(f"{molecule:<20} {LABELS[pair]:<28} {_ci_text(score, 'pcc', '.3f'):>22} "
-                     f"{_ci_text(score, 'wasserstein_cm1', '.0f'):>20} "
+        lines.append(f"{molecule:<20} {LABELS[pair]:<28} {ci_text(score, 'pcc', '.3f'):>22} "
+                     f"{ci_text(score, 'wasserstein_cm1', '.0f'):>20} "
                      f"{score.get('wasserstein', float('nan')):>7.4f}")
     lines += [f"figure: {p}" for p in sorted(Path(figures).glob("*.png"))]
     return "\n".join(lines)

@@ -1,6 +1,11 @@
 """The compute layer: where fan-out work (single points, MD runs, training) runs.
 
-Everything goes through a Dask distributed ``Client`` (:func:`dask_client`), chosen by
+The library never chooses: it receives an :class:`Executor` and submits task functions to it.
+A stage makes one (:func:`executor`) for ``params.yaml: compute``; library calls without one
+(tests, notebooks) get :meth:`Executor.local`, which runs each task at once in this process.
+The same task functions run either way, so the work and its results have one code path.
+
+A stage's executor wraps a Dask distributed ``Client`` (:func:`dask_client`), chosen by
 ``params.yaml: compute`` in this order:
 
 1. an existing scheduler: ``compute.scheduler_address`` or the environment variable
@@ -16,7 +21,7 @@ Everything goes through a Dask distributed ``Client`` (:func:`dask_client`), cho
    on one thread each train 1.36x faster than one after the other on two threads, and MD
    divided over both 1-thread workers runs 1.56x one task's replica-steps/s (benchmarks/).
 
-GPU work (training, committee MD) is submitted with :func:`submit` and ``gpu=True``: it carries
+GPU work (training, committee MD) is submitted with :meth:`Executor.submit` and ``gpu=True``: it carries
 the Dask resource annotation ``{"GPU": 1}`` so it lands only on workers started with that
 resource (``dask worker ... --resources GPU=1``), one task per GPU at a time. With
 ``compute.gpu: auto`` (the default) the annotation is given only when some worker offers the
@@ -149,6 +154,126 @@ def dask_client(config: ComputeConfig, *, connect_timeout_s: float = 30.0) -> It
         yield client
 
 
+@contextlib.contextmanager
+def executor(config: ComputeConfig, *, connect_timeout_s: float = 30.0) -> Iterator[Executor]:
+    """The stage's :class:`Executor` on the Dask client of ``config`` (:func:`dask_client`)."""
+    with dask_client(config, connect_timeout_s=connect_timeout_s) as client:
+        yield Executor(client, config)
+
+
+class _Done:
+    """A task of the local executor, run in this process when its result is first wanted
+    (:meth:`result`, or its turn in :meth:`Executor.as_completed`), so that progress shown
+    while iterating follows the work; the part of a Dask future's interface the library uses
+    (``result``, ``done``, ``release``, ``key``)."""
+
+    _count = 0
+
+    def __init__(self, fn: Callable, args: tuple, kwargs: dict) -> None:
+        _Done._count += 1
+        self.key = f"local-{_Done._count}"
+        self._call = (fn, args, kwargs)
+        self._value, self._error = None, None
+
+    def _run(self) -> None:
+        if self._call is None:
+            return
+        fn, args, kwargs = self._call
+        self._call = None
+        try:
+            self._value = fn(*args, **kwargs)
+        except Exception as exc:  # raised by result(), as a Dask future would
+            self._error = exc
+
+    def result(self):
+        self._run()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def done(self) -> bool:
+        return True  # nothing to wait for: result() runs it
+
+    def release(self) -> None:
+        pass
+
+
+class _InOrder:
+    """``as_completed`` for tasks that ran in this process: submission order; ``add`` appends."""
+
+    def __init__(self, futures) -> None:
+        self._queue = list(futures)
+
+    def add(self, future) -> None:
+        self._queue.append(future)
+
+    def __iter__(self):
+        while self._queue:
+            future = self._queue.pop(0)
+            future._run()
+            yield future
+
+
+class Executor:
+    """Where fan-out work runs. With a Dask ``client`` tasks go to its workers (GPU work with
+    the resource annotation of :func:`gpu_resources`); without one (:meth:`local`) each task
+    runs in this process when it is submitted. ``config`` is the stage's
+    :class:`~palirs_data.config.ComputeConfig` (the GPU policy)."""
+
+    def __init__(self, client: Client | None = None, config: ComputeConfig | None = None
+                 ) -> None:
+        self.client = client
+        self.config = config or ComputeConfig()
+
+    @classmethod
+    def local(cls) -> Executor:
+        return cls(None)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether tasks run on Dask workers (else in this process)."""
+        return self.client is not None
+
+    def workers(self) -> int:
+        """How many workers take tasks (1 in this process)."""
+        return len(self.client.scheduler_info()["workers"]) if self.client else 1
+
+    def md_slots(self) -> int:
+        """How many MD tasks run side by side (:func:`md_slots`; 1 in this process)."""
+        return md_slots(self.client, self.config) if self.client else 1
+
+    def submit(self, fn: Callable, *args: Any, gpu: bool = False, key: str | None = None,
+               **kwargs: Any):
+        """``fn(*args, **kwargs)`` as a task (never cached by key: a re-run recomputes);
+        ``gpu``: GPU work (:func:`gpu_resources`). In this process it runs when its result
+        is first wanted."""
+        if self.client is None:
+            return _Done(fn, args, kwargs)
+        resources = gpu_resources(self.client, self.config) if gpu else None
+        named = {"key": key} if key is not None else {}
+        return self.client.submit(fn, *args, resources=resources, pure=False, **named,
+                                  **kwargs)
+
+    def as_completed(self, futures):
+        """The tasks in completion order (submission order in this process); more may be
+        added while iterating (``add``)."""
+        if self.client is None:
+            return _InOrder(futures)
+        from distributed import as_completed
+
+        return as_completed(futures)
+
+    def restart_worker(self, address: str) -> bool:
+        """Restart the worker at ``address`` if a nanny runs it; False when it could not be."""
+        if self.client is None:
+            return False
+        try:
+            self.client.restart_workers([address], timeout=120)
+            return True
+        except Exception:  # no nanny, or already gone
+            return False
+
+
 def gpu_workers(client: Client) -> list[str]:
     """Addresses of the workers that offer the resource ``GPU``."""
     workers = client.scheduler_info()["workers"]
@@ -169,14 +294,6 @@ def gpu_resources(client: Client, config: ComputeConfig) -> dict[str, int] | Non
     if config.gpu == "required" or gpu_workers(client):
         return {GPU: 1}
     return None
-
-
-def submit(client: Client, fn: Callable, *args: Any, config: ComputeConfig,
-           gpu: bool = False, **kwargs: Any):
-    """``client.submit`` with the GPU annotation for GPU work; never cached by key
-    (``pure=False``): a re-run recomputes."""
-    resources = gpu_resources(client, config) if gpu else None
-    return client.submit(fn, *args, resources=resources, pure=False, **kwargs)
 
 
 def device() -> str:
@@ -231,7 +348,7 @@ def split_balanced(sizes: list[int], n_parts: int) -> list[list[int]]:
 def merge_md_reports(reports: list[dict]) -> dict:
     """One report for MD that ran as parts side by side: counts summed, times the longest
     part's (the parts ran at once), the workers listed."""
-    workers = sorted({str(r.get("worker")) for r in reports})
+    workers = sorted({str(r["worker"]) for r in reports if r.get("worker") is not None})
     return {
         "thermalise_seconds": max(r.get("thermalise_seconds", 0.0) for r in reports),
         "produce_seconds": max(r.get("produce_seconds", 0.0) for r in reports),
@@ -240,7 +357,7 @@ def merge_md_reports(reports: list[dict]) -> dict:
         "replica_steps": sum(r["replica_steps"] for r in reports),
         "resumed_frames": sum(r.get("resumed_frames", 0) for r in reports),
         "stopped": sorted(k for r in reports for k in r.get("stopped", [])),
-        "worker": workers[0] if len(workers) == 1 else workers,
+        "worker": (workers[0] if len(workers) == 1 else workers) if workers else None,
         "device": reports[0].get("device", "cpu"), "tasks": len(reports)}
 
 

@@ -8,6 +8,7 @@ reads only its own sections (see ``STAGE_PARAMS`` in each stage script, checked 
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,13 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 
 from palirs_data.errors import PalirsInputError
 from palirs_data.molecules import Molecule, check_name
+
+log = logging.getLogger(__name__)
+
+#: where a user's own files live, per kind: the stages that read them depend on the directory
+#: (dvc.yaml), so a changed file reruns them; a file elsewhere is read but DVC cannot see it
+USER_FILES = {"molecules": Path("data/user/molecules"), "experiment": Path("data/user/experiment"),
+              "models": Path("data/user/models")}
 
 
 def _positive_temperatures(values: list[float]) -> list[float]:
@@ -632,3 +640,30 @@ def check_run(params: Params, *, where: str = "params.yaml") -> None:
             raise PalirsInputError(f"{where}: experiment.files.{key}: not a molecule of this "
                                    f"run{closest_hint(key, names)} (the run has: "
                                    f"{', '.join(names)})")
+    for key, kind, path in user_files(params):
+        if not _inside(path, USER_FILES[kind]):
+            log.warning("%s: %s: %s is outside %s/: DVC does not track it, so a change to it "
+                        "reruns nothing; move it there", where, key, path, USER_FILES[kind])
+
+
+def user_files(params: Params) -> list[tuple[str, str, Path]]:
+    """The user's own files named in ``params`` as (dotted key, kind of :data:`USER_FILES`,
+    path): custom molecules' XYZ files, experimental spectra, foundation models."""
+    out = [(f"molecules.custom.{c.name}.xyz", "molecules", Path(c.xyz))
+           for c in params.molecules.custom if c.xyz is not None]
+    out += [(f"experiment.files.{k}", "experiment", Path(v))
+            for k, v in params.experiment.files.items()]
+    out += [(f"{section}.training.foundation_model", "models", model)
+            for section, model in (("committee", params.committee.training.foundation_model),
+                                   ("dipole", params.dipole.training.foundation_model))
+            if model is not None]
+    return out
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    """Whether ``path`` (relative to the repository, the working directory) lies in
+    ``directory``."""
+    try:
+        return Path(path).resolve().is_relative_to(directory.resolve())
+    except (OSError, ValueError):
+        return False

@@ -98,30 +98,6 @@ def maxwell_boltzmann(numbers: np.ndarray, temperature_K: float, generator: torc
     return v - (m * v).sum(0) / m.sum()
 
 
-def kinetic_temperatures_K(*, numbers: np.ndarray, velocities_A_fs: np.ndarray) -> np.ndarray:
-    """Kinetic temperature of each frame of one trajectory, K: 2·KE/(3N·k_B), with
-    ``velocities_A_fs`` (n_frames, N, 3). A Langevin thermostat acts on all 3N degrees of
-    freedom, centre of mass included, so 3N is the count whose average is T."""
-    from ase.data import atomic_masses
-
-    m = atomic_masses[np.asarray(numbers)]
-    ke = 0.5 * np.einsum("i,fij->f", m, np.asarray(velocities_A_fs) ** 2)
-    return 2 * ke * units.AMU_A2_FS2_IN_EV / (3 * len(m) * units.KB_EV_PER_K)
-
-
-def mean_with_error(values: np.ndarray, *, blocks: int = 10) -> tuple[float, float]:
-    """Mean of a correlated time series and its standard error by block averaging (the
-    series cut into ``blocks`` consecutive blocks; fewer values than blocks: each value a
-    block)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return float("nan"), float("nan")
-    n = min(blocks, values.size)
-    means = np.array([b.mean() for b in np.array_split(values, n)])
-    se = means.std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
-    return float(values.mean()), float(se)
-
-
 def kinetic_energy_eV(batch: MolecularBatch, velocities: torch.Tensor) -> torch.Tensor:
     """Kinetic energy per replica, eV."""
     ke_atom = 0.5 * batch.masses_amu * (velocities ** 2).sum(-1) * units.AMU_A2_FS2_IN_EV
@@ -168,8 +144,9 @@ class BatchedMD:
         if twice:
             raise PalirsInputError(f"two runs share the trajectory '{twice[0]}' (molecule names "
                                    "that normalise alike, or a temperature listed twice)")
-        self._arrays = ["positions_A", "velocities_A_fs", "energy_eV", "force_std_max_eVA",
-                        "force_rel_dev", "time_fs"] + (["dipole_eA"] if dipole_model else [])
+        self._arrays = ["positions_A", "velocities_A_fs", "potential_energy_eV",
+                        "force_std_max_eVA", "force_rel_dev", "time_fs"]
+        self._arrays += ["dipole_eA"] if dipole_model else []
         positions, velocities = [], []
         for r in self.replicas:
             if store is not None:
@@ -261,7 +238,7 @@ class BatchedMD:
             buf = self.replicas[i].buffer
             buf["positions_A"].append(xs[k].cpu().numpy().copy())
             buf["velocities_A_fs"].append(vs[k].cpu().numpy().copy())
-            buf["energy_eV"].append(float(out.energy_eV[k]))
+            buf["potential_energy_eV"].append(float(out.energy_eV[k]))
             buf["force_std_max_eVA"].append(float(out.force_std_max_eVA[k]))
             buf["force_rel_dev"].append(float(out.force_rel_dev[k]))
             buf["time_fs"].append(self.replicas[i].time_fs)

@@ -29,6 +29,7 @@ from ase import Atoms
 from palirs_data import dynamics, harmonic, structures
 from palirs_data.committee import (Committee, CommitteeCalculator, MolecularBatch, load_model,
                                    predict_dipoles)
+from palirs_data.compute import Executor
 from palirs_data.structures import Structure
 from palirs_data.trajectory import TrajectoryStore
 from palirs_data.units import DEBYE_EA
@@ -256,36 +257,32 @@ def test_set_md(model_path: str, minima: list[Structure], *, temperature_K: floa
 def build_test_set(model_paths, equilibrium: pa.Table, *, species: list[str],
                    temperature_K: float, duration_fs: float, timestep_fs: float,
                    friction_fs: float, n_candidates: int, n_clusters: int, per_cluster: int,
-                   seed: int, client=None, compute=None) -> TestSetReport:
+                   seed: int, executor: Executor | None = None) -> TestSetReport:
     """Test structures for every molecule (see the module docstring); unlabelled. The MD uses
-    the first of ``model_paths``; with a Dask ``client`` the molecules are divided over the MD
-    slots (:func:`palirs_data.compute.md_slots`), one GPU-annotated task (:func:`test_set_md`)
-    each (one molecule: one task)."""
+    the first of ``model_paths``; the molecules are divided over the ``executor``'s MD slots
+    (:func:`palirs_data.compute.md_slots`; one in this process), one GPU task
+    (:func:`test_set_md`) each (one molecule: one task)."""
+    from palirs_data.compute import split_balanced
+
+    executor = executor or Executor.local()
     minima = structures.from_table(equilibrium)
     rng = np.random.default_rng(seed)
     args = (str(Path(sorted(model_paths)[0]).resolve()), minima)
     kwargs = dict(temperature_K=temperature_K, duration_fs=duration_fs,
                   timestep_fs=timestep_fs, friction_fs=friction_fs, n_candidates=n_candidates,
                   seed=seed)
-    if client is None:
-        frames, seconds, worker, dev = test_set_md(*args, **kwargs)
-    else:
-        from palirs_data.compute import md_slots, split_balanced, submit
-        from palirs_data.config import ComputeConfig
-
-        compute = compute or ComputeConfig()
-        parts = split_balanced([len(s.numbers) for s in minima], md_slots(client, compute))
-        futures = [submit(client, test_set_md, *args, config=compute, gpu=True,
-                          indices=part, **kwargs) for part in parts]
-        frames = [None] * len(minima)
-        seconds, workers = 0.0, []
-        for part, future in zip(parts, futures):
-            part_frames, part_seconds, worker, dev = future.result()
-            for k, f in zip(part, part_frames):
-                frames[k] = f
-            seconds = max(seconds, part_seconds)
-            workers.append(worker)
-        worker = ", ".join(sorted({str(w) for w in workers}))
+    parts = split_balanced([len(s.numbers) for s in minima], executor.md_slots())
+    futures = [executor.submit(test_set_md, *args, gpu=True, indices=part, **kwargs)
+               for part in parts]
+    frames = [None] * len(minima)
+    seconds, workers, dev = 0.0, [], "cpu"
+    for part, future in zip(parts, futures):
+        part_frames, part_seconds, worker, dev = future.result()
+        for k, f in zip(part, part_frames):
+            frames[k] = f
+        seconds = max(seconds, part_seconds)
+        workers.append(worker)
+    worker = ", ".join(sorted({str(w) for w in workers if w is not None})) or None
     log.info("test-set MD: %.1f s on %s (%s)", seconds, dev, worker or "this process")
     rows: list[Structure] = []
     counts = {}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 
 from palirs_data.config import ExperimentConfig
 from palirs_data.errors import PalirsInputError
+from palirs_data.names import file_stem
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,6 @@ JCAMP_FILES: dict[str, str] = {
 }
 
 SOURCES_FILE = "sources.json"
-
-
-def file_stem(molecule: str) -> str:
-    """A file name for a molecule: lower case, anything but letters and digits -> '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", molecule.lower()).strip("-") or "molecule"
 
 
 def download_jcamp_sdist(version: str, directory: Path) -> Path:

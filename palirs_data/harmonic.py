@@ -40,25 +40,9 @@ from ase.vibrations import Vibrations, VibrationsData
 
 from palirs_data import units
 from palirs_data.errors import StageFailed
-from palirs_data.tables import check_schema, read_parquet, write_parquet
+from palirs_data.tables import FREQUENCY_SCHEMA, check_schema, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
-
-#: Reference harmonic frequencies, one row per vibrational mode of each molecule.
-FREQUENCY_SCHEMA = pa.schema(
-    [
-        pa.field("molecule", pa.string(), nullable=False),
-        pa.field("mode_index", pa.int32(), nullable=False),  # 0..n_vib-1, ascending frequency
-        pa.field("frequency_cm1", pa.float64(), nullable=False),  # negative = imaginary
-        pa.field("structure_id", pa.string(), nullable=False),  # the optimised minimum
-        pa.field("label_method", pa.string(), nullable=False),
-        pa.field("label_settings", pa.string(), nullable=False),
-        # the mode's unit eigenvector of the mass-weighted Hessian, (3N,) flattened atom-major
-        pa.field("mode_vector", pa.list_(pa.float64()), nullable=False),
-    ],
-    metadata={b"palirs.table": b"frequencies", b"palirs.schema_version": b"2"},
-)
-
 
 def _validate_frequencies(table: pa.Table, where: str) -> pa.Table:
     from palirs_data.errors import PalirsInputError

@@ -8,14 +8,16 @@ with Maxwell-Boltzmann velocities, are thermalised for ``thermalise_fs`` under t
 ``friction_fs`` (a friction γ broadens every line by about γ/(2πc): 0.001 fs⁻¹ ≈ 5 cm⁻¹), BAOAB
 Langevin, positions, velocities and dipoles recorded every ``write_every`` steps. The
 spectrum is that of the autocorrelation of dμ/dt pooled over the runs
-(:func:`spectra_table`), with the standard deviation over the runs' spectra; each production
-run's mean kinetic temperature is reported (:func:`kinetic_temperatures`).
+(:func:`~palirs_data.md_analysis.spectra_table`), with the standard deviation over the runs'
+spectra; each production run's mean kinetic temperature is reported
+(:func:`~palirs_data.md_analysis.kinetic_temperatures`).
 
 One integrator drives both: :class:`~palirs_data.dynamics.BatchedMD`, given the committee
 (forces = committee mean, dipoles from the dipole model; all molecules × temperatures × runs
 as one batch) or :class:`LabelerForceField` (the label source's forces, with its own dipoles
-as the dipole model, :class:`LabelerDipoles`; one run per Dask task). A run that stops early (non-finite forces, collapse, explosion) is
-reported and counts with what it produced; the others run to full length.
+as the dipole model, :class:`LabelerDipoles`; one run per task). A run that stops early
+(non-finite forces, collapse, explosion) is reported and counts with what it produced; the
+others run to full length.
 """
 
 from __future__ import annotations
@@ -30,25 +32,16 @@ import torch
 
 from palirs_data import units
 from palirs_data.committee import Committee, CommitteeCalculator
+from palirs_data.compute import Executor
 from palirs_data.config import IrConfig, LabelerConfig
 from palirs_data.dynamics import BatchedMD, Replica
-from palirs_data.spectra import SPEED_OF_LIGHT_CM_FS
 from palirs_data.structures import Structure
-from palirs_data.tables import check_schema
+from palirs_data.md_analysis import (committee_spread, kinetic_temperatures, spectra_table,
+                                     store_dipoles)
+from palirs_data.tables import HARMONIC_IR_SCHEMA, SPECTRUM_SCHEMA
 from palirs_data.trajectory import TrajectoryStore, trajectory_key
 
 log = logging.getLogger(__name__)
-
-#: one row per molecule, temperature and wavenumber
-SPECTRUM_SCHEMA = pa.schema([
-    pa.field("molecule", pa.string(), nullable=False),
-    pa.field("temperature_K", pa.float64(), nullable=False),
-    pa.field("wavenumber_cm1", pa.float64(), nullable=False),
-    pa.field("intensity", pa.float64(), nullable=False),  # mean over runs, arbitrary units
-    pa.field("std", pa.float64(), nullable=False),  # standard deviation over runs
-    pa.field("n_runs", pa.int32(), nullable=False),
-])
-
 
 def run_seed(seed: int, molecule_index: int, temperature_K: float, run: int) -> int:
     return int(np.random.SeedSequence([seed, molecule_index, int(round(temperature_K * 1000)),
@@ -288,157 +281,8 @@ def reference_work_store(work_dir, equilibrium: pa.Table, config: IrConfig,
                            / "trajectories.zarr")
 
 
-def spectra_table(dipoles: dict[tuple[str, float], list[np.ndarray]], config: IrConfig
-                  ) -> pa.Table:
-    """Each (molecule, temperature)'s spectrum: that of the autocorrelation pooled over its
-    runs, each run on its own length (:func:`palirs_data.spectra.pooled_spectrum`; for runs
-    of equal length, the mean of the runs' spectra), and the standard deviation over the runs'
-    spectra, up to ``config.max_wavenumber_cm1``. A run stopped early counts with the frames
-    it has; one shorter than twice the correlation depth is left out (logged)."""
-    from palirs_data.spectra import correlation_blocks, pooled_spectrum
-
-    columns: dict[str, list] = {f.name: [] for f in SPECTRUM_SCHEMA}
-    dt = config.timestep_fs * config.write_every
-    depth_frames = int(round(config.max_correlation_fs / dt))
-    for (molecule, temperature), runs in sorted(dipoles.items()):
-        usable = [d for d in runs if len(d) >= 2 * depth_frames]
-        if len(usable) < len(runs):
-            log.warning("%s at %g K: %d of %d runs shorter than twice the correlation depth "
-                        "(%g fs) are left out", molecule, temperature, len(runs) - len(usable),
-                        len(runs), 2 * config.max_correlation_fs)
-        if not usable:
-            continue
-        blocks = [correlation_blocks(d, dt, max_correlation_fs=config.max_correlation_fs,
-                                     block_fs=np.inf) for d in usable]
-        nu, mean = pooled_spectrum(blocks, zero_padding=config.zero_padding)
-        each = np.array([pooled_spectrum([b], zero_padding=config.zero_padding)[1]
-                         for b in blocks])
-        keep = nu <= config.max_wavenumber_cm1
-        k = int(keep.sum())
-        columns["molecule"] += [molecule] * k
-        columns["temperature_K"] += [float(temperature)] * k
-        columns["wavenumber_cm1"] += nu[keep].tolist()
-        columns["intensity"] += mean[keep].tolist()
-        columns["std"] += each[:, keep].std(0).tolist()
-        columns["n_runs"] += [len(usable)] * k
-    return pa.Table.from_pydict(columns, schema=SPECTRUM_SCHEMA)
-
-
-def kinetic_temperatures(store: TrajectoryStore) -> dict:
-    """Mean kinetic temperature of every production run in ``store`` (block-averaged
-    standard error, :func:`palirs_data.dynamics.mean_with_error`), and pooled over the runs of
-    each molecule and target temperature: frame-weighted mean, standard error from the spread
-    of the run means (the runs are the independent samples), deviation from the target."""
-    from palirs_data.dynamics import kinetic_temperatures_K, mean_with_error
-
-    runs, groups = {}, {}
-    for key in sorted(store.keys()):
-        traj = store[key]
-        if not traj.n_frames or "velocities_A_fs" not in traj.array_names:
-            continue
-        t = kinetic_temperatures_K(numbers=traj.numbers,
-                                   velocities_A_fs=traj.read("velocities_A_fs"))
-        mean, se = mean_with_error(t)
-        runs[key] = {"mean_K": round(mean, 1), "stderr_K": _round(se, 1),
-                     "frames": int(traj.n_frames)}
-        target = float(traj.attrs["temperature_K"])
-        groups.setdefault(trajectory_key(traj.attrs["molecule"], target, 0).rsplit("/", 1)[0],
-                          (target, []))[1].append((mean, traj.n_frames))
-    pooled = {}
-    for name, (target, values) in groups.items():
-        means = np.array([m for m, _ in values])
-        frames = np.array([n for _, n in values], dtype=np.float64)
-        mean = float((means * frames).sum() / frames.sum())
-        se = float(means.std(ddof=1) / np.sqrt(len(means))) if len(means) > 1 else None
-        pooled[name] = {"target_K": target, "mean_K": round(mean, 1),
-                        "stderr_K": _round(se, 1), "runs": len(means),
-                        "deviation_percent": round(100 * (mean / target - 1), 1)}
-    return {"runs": runs, "pooled": pooled}
-
-
-def committee_spread(store: TrajectoryStore) -> dict[str, dict]:
-    """The committee's force disagreement along the production runs, per molecule and
-    temperature (``force_std_max_eVA`` of every frame of its runs, eV/Å): median, 95th
-    percentile and largest. On a molecule never trained on (the transfer set) this is the
-    warning sign: a spread well above the training molecules' says the spectrum is an
-    extrapolation."""
-    frames: dict[str, list[np.ndarray]] = {}
-    for key in sorted(store.keys()):
-        traj = store[key]
-        if not traj.n_frames or "force_std_max_eVA" not in traj.array_names:
-            continue
-        group = trajectory_key(traj.attrs["molecule"], float(traj.attrs["temperature_K"]),
-                               0).rsplit("/", 1)[0]
-        frames.setdefault(group, []).append(traj.read("force_std_max_eVA"))
-    out = {}
-    for group, values in frames.items():
-        v = np.concatenate(values)
-        v = v[np.isfinite(v)]
-        if not len(v):
-            continue
-        out[group] = {"median_eVA": round(float(np.median(v)), 4),
-                      "p95_eVA": round(float(np.percentile(v, 95)), 4),
-                      "max_eVA": round(float(v.max()), 4), "frames": int(len(v))}
-    return out
-
-
-def temperature_summary(report: dict) -> str:
-    """One line of the pooled kinetic temperatures of :func:`kinetic_temperatures`."""
-    return ", ".join(f"{name} {g['mean_K']:.0f}" + (f" ± {g['stderr_K']:.0f}"
-                                                      if g["stderr_K"] is not None else "")
-                     + " K" for name, g in report["pooled"].items())
-
-
-def _round(value, digits):
-    return None if value is None or not np.isfinite(value) else round(float(value), digits)
-
-
-def store_dipoles(store: TrajectoryStore) -> dict[tuple[str, float], list[np.ndarray]]:
-    """Production dipoles of every trajectory in an ``ir`` store, by (molecule, T)."""
-    out: dict[tuple[str, float], list[np.ndarray]] = {}
-    for key in store.keys():
-        traj = store[key]
-        if "dipole_eA" not in traj.array_names:  # stopped before it produced
-            continue
-        attrs = traj.attrs
-        out.setdefault((attrs["molecule"], float(attrs["temperature_K"])), []).append(
-            traj.read("dipole_eA"))
-    return out
-
-
-def read_harmonic(path) -> pa.Table:
-    from palirs_data.tables import read_parquet
-
-    return read_parquet(path, schema=HARMONIC_IR_SCHEMA, validate=lambda t, where: check_schema(
-        t, HARMONIC_IR_SCHEMA, where=where))
-
-
-def write_harmonic(table: pa.Table, path) -> None:
-    from palirs_data.tables import write_parquet
-
-    write_parquet(table, path, validate=lambda t, where: check_schema(
-        t, HARMONIC_IR_SCHEMA, where=where))
-
-
-def read_spectra(path) -> pa.Table:
-    from palirs_data.tables import read_parquet
-
-    return read_parquet(path, schema=SPECTRUM_SCHEMA,
-                        validate=lambda t, where: check_schema(t, SPECTRUM_SCHEMA, where=where))
-
-
-def write_spectra(table: pa.Table, path) -> None:
-    from palirs_data.tables import write_parquet
-
-    write_parquet(table, path,
-                  validate=lambda t, where: check_schema(t, SPECTRUM_SCHEMA, where=where))
-
-
 # --- the double-harmonic spectrum ---------------------------------------------------------------
 
-#: 1 (D/Å)² amu⁻¹ in km/mol (ASE's infrared module), and 1 e·Å in Debye
-KM_MOL_PER_D2_A2_AMU = 42.2561
-DEBYE_PER_EA = 1.0 / units.DEBYE_EA
 
 
 @dataclass
@@ -509,20 +353,11 @@ def double_harmonic(committee: Committee, dipole_model: torch.nn.Module,
     vibrational = np.sort(vibrational)
     values, vectors = values[vibrational], vectors[:, vibrational]
     omega = np.sign(values) * np.sqrt(np.abs(values) * units.ACCEL_EV_A_AMU_IN_A_FS2)  # rad/fs
-    frequencies = omega / (2 * np.pi * SPEED_OF_LIGHT_CM_FS)
+    frequencies = omega / (2 * np.pi * units.SPEED_OF_LIGHT_CM_FS)
     displacements = vectors / sqrt_m[:, None]
     dmu_dq = jacobian @ displacements  # e·Å per (Å amu^½)
-    intensities = (dmu_dq ** 2).sum(0) * DEBYE_PER_EA ** 2 * KM_MOL_PER_D2_A2_AMU
+    intensities = (dmu_dq ** 2).sum(0) / units.DEBYE_EA ** 2 * units.KM_MOL_PER_D2_A2_AMU
     return HarmonicIr(frequencies, intensities, displacements.T.reshape(-1, n, 3))
-
-
-#: one row per vibrational mode of the double-harmonic analysis
-HARMONIC_IR_SCHEMA = pa.schema([
-    pa.field("molecule", pa.string(), nullable=False),
-    pa.field("mode", pa.int32(), nullable=False),
-    pa.field("frequency_cm1", pa.float64(), nullable=False),  # negative: imaginary
-    pa.field("intensity_km_mol", pa.float64(), nullable=False),
-])
 
 
 def harmonic_table(committee: Committee, dipole_model: torch.nn.Module,
@@ -558,7 +393,7 @@ class IrResult:
 
 
 def ml_md_task(committee_paths: list[str], dipole_path: str, replicas: list[Replica],
-               config: IrConfig, store_path: str) -> dict:
+               config: IrConfig, store_path: str, progress: bool = False) -> dict:
     """Committee MD of some of ``ir``'s runs (:func:`run_md`) as one unit of GPU work: loads
     the models from files (a location every worker sees) onto this worker's device (CUDA when
     it has one), writes the trajectories of ``replicas`` into the store at ``store_path``
@@ -572,7 +407,7 @@ def ml_md_task(committee_paths: list[str], dipole_path: str, replicas: list[Repl
     committee = Committee.load(committee_paths, dtype=dtype, device=dev)
     dipole_model = load_model(dipole_path, dtype=dtype, device=dev)
     report = run_md(committee, replicas, config, TrajectoryStore(store_path),
-                    dipole_model=dipole_model)
+                    dipole_model=dipole_model, progress=progress)
     return {**dataclasses.asdict(report), "worker": worker_name(), "device": dev}
 
 
@@ -592,14 +427,13 @@ def ir_work_store(work_dir, committee_dir, dipole_path, equilibrium: pa.Table,
 
 
 def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
-          store: TrajectoryStore, *, client=None, compute=None,
+          store: TrajectoryStore, *, executor: Executor | None = None,
           progress: bool = False) -> IrResult:
     """The ``ir`` stage: committee MD with dipoles into ``store``, the spectrum table (mean and
-    std over runs) and the double-harmonic table, with timings. With a Dask ``client`` the runs
-    are divided over the MD slots (one per worker, or per GPU worker:
-    :func:`palirs_data.compute.md_slots`), one GPU-annotated task (:func:`ml_md_task`) each,
-    all writing their own trajectories of ``store``; ``compute`` is the
-    :class:`~palirs_data.config.ComputeConfig`. Without a client, in this process. Each run's
+    std over runs) and the double-harmonic table, with timings. The runs are divided over the
+    ``executor``'s MD slots (one per worker, or per GPU worker:
+    :func:`palirs_data.compute.md_slots`; one in this process), one GPU task
+    (:func:`ml_md_task`) each, all writing their own trajectories of ``store``. Each run's
     noise comes from its own seed, so the split does not change the trajectories (beyond
     the last bits of a batched model call; tests/test_ir.py)."""
     import time
@@ -607,11 +441,10 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
 
     from palirs_data import structures
     from palirs_data.committee import load_model
-    from palirs_data.compute import (md_slots, merge_md_reports, split_balanced, submit,
-                                     watch_store)
-    from palirs_data.config import ComputeConfig
+    from palirs_data.compute import merge_md_reports, split_balanced, watch_store
     from palirs_data.errors import PalirsInputError
 
+    executor = executor or Executor.local()
     start = time.perf_counter()
     paths = sorted(Path(committee_dir).glob("model_*.model"))
     if not paths:
@@ -624,32 +457,22 @@ def ml_ir(committee_dir, dipole_path, equilibrium: pa.Table, config: IrConfig,
     dipole_model = load_model(dipole_path)
     n_runs = len(minima) * len(config.temperatures_K) * config.trajectories
     t_md = time.perf_counter()
-    if client is None:
-        md_committee, md_dipole = committee, dipole_model
-        if config.dtype != "float64":
-            from palirs_data.config import torch_dtype
-
-            md_committee = Committee.load(paths, dtype=torch_dtype(config.dtype))
-            md_dipole = load_model(dipole_path, dtype=torch_dtype(config.dtype))
-        report = dataclasses.asdict(run_ml_md(md_committee, md_dipole, minima, config, store,
-                                              progress=progress))
-        report.update(worker=None, device=committee.device, tasks=1)
-    else:
-        compute = compute or ComputeConfig()
-        replicas = ir_replicas(minima, config)
-        parts = split_balanced([len(r.numbers) for r in replicas],
-                               md_slots(client, compute))
-        store.require_parents([r.key for r in replicas])
-        store_path = str(Path(store.path).resolve())
-        stamp = time.time_ns()
-        futures = [submit(client, ml_md_task, [str(Path(p).resolve()) for p in paths],
-                          str(Path(dipole_path).resolve()), [replicas[i] for i in part],
-                          config, store_path, config=compute, gpu=True,
-                          key=f"ir-md-{k}-{stamp}") for k, part in enumerate(parts)]
-        report = merge_md_reports(watch_store(
-            futures, store_path, label=f"md (Dask, {len(parts)} tasks)", progress=progress,
-            total_frames=n_runs * (config.produce_steps // config.write_every)))
-        store = TrajectoryStore(store.path, mode="r")  # as the workers left it
+    replicas = ir_replicas(minima, config)
+    parts = split_balanced([len(r.numbers) for r in replicas], executor.md_slots())
+    store.require_parents([r.key for r in replicas])
+    store_path = str(Path(store.path).resolve())
+    stamp = time.time_ns()
+    # in this process the task shows its own progress; on workers, the store is the progress
+    futures = [executor.submit(ml_md_task, [str(Path(p).resolve()) for p in paths],
+                               str(Path(dipole_path).resolve()), [replicas[i] for i in part],
+                               config, store_path, progress and not executor.distributed,
+                               gpu=True, key=f"ir-md-{k}-{stamp}")
+               for k, part in enumerate(parts)]
+    report = merge_md_reports(watch_store(
+        futures, store_path, label=f"md ({len(parts)} tasks)",
+        progress=progress and executor.distributed,
+        total_frames=n_runs * (config.produce_steps // config.write_every)))
+    store = TrajectoryStore(store.path, mode="r")  # as the tasks left it
     md_wall_seconds = time.perf_counter() - t_md
     spectra = spectra_table(store_dipoles(store), config)
     t0 = time.perf_counter()
@@ -689,18 +512,21 @@ def reference_task(s: Structure, replica: Replica, config: IrConfig,
 
 
 def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: LabelerConfig,
-                 store: TrajectoryStore, *, client=None, progress: bool = False,
-                 work: TrajectoryStore | None = None) -> tuple[pa.Table, dict]:
+                 store: TrajectoryStore, *, executor: Executor | None = None,
+                 progress: bool = False, work: TrajectoryStore | None = None
+                 ) -> tuple[pa.Table, dict]:
     """The ``reference-md`` stage: the ``ir`` protocol (the same runs, lengths, friction,
     thermalisation and seeds) driven by the label source through the same integrator, one
-    Dask task per run; every run's frames into ``store``, spectra as in ``ir``. With
-    ``work`` (:func:`reference_work_store`) every run checkpoints there as it goes, and a
-    rerun after a kill continues each run where it stopped."""
+    task of the ``executor`` per run (default: in this process); every run's frames into
+    ``store``, spectra as in ``ir``. With ``work`` (:func:`reference_work_store`) every run
+    checkpoints there as it goes, and a rerun after a kill continues each run where it
+    stopped."""
     import time
 
     from palirs_data import structures
     from palirs_data.progress import make_progress
 
+    executor = executor or Executor.local()
     start = time.perf_counter()
     minima = structures.from_table(equilibrium)
     if not minima:  # an empty molecule set: nothing to run
@@ -714,20 +540,13 @@ def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: Labele
         work.require_parents(r.key for r, _ in jobs)
         work_path = str(work.path)
     results: dict[str, dict] = {}
-    if client is None:
-        for r, s in jobs:
-            results[r.key] = reference_task(s, r, config, labeler_config, work_path)
-    else:
-        from distributed import as_completed
-
-        futures = {client.submit(reference_task, s, r, config, labeler_config, work_path,
-                                 key=f"reference-md-{r.key}-{r.seed}", pure=False): r.key
-                   for r, s in jobs}
-        with make_progress() as bar:
-            task = bar.add_task("reference MD", total=len(futures), visible=progress)
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                bar.advance(task)
+    futures = {executor.submit(reference_task, s, r, config, labeler_config, work_path,
+                               key=f"reference-md-{r.key}-{r.seed}"): r.key for r, s in jobs}
+    with make_progress() as bar:
+        task = bar.add_task("reference MD", total=len(futures), visible=progress)
+        for future in executor.as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.advance(task)
     stopped = []
     for r, s in jobs:
         result = results[r.key]

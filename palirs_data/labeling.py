@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from palirs_data import structures
+from palirs_data.compute import Executor
 from palirs_data.config import LabelConfig, LabelerConfig
 from palirs_data.errors import StageFailed
 from palirs_data.labelers import Labeler, make_labeler
@@ -293,12 +294,12 @@ def _resume(pending: pa.Table, checkpoint: pa.Table) -> pa.Table:
 
 
 def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: LabelConfig,
-                client=None) -> LabelReport:
-    """Label all pending rows of ``table`` (see module docstring).
-
-    ``client``: a ``distributed.Client`` to fan out over, or None to run in this process.
-    Returns the full table (all rows, input order) with labels filled in.
+                executor: Executor | None = None) -> LabelReport:
+    """Label all pending rows of ``table`` (see module docstring), in chunks over the
+    ``executor``'s workers (default: in this process). Returns the full table (all rows,
+    input order) with labels filled in.
     """
+    executor = executor or Executor.local()
     is_pending = pc.equal(table.column("label_status"), "pending")
     pending = table.filter(is_pending)
     ckpt = checkpoint_dir(config, labeler_config)
@@ -307,8 +308,7 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     todo_table = pending.filter(pc.invert(pc.is_in(pending.column("structure_id"),
                                                    value_set=resumed.column("structure_id"))))
     todo = structures.from_table(todo_table)
-    n_workers = len(client.scheduler_info()["workers"]) if client is not None else 1
-    size = chunk_size(len(todo), n_workers, config.chunk_size)
+    size = chunk_size(len(todo), executor.workers(), config.chunk_size)
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     log.info("label: %d pending, %d from checkpoint %s, %d in %d chunks", pending.num_rows,
              resumed.num_rows, ckpt, len(todo), len(chunks))
@@ -317,7 +317,7 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     start = time.perf_counter()
     with make_progress() as bar:
         task = bar.add_task("label", total=pending.num_rows, completed=resumed.num_rows)
-        for result in _run_chunks(chunks, labeler_config, config, client):
+        for result in _run_chunks(chunks, labeler_config, config, executor):
             _write_chunk(ckpt, result.table)
             labelled.append(result.table)
             spent += result.seconds
@@ -355,26 +355,23 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
 SOLO_TRIES = 2
 
 
-def _run_chunks(chunks, labeler_config: LabelerConfig, config: LabelConfig, client):
+def _run_chunks(chunks, labeler_config: LabelerConfig, config: LabelConfig,
+                executor: Executor):
     """Yield a :class:`ChunkResult` per chunk, in completion order (module docstring: a chunk
     that keeps killing its worker is split; a single structure that does is recorded failed)."""
-    retry, timeout_s = config.retry_failed, config.timeout_s
-    if client is None:
-        for chunk in chunks:
-            yield label_chunk(chunk, labeler_config, retry, timeout_s)
-        return
-    from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
+    retry, timeout_s = config.retry_failed, config.timeout_s
+
     def submit(chunk):
-        return client.submit(label_chunk, chunk, labeler_config, retry, timeout_s, pure=False)
+        return executor.submit(label_chunk, chunk, labeler_config, retry, timeout_s)
 
     rows = {}
     futures = []
     for chunk in chunks:
         futures.append(submit(chunk))
         rows[futures[-1].key] = chunk
-    pending = as_completed(futures)
+    pending = executor.as_completed(futures)
     alone: dict[str, int] = {}  # structure id -> times Dask gave up on it as a task of its own
     # structures of a chunk that killed its workers, labelled one at a time: Dask counts a
     # death against every task the dying worker held, so two of them in flight at once would
@@ -416,19 +413,18 @@ def _run_chunks(chunks, labeler_config: LabelerConfig, config: LabelConfig, clie
             future.release()
             release()
         if result.hung_worker is not None:
-            _restart(client, result.hung_worker)
+            _restart(executor, result.hung_worker)
         yield result
 
 
-def _restart(client, address: str) -> None:
+def _restart(executor: Executor, address: str) -> None:
     """Restart a worker left with an abandoned (hung) single point, if a nanny runs it."""
-    try:
-        client.restart_workers([address], timeout=120)
+    if executor.restart_worker(address):
         log.warning("label: restarted worker %s (a timed-out single point kept running)",
                     address)
-    except Exception as exc:  # no nanny, or already gone: the thread dies with its process
-        log.warning("label: could not restart worker %s (%s); its timed-out single point may "
-                    "keep a core busy", address, exc)
+    else:  # no nanny, or already gone: the thread dies with its process
+        log.warning("label: could not restart worker %s; its timed-out single point may "
+                    "keep a core busy", address)
 
 
 def clear_checkpoint(directory: Path) -> None:

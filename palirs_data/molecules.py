@@ -19,6 +19,7 @@ import numpy as np
 from ase import Atoms
 
 from palirs_data.errors import PalirsInputError
+from palirs_data.names import file_stem, group_name
 
 
 @dataclass(frozen=True)
@@ -138,12 +139,9 @@ def elements(molecule: Molecule) -> set[str]:
 def distinct(selected: list[Molecule], *, where: str) -> None:
     """Refuse two molecules that would share a trajectory, a file or a structure: names that
     normalise alike (trajectory groups, file names) or one SMILES under two names."""
-    from palirs_data.experiment import file_stem
-    from palirs_data.trajectory import trajectory_key
-
     seen: dict[tuple[str, str], str] = {}
     for m in selected:
-        for kind, key in (("trajectory group", trajectory_key(m.name, 0.0, 0).split("/")[0]),
+        for kind, key in (("trajectory group", group_name(m.name)),
                           ("file name", file_stem(m.name)),
                           ("molecule", canonical_smiles(m) or "")):
             if not key:

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: speed of light, cm/fs
-SPEED_OF_LIGHT_CM_FS = 2.99792458e-5
+from palirs_data.units import INVCM_EV, SPEED_OF_LIGHT_CM_FS
 
 
 @dataclass(frozen=True)
@@ -287,8 +286,7 @@ def quantum_correction_factor(wavenumber_cm1: np.ndarray, kind: str,
 
     if temperature_K is None or temperature_K <= 0:
         raise ValueError("a quantum correction needs a positive temperature_K")
-    hc_eV_cm = 1.239841984e-4  # h c in eV·cm
-    x = hc_eV_cm * np.asarray(wavenumber_cm1, dtype=np.float64) / (kB * temperature_K)
+    x = INVCM_EV * np.asarray(wavenumber_cm1, dtype=np.float64) / (kB * temperature_K)
     safe = np.where(x == 0, 1.0, x)
     if kind == "harmonic":
         return np.where(x == 0, 1.0, safe / -np.expm1(-safe))

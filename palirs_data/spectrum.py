@@ -31,7 +31,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from palirs_data import harmonic, molecules, structures
-from palirs_data.config import ComputeConfig, IrConfig
+from palirs_data.compute import Executor
+from palirs_data.config import IrConfig
 from palirs_data.errors import PalirsInputError, StageFailed
 
 
@@ -74,7 +75,7 @@ def committee_minimum(molecule: molecules.Molecule, committee_dir: Path, *, seed
 
 
 def predict(minimum: pa.Table, committee_dir: Path, dipole_path: Path, config: IrConfig,
-            work_dir: Path, *, client=None, compute: ComputeConfig | None = None,
+            work_dir: Path, *, executor: Executor | None = None,
             progress: bool = False) -> tuple[PredictedSpectrum, Path]:
     """The ``ir`` stage's MD and spectra (:func:`palirs_data.ir.ml_ir`) from ``minimum``
     (:func:`committee_minimum`); returns the result and the trajectory store it wrote (under
@@ -82,16 +83,17 @@ def predict(minimum: pa.Table, committee_dir: Path, dipole_path: Path, config: I
     from palirs_data.ir import ir_work_store, ml_ir
 
     store = ir_work_store(work_dir, committee_dir, dipole_path, minimum, config)
-    result = ml_ir(committee_dir, dipole_path, minimum, config, store, client=client,
-                   compute=compute, progress=progress)
+    result = ml_ir(committee_dir, dipole_path, minimum, config, store, executor=executor,
+                   progress=progress)
     return PredictedSpectrum(minimum, result.spectra, result.harmonic, result.metrics), store.path
 
 
 def write(result: PredictedSpectrum, store_path: Path, out: Path, window_cm1) -> None:
     """The files of the module docstring, into ``out`` (atomically, as a whole)."""
     from palirs_data.atomic import atomic_path
-    from palirs_data.compare import spectra_by_key, temperature_figure
-    from palirs_data.ir import write_harmonic, write_spectra
+    from palirs_data.compare import spectra_by_key
+    from palirs_data.figures import temperature_figure
+    from palirs_data.tables import write_harmonic, write_spectra
 
     with atomic_path(out, directory=True) as tmp:
         write_spectra(result.spectra, tmp / "spectrum.parquet")
@@ -110,7 +112,7 @@ def _main() -> None:
     import typer
 
     from palirs_data.cli import run_stage
-    from palirs_data.compute import dask_client
+    from palirs_data.compute import executor as make_executor
     from palirs_data.config import load_params
 
     app = typer.Typer(add_completion=False)
@@ -141,9 +143,9 @@ def _main() -> None:
                                            ("produce_fs", produce_fs)) if v is not None}
             config = IrConfig(**{**p.ir.model_dump(), **overrides})
             minimum = committee_minimum(molecule, models, seed=p.molecules.seed)
-            with dask_client(p.compute) as client:
+            with make_executor(p.compute) as ex:
                 result, store = predict(minimum, models, dipole, config, work_dir,
-                                        client=client, compute=p.compute, progress=True)
+                                        executor=ex, progress=True)
             write(result, store, out, p.compare.window_cm1)
             shutil.rmtree(store.parent, ignore_errors=True)
             if not result.spectra.num_rows:

@@ -56,41 +56,11 @@ from ase.data import chemical_symbols
 
 from palirs_data.atomic import atomic_path
 from palirs_data.errors import PalirsInputError
-from palirs_data.tables import check_schema, read_parquet, write_parquet
+from palirs_data.tables import STRUCTURE_SCHEMA, check_schema, read_parquet, write_parquet
 
-SCHEMA_VERSION = "1"
 LABEL_STATUSES = ("pending", "ok", "failed")
 SOURCES = ("equilibrium", "normal_modes", "active_learning", "test", "user")
 MAX_Z = len(chemical_symbols) - 1
-
-_VEC3 = pa.list_(pa.float64(), 3)
-
-STRUCTURE_SCHEMA = pa.schema(
-    [
-        pa.field("structure_id", pa.string(), nullable=False),
-        pa.field("molecule", pa.string(), nullable=False),
-        pa.field("numbers", pa.list_(pa.int16()), nullable=False),
-        pa.field("positions_A", pa.list_(_VEC3), nullable=False),
-        pa.field("charge_e", pa.int16(), nullable=False),
-        pa.field("multiplicity", pa.int16(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("iteration", pa.int32(), nullable=False),
-        pa.field("temperature_K", pa.float64()),
-        pa.field("mode_index", pa.int32()),
-        pa.field("force_std_max_eVA", pa.float64()),
-        pa.field("force_rel_dev", pa.float64()),
-        pa.field("label_status", pa.string(), nullable=False),
-        pa.field("label_method", pa.string()),
-        pa.field("label_settings", pa.string()),
-        pa.field("label_error", pa.string()),
-        pa.field("label_attempts", pa.int16(), nullable=False),
-        pa.field("energy_eV", pa.float64()),
-        pa.field("forces_eVA", pa.list_(_VEC3)),
-        pa.field("dipole_eA", _VEC3),
-    ],
-    metadata={b"palirs.table": b"structures", b"palirs.schema_version": SCHEMA_VERSION.encode()},
-)
-
 
 #: no molecule of this pipeline reaches this far from the origin (Å); beyond it a coordinate
 #: is an input error (and would overflow the rounding of :func:`structure_id`)

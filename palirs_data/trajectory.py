@@ -34,6 +34,7 @@ import numpy as np
 import zarr
 
 from palirs_data.errors import PalirsInputError
+from palirs_data.names import group_name
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ ARRAYS: dict[str, ArraySpec] = {
     "positions_A": ArraySpec(("n_atoms", 3), "float64", "Å"),
     "velocities_A_fs": ArraySpec(("n_atoms", 3), "float64", "Å/fs"),
     "dipole_eA": ArraySpec((3,), "float64", "e·Å"),
-    "energy_eV": ArraySpec((), "float64", "eV"),
+    # the potential energy the MD ran on (committee mean or label source), not a label
+    "potential_energy_eV": ArraySpec((), "float64", "eV"),
     "force_std_max_eVA": ArraySpec((), "float64", "eV/Å"),
     "force_rel_dev": ArraySpec((), "float64", "1"),
     "time_fs": ArraySpec((), "float64", "fs"),
@@ -58,10 +60,14 @@ ARRAYS: dict[str, ArraySpec] = {
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,+()-]{0,127}$")
 
 
+def run_group(molecule: str, temperature_K: float) -> str:
+    """The runs of one molecule at one temperature, e.g. ``carbon_monoxide/300K``."""
+    return f"{group_name(molecule)}/{temperature_K:g}K"
+
+
 def trajectory_key(molecule: str, temperature_K: float, replica: int) -> str:
     """Group key of a trajectory, e.g. ``carbon_monoxide/300K/0``."""
-    name = re.sub(r"[^A-Za-z0-9_.,+()-]", "_", molecule.replace(" ", "_"))
-    return f"{name}/{temperature_K:g}K/{int(replica)}"
+    return f"{run_group(molecule, temperature_K)}/{int(replica)}"
 
 
 def _check_key(key: str) -> str:

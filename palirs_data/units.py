@@ -29,3 +29,7 @@ INVCM_EV: float = _u.invcm
 ACCEL_EV_A_AMU_IN_A_FS2: float = _u.fs**2
 #: A kinetic energy m·v² with m in amu and v in Å/fs, expressed in eV.
 AMU_A2_FS2_IN_EV: float = 1.0 / _u.fs**2
+#: Speed of light in cm/fs (exact, the SI definition; wavenumber ν̃ = ω / (2π c)).
+SPEED_OF_LIGHT_CM_FS: float = 2.99792458e-5
+#: IR intensity: 1 Debye² Å⁻² amu⁻¹ in km/mol (the factor of ASE's infrared module).
+KM_MOL_PER_D2_A2_AMU: float = 42.2561

@@ -8,7 +8,6 @@ through unchanged.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,12 +15,13 @@ import typer
 
 from palirs_data import structures
 from palirs_data.acquisition import acquire, summary_line
-from palirs_data.atomic import atomic_path, write_text_atomic
+from palirs_data.atomic import atomic_path
 from palirs_data.cli import run_stage
-from palirs_data.compute import dask_client
+from palirs_data.compute import executor
 from palirs_data.config import iteration_number, load_params
 from palirs_data.errors import PalirsInputError
 from palirs_data.labeling import clear_checkpoint
+from palirs_data.reports import Acquisition
 from palirs_data.trajectory import TrajectoryStore
 
 #: label.*: the settings that change which single points fail (chunk size and checkpoint
@@ -56,19 +56,18 @@ def main(
         if iteration_number(previous.name) != k - 1:
             raise PalirsInputError(
                 f"{previous}: iteration {iteration} continues iter{k - 1}, not {previous.name}")
-        with dask_client(p.compute) as client:
+        with executor(p.compute) as ex:
             result = acquire(iteration=k, previous_dir=previous,
                              equilibrium=structures.read_table(equilibrium),
                              config=p.active_learning, labeler_config=p.labeler,
-                             label_config=p.label, work_dir=work_dir, client=client,
-                             compute=p.compute, progress=True)
+                             label_config=p.label, work_dir=work_dir, executor=ex, progress=True)
         with atomic_path(trajectories, directory=True) as tmp:
             if result.store is not None:  # the finished work store becomes the output
                 shutil.copytree(result.store, tmp, dirs_exist_ok=True)
             else:  # converged: no MD, an empty store
                 TrajectoryStore(tmp)
             structures.write_table(result.table, output)
-            write_text_atomic(metrics, json.dumps(result.metrics, indent=2) + "\n")
+            Acquisition.model_validate(result.metrics).write(metrics)
         if result.store is not None:
             shutil.rmtree(result.store.parent, ignore_errors=True)
         if result.checkpoint is not None:

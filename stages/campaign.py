@@ -15,10 +15,10 @@ from pathlib import Path
 import typer
 
 from palirs_data.atomic import atomic_path, write_text_atomic
-from palirs_data.campaign import (curve_csv, iteration_names, learning_curve_figure,
-                                  molecule_curve_csv, summarise)
+from palirs_data.campaign import curve_csv, iteration_names, molecule_curve_csv, summarise
 from palirs_data.cli import run_stage
 from palirs_data.config import load_params
+from palirs_data.figures import learning_curve_figure
 
 STAGE_PARAMS = ("active_learning.iterations", "active_learning.stop_mae_cm1")
 RUNTIME_PARAMS: tuple[str, ...] = ()

@@ -14,13 +14,14 @@ import typer
 
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.compare import (add_committee_spread, compare, comparison_figure,
-                                 convergence_figure, empty_figure, experimental_spectra,
-                                 figure_name, md_runs, molecules_figure, spectra_by_key,
-                                 summary_csv, summary_figure, temperature_series_figure)
+from palirs_data.compare import (add_committee_spread, compare, experimental_spectra, md_runs,
+                                 spectra_by_key, summary_csv)
 from palirs_data.config import load_params
-from palirs_data.experiment import file_stem
-from palirs_data.ir import read_harmonic, read_spectra
+from palirs_data.figures import (comparison_figure, convergence_figure, empty_figure,
+                                 figure_name, molecules_figure, summary_figure,
+                                 temperature_figure, temperature_series_figure)
+from palirs_data.names import file_stem
+from palirs_data.tables import read_harmonic, read_spectra
 from palirs_data.trajectory import TrajectoryStore
 
 STAGE_PARAMS = ("compare", "ir")
@@ -84,6 +85,10 @@ def main(
                 if entry.get("convergence"):
                     convergence_figure(molecule, entry["convergence"],
                                        fig_dir / f"{file_stem(molecule)}_convergence.png")
+                series = {t: s for (m, t), s in ml_by.items() if m == molecule}
+                if len(series) > 1:
+                    temperature_figure(molecule, series, cfg.window_cm1,
+                                       fig_dir / f"{file_stem(molecule)}_ml_spectra.png")
                 if len(entry.get("ml_vs_reference_by_temperature", {})) > 1:
                     temperature_series_figure(
                         molecule, entry["ml_vs_reference_by_temperature"],

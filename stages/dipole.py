@@ -11,9 +11,10 @@ import typer
 from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.committee import load_model, train_dipole_model
+from palirs_data.committee import load_model
+from palirs_data.training import train_dipole_model
 from palirs_data.evaluation import dipole_errors
-from palirs_data.compute import dask_client
+from palirs_data.compute import executor
 from palirs_data.config import load_params
 from palirs_data.e0s import read_e0s
 
@@ -43,11 +44,10 @@ def main(
     def body() -> str:
         p = load_params(params)
         table = structures.read_table(data)
-        with atomic_path(model) as tmp, dask_client(p.compute) as client:
+        with atomic_path(model) as tmp, executor(p.compute) as ex:
             report = train_dipole_model(table, e0s=read_e0s(e0s),
                                         elements=p.committee.elements, config=p.dipole,
-                                        out_file=tmp, work_dir=work_dir, client=client,
-                                        compute=p.compute)
+                                        out_file=tmp, work_dir=work_dir, executor=ex)
         tested = dipole_errors(structures.read_table(test), load_model(model))
         write_text_atomic(metrics, json.dumps({
             "n_structures": table.num_rows, "valid_rmse_dipole_mD": report.valid_rmse_mu_mD,

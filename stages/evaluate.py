@@ -3,7 +3,6 @@ errors."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -14,6 +13,7 @@ from palirs_data.cli import run_stage
 from palirs_data.committee import Committee, load_model
 from palirs_data.config import load_params
 from palirs_data.evaluation import committee_frequencies, errors_on_test_set, frequencies_csv
+from palirs_data.reports import Evaluation
 
 STAGE_PARAMS = ("evaluate",)
 RUNTIME_PARAMS: tuple[str, ...] = ()
@@ -49,7 +49,7 @@ def main(
         freq = report.metrics()
         errors = errors_on_test_set(structures.read_table(test), Committee.load(paths),
                                     load_model(dipole) if dipole is not None else None)
-        write_text_atomic(metrics, json.dumps({**freq, "test": errors}, indent=2) + "\n")
+        Evaluation.model_validate({**freq, "test": errors}).write(metrics)
         write_text_atomic(plot, frequencies_csv(reference, report))
         return (f"frequency MAE {freq['frequency_mae_cm1']:.1f} cm-1 (committee mean; members "
                 f"{freq['frequency_member_mae_mean_cm1']:.1f} ± "

@@ -2,7 +2,8 @@
 
 Thermalise, then produce, all molecules x temperatures x runs as one batch; the spectrum of each
 run from its dipole series, the mean and standard deviation over runs; plus the double-harmonic
-spectrum of the committee (see :mod:`palirs_data.ir`).
+spectrum of the committee (see :mod:`palirs_data.ir`). The figures of the spectra are drawn
+by ``compare``, so that a plot setting never reruns the MD.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import typer
 from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.compare import (empty_figure, figure_name, spectra_by_key,
-                                 temperature_figure)
-from palirs_data.compute import dask_client
+from palirs_data.compute import executor
 from palirs_data.config import load_params
-from palirs_data.ir import (ir_work_store, ml_ir, temperature_summary, write_harmonic,
-                            write_spectra)
+from palirs_data.ir import ir_work_store, ml_ir
+from palirs_data.md_analysis import temperature_summary
+from palirs_data.tables import write_harmonic, write_spectra
 
-STAGE_PARAMS = ("ir", "compare.window_cm1")
+STAGE_PARAMS = ("ir",)
 RUNTIME_PARAMS = ("compute",)
 
 app = typer.Typer(add_completion=False)
@@ -44,8 +44,6 @@ def main(
                                       help="Output: positions, dipoles, committee spread."),
     metrics: Path = typer.Option(Path("metrics/ir.json"),
                                  help="Output metrics: runs, timings, stops."),
-    figures: Path = typer.Option(Path("metrics/figures/ir"),
-                                 help="Output plots: each molecule's temperature series."),
     work_dir: Path = typer.Option(Path("data/.work/ir"),
                                   help="Scratch space: the MD runs here, so a killed run "
                                   "continues from the frames already written."),
@@ -56,23 +54,12 @@ def main(
         p = load_params(params)
         table = structures.read_table(equilibrium)
         store = ir_work_store(work_dir, models, dipole, table, p.ir)
-        with dask_client(p.compute) as client:  # the MD is GPU work (compute.gpu)
-            result = ml_ir(models, dipole, table, p.ir, store, client=client,
-                           compute=p.compute, progress=True)
+        with executor(p.compute) as ex:  # the MD is GPU work (compute.gpu)
+            result = ml_ir(models, dipole, table, p.ir, store, executor=ex, progress=True)
         with atomic_path(trajectories, directory=True) as tmp:
             shutil.copytree(store.path, tmp, dirs_exist_ok=True)
             write_spectra(result.spectra, spectra)
             write_harmonic(result.harmonic, harmonic)
-            with atomic_path(figures, directory=True) as fig_dir:
-                by_molecule: dict = {}
-                for (molecule, t), s in spectra_by_key(result.spectra).items():
-                    by_molecule.setdefault(molecule, {})[t] = s
-                for molecule, series in by_molecule.items():
-                    temperature_figure(molecule, series, p.compare.window_cm1,
-                                       fig_dir / figure_name(molecule))
-                if not by_molecule:
-                    empty_figure(fig_dir / "none.png", f"no spectra: no molecules in "
-                                 f"{equilibrium} or every run stopped")
             write_text_atomic(metrics, json.dumps(result.metrics, indent=2) + "\n")
         shutil.rmtree(store.path.parent, ignore_errors=True)
         m = result.metrics

@@ -14,7 +14,7 @@ import typer
 from palirs_data import structures
 from palirs_data.atomic import write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.compute import dask_client
+from palirs_data.compute import executor
 from palirs_data.config import load_params
 from palirs_data.labeling import clear_checkpoint, label_table
 
@@ -40,8 +40,8 @@ def main(
     def body() -> str:
         p = load_params(params)
         table = structures.read_table(input)
-        with dask_client(p.compute) as client:
-            report = label_table(table, labeler_config=p.labeler, config=p.label, client=client)
+        with executor(p.compute) as ex:
+            report = label_table(table, labeler_config=p.labeler, config=p.label, executor=ex)
         structures.write_table(report.table, output)
         write_text_atomic(metrics, json.dumps(report.metrics(), indent=2) + "\n")
         clear_checkpoint(report.checkpoint)

@@ -18,10 +18,11 @@ import typer
 from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.compute import dask_client
+from palirs_data.compute import executor
 from palirs_data.config import load_params
-from palirs_data.ir import (SPECTRUM_SCHEMA, reference_ir, reference_work_store,
-                             temperature_summary, write_spectra)
+from palirs_data.ir import reference_ir, reference_work_store
+from palirs_data.md_analysis import temperature_summary
+from palirs_data.tables import SPECTRUM_SCHEMA, write_spectra
 from palirs_data.trajectory import TrajectoryStore
 
 STAGE_PARAMS = ("reference_md", "ir", "labeler")
@@ -56,9 +57,9 @@ def main(
             else:
                 table_in = structures.read_table(equilibrium)
                 work = reference_work_store(work_dir, table_in, p.ir, p.labeler)
-                with dask_client(p.compute) as client:
+                with executor(p.compute) as ex:
                     table, report = reference_ir(table_in, p.ir, p.labeler, store,
-                                                 client=client, progress=True, work=work)
+                                                 executor=ex, progress=True, work=work)
                 report = {"enabled": True, "method": p.labeler.method, **report}
             write_spectra(table, spectra)
             write_text_atomic(metrics, json.dumps(report, indent=2) + "\n")

@@ -8,7 +8,7 @@ import typer
 
 from palirs_data import structures
 from palirs_data.cli import run_stage
-from palirs_data.compute import dask_client
+from palirs_data.compute import executor
 from palirs_data.config import load_params
 from palirs_data.errors import PalirsInputError
 from palirs_data.evaluation import build_test_set
@@ -40,15 +40,15 @@ def main(
         paths = sorted(Path(source).glob("model_*.model"))
         if not paths:
             raise PalirsInputError(f"{source}: no committee models (model_*.model)")
-        with dask_client(p.compute) as client:
+        with executor(p.compute) as ex:
             report = build_test_set(
                 paths, structures.read_table(equilibrium), species=p.committee.elements,
                 temperature_K=c.temperature_K, duration_fs=c.duration_fs,
                 timestep_fs=c.timestep_fs, friction_fs=c.friction_fs,
                 n_candidates=c.n_candidates, n_clusters=c.n_clusters,
-                per_cluster=c.per_cluster, seed=c.seed, client=client, compute=p.compute)
+                per_cluster=c.per_cluster, seed=c.seed, executor=ex)
             labelled = label_table(report.table, labeler_config=p.labeler, config=p.label,
-                                   client=client)
+                                   executor=ex)
         structures.write_table(labelled.table, output)
         clear_checkpoint(labelled.checkpoint)
         return (f"{labelled.table.num_rows} test structures from "

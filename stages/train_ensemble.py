@@ -18,10 +18,11 @@ import typer
 from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.committee import train_committee, training_fingerprint
-from palirs_data.compute import dask_client
+from palirs_data.training import train_committee, training_fingerprint
+from palirs_data.compute import executor
 from palirs_data.config import load_params
 from palirs_data.e0s import read_e0s
+from palirs_data.reports import Training
 
 STAGE_PARAMS = ("committee",)
 #: read but result-neutral: where the members train (not tracked by DVC).
@@ -59,16 +60,14 @@ def main(
             with atomic_path(models, directory=True) as tmp:
                 shutil.copytree(reuse, tmp, dirs_exist_ok=True)
             summary = json.loads((models / "training.json").read_text())
-            write_text_atomic(metrics, json.dumps(
-                {"reused_from": str(reuse), "n_train": summary["n_train"],
-                 "n_valid": summary["n_valid"], "committee_training_seconds": 0.0,
-                 "committee_wall_seconds": 0.0},
-                indent=2) + "\n")
+            Training(reused_from=str(reuse), n_train=summary["n_train"],
+                     n_valid=summary["n_valid"], committee_training_seconds=0.0,
+                     committee_wall_seconds=0.0).write(metrics)
             write_text_atomic(curves, "member,epoch,loss,rmse_e_meV_per_atom,rmse_f_meV_A\n")
             return f"same data and settings as {reuse}: committee copied, not retrained"
-        with atomic_path(models, directory=True) as tmp, dask_client(p.compute) as client:
+        with atomic_path(models, directory=True) as tmp, executor(p.compute) as ex:
             report = train_committee(table, e0s=energies, config=p.committee, out_dir=tmp,
-                                     work_dir=work_dir, client=client, compute=p.compute,
+                                     work_dir=work_dir, executor=ex,
                                      previous=reuse)
             summary = report.summary()
             summary["e0s_eV"] = {str(z): e for z, e in sorted(energies.items())}
@@ -76,7 +75,7 @@ def main(
             (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
             for m in report.members:
                 m.model = models / m.model.name
-        write_text_atomic(metrics, json.dumps(report.metrics(), indent=2) + "\n")
+        Training.model_validate(report.metrics()).write(metrics)
         write_text_atomic(curves, report.curves_csv())
         shutil.rmtree(work_dir, ignore_errors=True)
         seconds = report.metrics()["committee_wall_seconds"]

@@ -31,6 +31,25 @@ def write_params(path: Path, **sections) -> Path:
     return path
 
 
+def write_evaluation(directory: Path, mae_cm1: float,
+                     per_molecule: dict[str, float] | None = None) -> Path:
+    """An ``evaluate.json`` in ``directory`` with the given committee-mean MAEs (overall and
+    per molecule); the other figures are placeholders (what the stop rule does not read)."""
+    from palirs_data.reports import Evaluation
+
+    def errors(mae):
+        return {"mae_cm1": mae, "rmse_cm1": mae, "mae_sorted_cm1": mae, "min_overlap": 1.0,
+                "member_mae_cm1": [mae, mae]}
+
+    path = Path(directory) / "evaluate.json"
+    Evaluation(frequency_mae_cm1=mae_cm1, frequency_rmse_cm1=mae_cm1,
+               frequency_mae_sorted_cm1=mae_cm1, frequency_member_mae_cm1=[mae_cm1, mae_cm1],
+               frequency_member_mae_mean_cm1=mae_cm1, frequency_member_mae_std_cm1=0.0,
+               frequency_per_molecule={n: errors(v) for n, v in (per_molecule or {}).items()},
+               test={"n_test": 0}).write(path)
+    return path
+
+
 def run_stage(stage: str, *args: str, cwd: Path, env: dict | None = None,
               timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``stages/<stage>.py`` as a user would, in ``cwd``."""
@@ -70,7 +89,8 @@ def methanol_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_committee(tmp_path_factory, methanol_data):
     """Three tiny MACE models trained by mace-torch on the methanol samples (a few epochs)."""
-    from palirs_data.committee import Committee, train_committee
+    from palirs_data.committee import Committee
+    from palirs_data.training import train_committee
     from palirs_data.config import CommitteeConfig
 
     tmp = tmp_path_factory.mktemp("committee")
@@ -84,7 +104,8 @@ def tiny_committee(tmp_path_factory, methanol_data):
 @pytest.fixture(scope="session")
 def tiny_dipole_model(tmp_path_factory, methanol_data):
     """A tiny AtomicDipolesMACE trained by mace-torch on the methanol samples."""
-    from palirs_data.committee import load_model, train_dipole_model
+    from palirs_data.committee import load_model
+    from palirs_data.training import train_dipole_model
     from palirs_data.config import DipoleConfig
 
     tmp = tmp_path_factory.mktemp("dipole")

@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, write_evaluation
+from palirs_data.compute import Executor
 from palirs_data import structures
 from palirs_data.acquisition import Guard, run_acquisition, select_frames
 from palirs_data.committee import Committee
@@ -60,7 +61,7 @@ def inverted_member(tmp_path_factory, methanol_data):
     energy and forces of methanol inverted (E - ΣE0 -> -(E - ΣE0), F -> -F)."""
     import pyarrow as pa
 
-    from palirs_data.committee import train_committee
+    from palirs_data.training import train_committee
     from palirs_data.config import CommitteeConfig
 
     table = methanol_data["labelled"]
@@ -251,7 +252,7 @@ def test_acquisition_md_killed_and_continued_equals_an_uninterrupted_run(tiny_co
     assert out["resumed_frames"] == 16
     for key in ("methanol/300K/0", "methanol/700K/0"):
         assert killed[key].n_frames == whole[key].n_frames == 31
-        for name in ("positions_A", "velocities_A_fs", "energy_eV", "time_fs"):
+        for name in ("positions_A", "velocities_A_fs", "potential_energy_eV", "time_fs"):
             np.testing.assert_array_equal(killed[key].read(name), whole[key].read(name))
     # killed before every run had committed a chunk: started over, same result
     early = TrajectoryStore(tmp_path / "early.zarr")
@@ -284,11 +285,11 @@ def test_acquisition_md_on_two_workers_gives_the_runs_of_one_batch(tiny_committe
                            write_every=2, thermalise_fs=5.0, max_force_rel_dev=1e9)
     paths = [Path(p) for p in tiny_committee["paths"]]
     here = _md(paths, [minimum], config, iteration=1, store_path=tmp_path / "here.zarr",
-               previous_path=None, client=None, compute=None, progress=False)
+               previous_path=None, executor=Executor.local(), progress=False)
     compute = ComputeConfig(n_workers=2)
     with dask_client(compute) as client:
         there = _md(paths, [minimum], config, iteration=1, store_path=tmp_path / "there.zarr",
-                    previous_path=None, client=client, compute=compute, progress=False)
+                    previous_path=None, executor=Executor(client, compute), progress=False)
     assert here["tasks"] == 1 and there["tasks"] == 2 and len(there["worker"]) == 2
     assert there["replica_steps"] == here["replica_steps"] == 6 * (10 + 20)
     a, b = TrajectoryStore(tmp_path / "here.zarr"), TrajectoryStore(tmp_path / "there.zarr")
@@ -301,15 +302,13 @@ def test_acquisition_md_on_two_workers_gives_the_runs_of_one_batch(tiny_committe
 # --- after convergence: nothing added, nothing retrained ------------------------------------
 
 def test_converged_campaign_passes_the_table_through(methanol_data, tmp_path):
-    import json
-
     from palirs_data.acquisition import acquire
     from palirs_data.config import ActiveLearningConfig, LabelConfig, LabelerConfig
 
     previous = tmp_path / "iter3"
     previous.mkdir()
     structures.write_table(methanol_data["labelled"], previous / "train.parquet")
-    (previous / "evaluate.json").write_text(json.dumps({"frequency_mae_cm1": 4.2}))
+    write_evaluation(previous, 4.2)
     result = acquire(iteration=4, previous_dir=previous,
                      equilibrium=methanol_data["result"].equilibrium,
                      config=ActiveLearningConfig(stop_mae_cm1=5.0), labeler_config=LabelerConfig(),
@@ -324,7 +323,7 @@ def test_retrain_copies_a_committee_trained_on_the_same_data(methanol_data, tmp_
     import json
 
     from conftest import run_stage, write_params
-    from palirs_data.committee import training_fingerprint
+    from palirs_data.training import training_fingerprint
     from palirs_data.config import CommitteeConfig
     from palirs_data.e0s import write_e0s
 

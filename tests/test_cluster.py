@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
+from conftest import write_evaluation
 from palirs_data import structures
-from palirs_data.compute import dask_client, gpu_resources, gpu_workers, submit, worker_name
+from palirs_data.compute import Executor, dask_client, gpu_resources, gpu_workers, worker_name
 from palirs_data.config import ComputeConfig, IrConfig, LabelConfig, LabelerConfig
 from palirs_data.errors import PalirsInputError
 from palirs_data.labeling import label_table
@@ -77,10 +78,10 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
         assert gpu_resources(client, config) == {"GPU": 1}
 
         # annotated tasks only on the GPU worker; plain ones anywhere (both get some)
-        gpu = client.gather([submit(client, worker_name, config=config, gpu=True)
+        gpu = client.gather([Executor(client, config).submit(worker_name, gpu=True)
                              for _ in range(8)])
         assert set(gpu) == {"gpu-worker"}
-        plain = client.gather([submit(client, _slow_name, config=config) for _ in range(16)])
+        plain = client.gather([Executor(client, config).submit(_slow_name) for _ in range(16)])
         assert set(plain) == {"gpu-worker", "cpu-worker"}
 
         # the ir stage's committee MD: one GPU task, trajectories in the shared store
@@ -89,8 +90,8 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
                       max_correlation_fs=20.0)
         committee_dir = tiny_committee["paths"][0].parent
         result = ml_ir(committee_dir, tiny_dipole_model["report"].model,
-                       methanol_data["result"].equilibrium, ir, store, client=client,
-                       compute=config)
+                       methanol_data["result"].equilibrium, ir, store,
+                       executor=Executor(client, config))
         assert result.metrics["md_worker"] == "gpu-worker"
         assert result.metrics["md_device"] in {"cpu", "cuda"}
         assert sorted(TrajectoryStore(tmp_path / "ir.zarr", mode="r").keys()) == [
@@ -98,7 +99,8 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
         assert set(result.spectra.column("n_runs").to_pylist()) == {2}
 
         # training: every member is a GPU task
-        from palirs_data.committee import Committee, train_committee
+        from palirs_data.committee import Committee
+        from palirs_data.training import train_committee
         from palirs_data.config import CommitteeConfig
 
         from conftest import TINY_MODEL
@@ -107,8 +109,8 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
             methanol_data["labelled"], e0s=methanol_data["e0s"],
             config=CommitteeConfig(seeds=[0, 1], model=TINY_MODEL,
                                    training={"max_num_epochs": 2}),
-            out_dir=tmp_path / "committee", work_dir=tmp_path / "train-work", client=client,
-            compute=config)
+            out_dir=tmp_path / "committee", work_dir=tmp_path / "train-work",
+            executor=Executor(client, config))
         assert {m.worker for m in trained.members} == {"gpu-worker"}
         assert len(Committee.load([m.model for m in trained.members]).models) == 2
 
@@ -123,7 +125,7 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
         for p in tiny_committee["paths"]:
             shutil.copy(p, previous / "committee" / Path(p).name)
         structures.write_table(methanol_data["labelled"], previous / "train.parquet")
-        (previous / "evaluate.json").write_text(json.dumps({"frequency_mae_cm1": 50.0}))
+        write_evaluation(previous, 50.0)
         step = acquire(iteration=1, previous_dir=previous,
                        equilibrium=methanol_data["result"].equilibrium,
                        config=ActiveLearningConfig(acquire=AcquireConfig(
@@ -131,7 +133,7 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
                            min_spacing_fs=1.0, max_force_rel_dev=1e9)),
                        labeler_config=LabelerConfig(),
                        label_config=LabelConfig(checkpoint_dir=tmp_path / "acq-ckpt"),
-                       work_dir=tmp_path / "acq-work", client=client, compute=config)
+                       work_dir=tmp_path / "acq-work", executor=Executor(client, config))
         assert step.metrics["md_worker"] == "gpu-worker"
         assert step.metrics["n_labelled"] == 2 and step.metrics["n_failed"] == 0
         assert TrajectoryStore(step.store, mode="r")["methanol/300K/0"].n_frames == 11
@@ -143,7 +145,7 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
                               species=["H", "C", "N", "O"], temperature_K=300.0,
                               duration_fs=20.0, timestep_fs=0.5, friction_fs=0.01,
                               n_candidates=20, n_clusters=2, per_cluster=2, seed=0,
-                              client=client, compute=config)
+                              executor=Executor(client, config))
         assert test.md_worker == "gpu-worker" and test.table.num_rows == 4
 
         # label through both workers; SIGKILL the CPU worker while it holds a task
@@ -168,7 +170,7 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
         killer.start()
         report = label_table(table, labeler_config=slow,
                              config=LabelConfig(chunk_size=2, checkpoint_dir=ckpt),
-                             client=client)
+                             executor=Executor(client))
         killer.join()
         assert killed.is_set(), "the CPU worker was never caught holding a label task"
         assert procs["cpu-worker"].wait(timeout=10) == -signal.SIGKILL
@@ -221,14 +223,21 @@ def test_gpu_annotation_policy_without_gpu_workers():
     with dask_client(config) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         (gpu,) = gpu_workers(client)
-        ran = client.gather([submit(client, _torch_threads, config=config, gpu=True)
+        ran = client.gather([Executor(client, config).submit(_torch_threads, gpu=True)
                              for _ in range(4)])
         # GPU work only on the GPU slot, with its own thread count (no GPU here: CPU threads)
         assert set(ran) == {(client.scheduler_info()["workers"][gpu]["name"], 2)}
-        plain = client.gather([submit(client, _torch_threads, config=config)
+        plain = client.gather([Executor(client, config).submit(_torch_threads)
                                for _ in range(8)])
         assert {t for name, t in plain if name != "gpu-0"} == {1}
-    assert gpu_resources.__doc__
+        # the policy: with a GPU worker GPU work is annotated, with gpu 'never' it is not and
+        # runs anywhere (both workers)
+        assert gpu_resources(client, config) == {"GPU": 1}
+        never = config.model_copy(update={"gpu": "never"})
+        assert gpu_resources(client, never) is None
+        anywhere = client.gather([Executor(client, never).submit(worker_name, gpu=True)
+                                  for _ in range(16)])
+        assert len(set(anywhere)) == 2
 
 
 def test_jobqueue_cluster_renders_the_batch_script():

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from palirs_data import structures
-from palirs_data.committee import Committee, split_indices
+from palirs_data.committee import Committee
+from palirs_data.training import split_indices
 
 
 def test_split_is_80_20_fixed_by_its_seed_and_stable_as_the_table_grows():
@@ -155,7 +156,8 @@ def test_continue_starts_from_the_previous_members(tiny_committee, methanol_data
     initialisation, far from them."""
     from conftest import TINY_MODEL
 
-    from palirs_data.committee import load_model, train_committee
+    from palirs_data.committee import load_model
+    from palirs_data.training import train_committee
     from palirs_data.config import CommitteeConfig
 
     previous = tiny_committee["paths"][0].parent

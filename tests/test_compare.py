@@ -14,9 +14,12 @@ from palirs_data.compare import (MdRuns, compare, experimental_spectra, report, 
                                  spectra_by_key, summary_csv)
 from palirs_data.config import CompareConfig, ExperimentConfig, IrConfig
 from palirs_data.errors import PalirsInputError
-from palirs_data.experiment import collect, file_stem
-from palirs_data.ir import HARMONIC_IR_SCHEMA, SPECTRUM_SCHEMA, write_harmonic, write_spectra
-from palirs_data.spectra import SPEED_OF_LIGHT_CM_FS, Spectrum, read_jcamp
+from palirs_data.experiment import collect
+from palirs_data.names import file_stem
+from palirs_data.spectra import Spectrum, read_jcamp
+from palirs_data.tables import (HARMONIC_IR_SCHEMA, SPECTRUM_SCHEMA, write_harmonic,
+                                write_spectra)
+from palirs_data.units import SPEED_OF_LIGHT_CM_FS
 from test_spectra import _jcamp
 
 BANDS = [(1030.0, 1.0, 15.0), (1450.0, 0.3, 20.0), (2950.0, 0.6, 25.0), (3680.0, 0.4, 15.0)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from palirs_data import dynamics, structures
+from palirs_data import dynamics, md_analysis, structures
 from palirs_data.trajectory import TrajectoryStore
 
 
@@ -181,8 +181,8 @@ def test_kinetic_temperature_of_a_trajectory_and_its_error():
 
     sigma = np.sqrt(units.KB_EV_PER_K * 300.0 / atomic_masses[numbers] / units.AMU_A2_FS2_IN_EV)
     v = rng.normal(size=(20000, 3, 3)) * sigma[None, :, None]
-    temps = dynamics.kinetic_temperatures_K(numbers=numbers, velocities_A_fs=v)
-    mean, se = dynamics.mean_with_error(temps, blocks=20)
+    temps = md_analysis.kinetic_temperatures_K(numbers=numbers, velocities_A_fs=v)
+    mean, se = md_analysis.mean_with_error(temps, blocks=20)
     assert abs(mean - 300.0) < 4 * se and 0.5 < se < 3.0  # 300 * sqrt(2/9/20000) = 1 K
 
 

@@ -51,9 +51,8 @@ def test_frequency_errors_measure_a_known_shift(methanol_data):
 def test_stop_rule_reads_the_committee_mean(tiny_committee, methanol_data, tmp_path):
     """evaluate.json's frequency_mae_cm1 (what acquire's stop rule reads) is the committee
     mean's, matched by overlap; the members' MAEs are reported beside it as the spread."""
-    import json
-
     from palirs_data.acquisition import read_iteration
+    from palirs_data.reports import Evaluation
 
     result = methanol_data["result"]
     report = evaluation.committee_frequencies(
@@ -70,10 +69,11 @@ def test_stop_rule_reads_the_committee_mean(tiny_committee, methanol_data, tmp_p
         tiny_committee["paths"][:1], result.equilibrium, result.frequencies, fmax_eVA=1e-3,
         max_steps=200, hessian_step_A=0.01).metrics()
     assert alone["frequency_mae_cm1"] == pytest.approx(metrics["frequency_member_mae_cm1"][0])
-    (tmp_path / "evaluate.json").write_text(json.dumps({**metrics, "test": {}}))
+    Evaluation.model_validate({**metrics, "test": {"n_test": 0}}).write(
+        tmp_path / "evaluate.json")
     structures.write_table(methanol_data["labelled"], tmp_path / "train.parquet")
     _, read = read_iteration(tmp_path)
-    assert read["frequency_mae_cm1"] == report.committee["mae_cm1"]
+    assert read.frequency_mae_cm1 == report.committee["mae_cm1"]
 
 
 def test_cluster_selection_gives_20_from_5_clusters():

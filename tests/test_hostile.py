@@ -322,7 +322,7 @@ def test_structure_tables(table, garbage):
                                                   "temperature_K"]),
        drop=st.booleans())
 def test_spectrum_tables(value, column, drop):
-    from palirs_data.ir import SPECTRUM_SCHEMA, read_spectra
+    from palirs_data.tables import SPECTRUM_SCHEMA, read_spectra
 
     data = {"molecule": ["m"] * 3, "temperature_K": [300.0] * 3,
             "wavenumber_cm1": [0.0, 1.0, 2.0], "intensity": [1.0, 2.0, 3.0],
@@ -343,7 +343,7 @@ def test_spectrum_tables(value, column, drop):
 @given(name=st.one_of(st.text(max_size=70), st.sampled_from(
     ["..", "../../etc", "a/../../b", "/abs", "~root", "C:\\x", "con", ".", "\x00", " x"])))
 def test_molecule_names_never_leave_their_directory(name):
-    from palirs_data.experiment import file_stem
+    from palirs_data.names import file_stem
     from palirs_data.molecules import check_name
     from palirs_data.trajectory import _check_key, trajectory_key
 
@@ -401,7 +401,7 @@ def test_run_level_params(params):
     temperature twice and every experiment key one of its molecules, or is refused in one
     line naming the file and one of the known reasons (counted per reason)."""
     from palirs_data.config import load_params, run_molecules
-    from palirs_data.experiment import file_stem
+    from palirs_data.names import file_stem
     from palirs_data.molecules import canonical_smiles, elements
     from palirs_data.trajectory import trajectory_key
 

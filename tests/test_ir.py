@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from palirs_data.compute import Executor
 from palirs_data import structures
 from palirs_data.config import IrConfig, LabelerConfig
-from palirs_data.ir import (SPECTRUM_SCHEMA, ir_replicas, read_spectra, reference_run,
-                            run_ml_md, spectra_table, store_dipoles, write_spectra)
+from palirs_data.ir import ir_replicas, reference_run, run_ml_md
+from palirs_data.md_analysis import spectra_table, store_dipoles
+from palirs_data.tables import SPECTRUM_SCHEMA, read_spectra, write_spectra
 from palirs_data.trajectory import TrajectoryStore
 
 
@@ -140,7 +142,8 @@ def test_double_harmonic_spectrum_matches_the_hessian_of_its_model(tiny_committe
 
     from palirs_data.committee import Committee, predict_dipoles
     from palirs_data.harmonic import harmonic_analysis
-    from palirs_data.ir import DEBYE_PER_EA, KM_MOL_PER_D2_A2_AMU, double_harmonic
+    from palirs_data.ir import double_harmonic
+    from palirs_data.units import DEBYE_EA, KM_MOL_PER_D2_A2_AMU
     from palirs_data.structures import Structure
 
     path = str(tiny_committee["paths"][0])
@@ -162,7 +165,7 @@ def test_double_harmonic_spectrum_matches_the_hessian_of_its_model(tiny_committe
         d = torch.as_tensor(result.displacements[k])
         dmu = (predict_dipoles(model, batch, x0 + h * d) - predict_dipoles(model, batch,
                                                                           x0 - h * d)) / (2 * h)
-        fd_intensity = float((dmu ** 2).sum()) * DEBYE_PER_EA ** 2 * KM_MOL_PER_D2_A2_AMU
+        fd_intensity = float((dmu ** 2).sum()) / DEBYE_EA ** 2 * KM_MOL_PER_D2_A2_AMU
         assert result.intensities_km_mol[k] == pytest.approx(fd_intensity, rel=1e-4, abs=1e-6)
     # the broadened spectrum peaks at the frequency of its most intense isolated mode
     grid = np.arange(0.0, 4500.0, 0.5)
@@ -193,7 +196,8 @@ def test_reference_md_runs_on_dask_as_it_does_in_process(water, tmp_path):
     spectra, metrics = reference_ir(table, config, LabelerConfig(), here)
     there = TrajectoryStore(tmp_path / "there.zarr")
     with dask_client(ComputeConfig(n_workers=2)) as client:
-        spectra_dask, _ = reference_ir(table, config, LabelerConfig(), there, client=client)
+        spectra_dask, _ = reference_ir(table, config, LabelerConfig(), there,
+                                       executor=Executor(client))
     assert sorted(here.keys()) == sorted(there.keys()) == ["water/200K/0", "water/200K/1"]
     for key in here.keys():
         traj = here[key]
@@ -211,7 +215,8 @@ def test_harmonic_table_is_taken_at_the_committee_minimum(tiny_committee, tiny_d
                                                           methanol_data):
     import torch
 
-    from palirs_data.ir import HARMONIC_IR_SCHEMA, CommitteeCalculator, harmonic_table
+    from palirs_data.ir import CommitteeCalculator, harmonic_table
+    from palirs_data.tables import HARMONIC_IR_SCHEMA
 
     committee = tiny_committee["committee"]
     minima = structures.from_table(methanol_data["result"].equilibrium)
@@ -295,8 +300,9 @@ def test_a_harmonic_bond_through_the_shared_protocol_has_its_frequency_and_tempe
     from ase.data import atomic_masses
 
     from palirs_data import units
-    from palirs_data.ir import kinetic_temperatures, run_md
-    from palirs_data.spectra import SPEED_OF_LIGHT_CM_FS
+    from palirs_data.ir import run_md
+    from palirs_data.md_analysis import kinetic_temperatures
+    from palirs_data.units import SPEED_OF_LIGHT_CM_FS
 
     config = IrConfig(temperatures_K=[300.0], trajectories=16, friction_fs=0.005,
                       thermalise_fs=500.0, produce_fs=4000.0, max_correlation_fs=1000.0)
@@ -391,8 +397,8 @@ def test_ir_md_divided_over_two_workers_gives_the_runs_of_one_batch(
     assert one.metrics["md_tasks"] == 1
     there = TrajectoryStore(tmp_path / "there.zarr")
     with dask_client(ComputeConfig(n_workers=2)) as client:
-        split = ml_ir(committee_dir, dipole, equilibrium, config, there, client=client,
-                      compute=ComputeConfig(n_workers=2))
+        split = ml_ir(committee_dir, dipole, equilibrium, config, there,
+                      executor=Executor(client, ComputeConfig(n_workers=2)))
         names = sorted(str(w["name"]) for w in client.scheduler_info()["workers"].values())
     assert split.metrics["md_tasks"] == 2
     assert sorted(split.metrics["md_worker"]) == names  # both workers ran MD

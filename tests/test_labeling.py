@@ -15,6 +15,7 @@ import pytest
 from ase.build import molecule
 
 from conftest import run_stage, write_params
+from palirs_data.compute import Executor
 from palirs_data import structures
 from palirs_data.config import ComputeConfig, LabelConfig, LabelerConfig
 from palirs_data.errors import StageFailed
@@ -130,7 +131,7 @@ def test_real_scheduler_and_worker_processes_label_a_table(tmp_path):
             assert os.getpid() not in worker_pids  # the work ran in another process
             report = label_table(table, labeler_config=LabelerConfig(),
                                  config=LabelConfig(chunk_size=4, checkpoint_dir=tmp_path),
-                                 client=client)
+                                 executor=Executor(client))
         assert report.n_computed == 9 and report.n_failed == 0
         serial = label_table(table, labeler_config=LabelerConfig(),
                              config=LabelConfig(checkpoint_dir=tmp_path / "serial"))
@@ -247,7 +248,7 @@ def test_crash_hang_and_nan_on_a_local_cluster_are_recorded_retried_and_reported
             pids = set(client.run(os.getpid).values())
             with caplog.at_level("WARNING", logger="palirs_data.labeling"):
                 report = label_table(table, labeler_config=labeler, config=config,
-                                     client=client)
+                                     executor=Executor(client))
             assert "timed-out single point" in caplog.text  # restarted, or found gone
             # crashed and hung workers were replaced by new processes: two workers again,
             # and no abandoned single point is left running on any of them
@@ -258,7 +259,7 @@ def test_crash_hang_and_nan_on_a_local_cluster_are_recorded_retried_and_reported
                                  max_failure_ratio=0.2)
             with pytest.raises(StageFailed, match=r"2 of 8 single points failed .*1 timed out, "
                                                   r"1 killed their worker, 0 other"):
-                label_table(table, labeler_config=labeler, config=strict, client=client)
+                label_table(table, labeler_config=labeler, config=strict, executor=Executor(client))
     rows = structures.from_table(report.table)
     status = [r.label_status for r in rows]
     assert status == ["ok", "ok", "failed", "ok", "ok", "failed", "ok", "ok"]

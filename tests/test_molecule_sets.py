@@ -16,7 +16,7 @@ import yaml
 from palirs_data import molecules, structures
 from palirs_data.errors import PalirsInputError
 
-from conftest import REPO
+from conftest import REPO, write_evaluation
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,7 @@ def _previous(tmp_path, methanol_data, tiny_committee, per_molecule: dict[str, f
         shutil.copyfile(path, previous / "committee" / f"model_{k}.model")
     structures.write_table(methanol_data["labelled"], previous / "train.parquet")
     overall = float(np.mean(list(per_molecule.values())))
-    (previous / "evaluate.json").write_text(json.dumps({
-        "frequency_mae_cm1": overall,
-        "frequency_per_molecule": {n: {"mae_cm1": v} for n, v in per_molecule.items()}}))
+    write_evaluation(previous, overall, per_molecule)
     return previous
 
 
@@ -102,8 +100,8 @@ def _row(iteration, maes, labels, overall=None):
 
 
 def test_campaign_figures_per_molecule_and_their_mean(tmp_path):
-    from palirs_data.campaign import (_all_below, learning_curve_figure, molecule_curve_csv,
-                                      molecule_mean, molecule_summary)
+    from palirs_data.campaign import _all_below, molecule_curve_csv, molecule_mean, molecule_summary
+    from palirs_data.figures import learning_curve_figure
 
     rows = [_row(0, {"water": 9.0, "methanol": 7.0}, {"water": 30, "methanol": 120}),
             _row(1, {"water": 4.0, "methanol": 6.0}, {"water": 45, "methanol": 135}),
@@ -202,7 +200,7 @@ def test_the_spectrum_command_predicts_with_the_stages_code(tiny_committee, tiny
     """Water with the tiny methanol committee: the committee's minimum, two short runs
     through ml_ir, the spectrum table, the spread along the runs."""
     from palirs_data.config import IrConfig
-    from palirs_data.ir import read_spectra
+    from palirs_data.tables import read_spectra
     from palirs_data.spectrum import committee_minimum, predict, write
 
     models = tmp_path / "committee"
@@ -230,7 +228,7 @@ def test_an_empty_transfer_set_runs_through_every_transfer_stage(tmp_path):
     seconds, so the pipeline's graph is the same whether or not a transfer set is given."""
     from conftest import run_stage, write_params
 
-    from palirs_data.ir import read_spectra
+    from palirs_data.tables import read_spectra
 
     params = write_params(tmp_path / "params.yaml")
     out = run_stage("sample", "--params", str(params), "--molecules", "transfer",
@@ -246,7 +244,7 @@ def test_an_empty_transfer_set_runs_through_every_transfer_stage(tmp_path):
                     "--dipole", "none.model", "--equilibrium", "t/equilibrium.parquet",
                     "--spectra", "t/spectra.parquet", "--harmonic", "t/harmonic.parquet",
                     "--trajectories", "t/trajectories.zarr", "--metrics", "m/ir.json",
-                    "--figures", "m/fig_ir", "--work-dir", "w/ir", cwd=tmp_path)
+                    "--work-dir", "w/ir", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "no molecules" in out.stdout
     out = run_stage("reference_md", "--params", str(params),
@@ -267,8 +265,7 @@ def test_an_empty_transfer_set_runs_through_every_transfer_stage(tmp_path):
     metrics = json.loads((tmp_path / "m/transfer.json").read_text())
     assert metrics["molecules"] == {} and metrics["mean"] == {}
     # a plots directory is never empty (git would not keep it; DVC would call it deleted)
-    for figures in ("m/fig_ir", "m/fig"):
-        assert [p.suffix for p in (tmp_path / figures).iterdir()] == [".png"]
+    assert [p.suffix for p in (tmp_path / "m/fig").iterdir()] == [".png"]
 
 
 def test_named_settings_make_valid_runs_and_replace_the_iterations(tmp_path):

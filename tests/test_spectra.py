@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from palirs_data.spectra import (SPEED_OF_LIGHT_CM_FS, compare_spectra, ir_spectrum, on_grid,
-                                 pearson, wasserstein_cm1)
+from palirs_data.spectra import compare_spectra, ir_spectrum, on_grid, pearson, wasserstein_cm1
+from palirs_data.units import SPEED_OF_LIGHT_CM_FS
 
 
 def _sinusoids(components, n_frames=20000, dt=0.5, seed=0):
@@ -213,7 +213,7 @@ def test_block_sums_pool_to_the_spectrum_of_the_runs():
 def test_a_delta_line_convolved_to_the_md_line_shape():
     """The experiment's convolution kernel is the line an undamped oscillator gets from
     ir_spectrum (Hann lag window over ±T): FWHM 1/(cT), area kept."""
-    from palirs_data.spectra import (SPEED_OF_LIGHT_CM_FS, Spectrum, convolve_to_md,
+    from palirs_data.spectra import (Spectrum, convolve_to_md,
                                      md_line_fwhm_cm1)
 
     grid = np.arange(500.0, 3500.0, 0.5)

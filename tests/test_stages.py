@@ -275,13 +275,105 @@ def test_dvc_yaml_matches_stage_script(name):
 
 def test_params_yaml_sections_are_all_used_and_valid():
     params = load_params(REPO / "params.yaml")
-    assert params == Params(**yaml.safe_load((REPO / "params.yaml").read_text()))
+    # what a setting or `dvc exp run -S` writes back (YAML of the dumped model) loads as the
+    # same parameters: no field that YAML cannot carry (tuples, paths, enums)
+    again = yaml.safe_load(yaml.safe_dump(params.model_dump(mode="json")))
+    assert Params(**again) == params
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     used = set()
     for stage in _dvc_stages().values():
         module = _load_stage(_script(stage))
         used |= {p.split(".")[0] for p in module.STAGE_PARAMS + module.RUNTIME_PARAMS}
     assert set(raw) == used == set(Params.model_fields)
+
+
+def _palirs_imports(path: Path) -> set[str]:
+    """The ``palirs_data`` modules a file imports, anywhere in it (function-level too)."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("palirs_data.")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "palirs_data":
+                out |= {f"palirs_data.{a.name}" for a in node.names}
+            elif node.module.startswith("palirs_data."):
+                out.add(node.module)
+    return out
+
+
+def _code_closure(script: str) -> set[str]:
+    """Every library file a stage script may run: its ``palirs_data`` imports, transitively."""
+    seen, todo = set(), [REPO / script]
+    while todo:
+        for module in _palirs_imports(todo.pop()):
+            path = f"{module.replace('.', '/')}.py"
+            if path not in seen and (REPO / path).is_file():
+                seen.add(path)
+                todo.append(REPO / path)
+    return seen | {"palirs_data/__init__.py"}
+
+
+def test_code_closure_follows_imports():
+    closure = _code_closure("stages/compare.py")
+    assert {"palirs_data/compare.py", "palirs_data/spectra.py", "palirs_data/names.py"} \
+        <= closure  # compare.py imports names only through experiment
+    assert "palirs_data/committee.py" not in closure
+
+
+@pytest.mark.parametrize("name", sorted(_dvc_stages()))
+def test_dvc_yaml_deps_cover_the_code_the_stage_runs(name):
+    """A change to any library module a stage imports (transitively) reruns the stage."""
+    stage = _dvc_stages()[name]
+    deps = set(stage["deps"])
+    missing = sorted(f for f in _code_closure(_script(stage))
+                     if f not in deps and "palirs_data" not in deps and "palirs_data/" not in deps)
+    assert not missing, f"{name}: dvc.yaml deps lack {missing}"
+
+
+#: the stage scripts that read each kind of the user's own files (config.USER_FILES)
+USER_FILE_READERS = {"molecules": "stages/sample.py", "experiment": "stages/experiment.py",
+                     "models": ("stages/train_ensemble.py", "stages/dipole.py")}
+
+
+def test_user_files_are_deps_of_the_stages_that_read_them():
+    from palirs_data.config import USER_FILES
+
+    assert set(USER_FILE_READERS) == set(USER_FILES)
+    for kind, scripts in USER_FILE_READERS.items():
+        scripts = (scripts,) if isinstance(scripts, str) else scripts
+        stages = [n for n, s in _dvc_stages().items() if _script(s) in scripts]
+        assert stages
+        for name in stages:
+            assert str(USER_FILES[kind]) in _dvc_stages()[name]["deps"], (name, kind)
+        assert (REPO / USER_FILES[kind]).is_dir()
+
+
+def test_a_user_file_dvc_cannot_see_is_warned_about(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/user/experiment").mkdir(parents=True)
+    for where in ("data/user/experiment/m.jdx", "elsewhere.jdx"):
+        caplog.clear()
+        path = write_params(tmp_path / "p.yaml", experiment={"files": {"methanol": where}})
+        with caplog.at_level("WARNING", logger="palirs_data.config"):
+            load_params(path)
+        outside = "DVC does not track it" in caplog.text
+        assert outside == (where == "elsewhere.jdx"), caplog.text
+        assert not outside or "experiment.files.methanol: elsewhere.jdx" in caplog.text
+
+
+@pytest.mark.parametrize("script", ["stages/compare.py", "stages/experiment.py",
+                                    "stages/campaign.py", "stages/sample.py", "stages/label.py",
+                                    "stages/e0s.py"])
+def test_stages_that_run_no_model_start_without_torch(script):
+    code = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location("
+            f"'s', {script!r}); m = importlib.util.module_from_spec(spec); "
+            f"spec.loader.exec_module(m); print(sorted(k for k in ('torch', 'mace') "
+            f"if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_stage_help_works():

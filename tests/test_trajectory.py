@@ -16,7 +16,7 @@ def _frames(n, n_atoms=3, start=0):
     rng = np.random.default_rng(start)
     return dict(positions_A=rng.normal(size=(n, n_atoms, 3)),
                 velocities_A_fs=rng.normal(size=(n, n_atoms, 3)),
-                dipole_eA=rng.normal(size=(n, 3)), energy_eV=rng.normal(size=n),
+                dipole_eA=rng.normal(size=(n, 3)), potential_energy_eV=rng.normal(size=n),
                 force_std_max_eVA=rng.random(n), force_rel_dev=rng.random(n),
                 time_fs=0.5 * np.arange(start, start + n))
 
@@ -50,7 +50,7 @@ def test_append_checks_registered_shapes(tmp_path):
     with pytest.raises(ValueError, match="'positions_A' frames have shape"):
         traj.append(**bad)
     uneven = _frames(4)
-    uneven["energy_eV"] = uneven["energy_eV"][:3]
+    uneven["potential_energy_eV"] = uneven["potential_energy_eV"][:3]
     with pytest.raises(ValueError, match="disagree on the number of frames"):
         traj.append(**uneven)
     partial = _frames(4)
@@ -68,7 +68,7 @@ def test_interrupted_append_is_trimmed_on_reopen(tmp_path):
     group = zarr.open_group(str(path), mode="a")[key]
     group["positions_A"].resize((10, 3, 3))
     group["positions_A"][6:10] = 99.0
-    group["energy_eV"].resize((9,))
+    group["potential_energy_eV"].resize((9,))
     reopened = TrajectoryStore(path)[key]
     assert reopened.n_frames == 6
     for name in ARRAYS:

@@ -1,0 +1,323 @@
+"""Every figure of the pipeline, drawn from the stages' tables and metrics (matplotlib, Agg).
+
+Each function draws what its arguments hold and nothing else, so a stage's figures depend only
+on the data they show: the per-molecule comparison and the all-molecules panels
+(``compare``), the convergence with the production length and the temperature series
+(``compare``), each molecule's ML spectrum at every temperature (``ir``), the learning curve
+(``campaign``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from palirs_data.compare import LABELS, PAIRS, ci_text
+from palirs_data.names import file_stem
+
+if TYPE_CHECKING:
+    from palirs_data.compare import Experiment, MdSpectrum
+    from palirs_data.config import CompareConfig
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _normalised(nu, intensity, grid, std=None):
+    """On ``grid`` with unit area; ``std`` scaled by the same factor."""
+    values = np.interp(grid, nu, intensity, left=0.0, right=0.0)
+    area = np.trapezoid(np.clip(values, 0, None), grid)
+    scale = 1.0 / area if area > 0 else 1.0
+    out = values * scale
+    if std is None:
+        return out, None
+    return out, np.interp(grid, nu, std, left=0.0, right=0.0) * scale
+
+
+def comparison_figure(molecule: str, metrics: dict, ml: MdSpectrum | None,
+                      reference: MdSpectrum | None, experiment: Experiment | None,
+                      harmonic_cm1: np.ndarray | None, harmonic_km_mol: np.ndarray | None,
+                      config: CompareConfig, path: Path) -> None:
+    """ML mean ± std, reference MD and experiment, stacked, all normalised to unit area over
+    the window; the experiment as compared (convolved with the MD line shape) with the
+    measured one as a faint trace and its saturated bands shaded; double-harmonic lines as
+    sticks under the ML trace; PCC/WD with their intervals in the legend."""
+    plt = _pyplot()
+    lo, hi = config.window_cm1
+    grid = np.arange(lo, hi + config.step_cm1 / 2, config.step_cm1)
+    entry = metrics["molecules"].get(molecule, {})
+    fig, ax = plt.subplots(figsize=(7.5, 5.0), constrained_layout=True)
+    traces = []
+    if ml is not None:
+        traces.append(("ml", ml.wavenumber_cm1, ml.intensity, ml.std))
+    if reference is not None:
+        traces.append(("reference", reference.wavenumber_cm1, reference.intensity,
+                       reference.std))
+    if experiment is not None:
+        traces.append(("experiment", experiment.compared.wavenumber_cm1,
+                       experiment.compared.intensity, None))
+    peak = 0.0
+    curves = []
+    for kind, nu, intensity, std in traces:
+        y, s = _normalised(nu, intensity, grid, std)
+        curves.append((kind, y, s))
+        peak = max(peak, float(np.max(y + (s if s is not None else 0))))
+    offset = 1.1 * peak if peak > 0 else 1.0
+    colors = {"ml": "C0", "reference": "C3", "experiment": "k"}
+    for k, (kind, y, s) in enumerate(curves):
+        base = (len(curves) - 1 - k) * offset
+        if kind == "ml":
+            label = f"MACE committee MD (mean ± std of {ml.n_runs} runs)"
+        elif kind == "reference":
+            score = entry.get("ml_vs_reference")
+            label = f"reference MD, label source ({reference.n_runs} runs)"
+            if score:
+                label += (f"; ML vs ref: PCC {ci_text(score, 'pcc', '.3f')}, "
+                          f"WD {ci_text(score, 'wasserstein_cm1', '.0f')}")
+        else:
+            score = entry.get("ml_vs_experiment")
+            label = "experiment (gas phase, baseline corrected"
+            label += ", convolved to the MD line shape)" if experiment.fwhm_cm1 else ")"
+            if score:
+                label += (f"; ML vs exp: PCC {ci_text(score, 'pcc', '.3f')}, "
+                          f"WD {ci_text(score, 'wasserstein_cm1', '.0f')}")
+        ax.plot(grid, base + y, color=colors[kind], lw=1.0, label=label)
+        if s is not None:
+            ax.fill_between(grid, base + y - s, base + y + s, color=colors[kind], alpha=0.3,
+                            lw=0)
+        if kind == "experiment":
+            if experiment.fwhm_cm1:
+                raw, _ = _normalised(experiment.corrected.wavenumber_cm1,
+                                     experiment.corrected.intensity, grid)
+                ax.plot(grid, base + raw, color="0.6", lw=0.5, alpha=0.6, zorder=0,
+                        label="experiment as measured (baseline corrected)")
+            for i, (a, b) in enumerate(experiment.saturated_cm1):
+                ax.axvspan(a - 2, b + 2, color="C1", alpha=0.2, lw=0,
+                           label=(f"measured absorbance > {experiment.saturation_absorbance:g} "
+                                  f"(saturated; max {experiment.max_absorbance:g})"
+                                  if i == 0 else None))
+        if kind == "ml" and harmonic_cm1 is not None and len(harmonic_cm1):
+            inside = (harmonic_cm1 >= lo) & (harmonic_cm1 <= hi)
+            heights = np.asarray(harmonic_km_mol)[inside]
+            if heights.size and heights.max() > 0:
+                heights = 0.25 * offset * heights / heights.max()
+                ax.vlines(harmonic_cm1[inside], base - heights, base, color="C2", lw=1.0,
+                          label="double harmonic (committee)")
+    ax.set_xlim(hi, lo)  # chemists' convention: wavenumber decreasing to the right
+    ax.set_xlabel("wavenumber / cm$^{-1}$")
+    ax.set_ylabel("intensity (unit area, offset)")
+    ax.set_yticks([])
+    ax.set_title(f"{molecule}, {config.temperature_K:g} K "
+                 f"({int(100 * metrics.get('confidence', 0.95))} % intervals)")
+    ax.legend(loc="upper left", fontsize=6.5, frameon=False)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def _errorbar(ax, x, score_list: list[dict], key: str, **kwargs) -> None:
+    y = np.array([s[key] if s else np.nan for s in score_list], dtype=float)
+    ci = [s.get(f"{key}_ci") if s else None for s in score_list]
+    lo = np.array([y[i] - c[0] if c else 0.0 for i, c in enumerate(ci)])
+    hi = np.array([c[1] - y[i] if c else 0.0 for i, c in enumerate(ci)])
+    ax.errorbar(x, y, yerr=np.clip([lo, hi], 0, None), capsize=3, **kwargs)
+
+
+def summary_figure(metrics: dict, path: Path) -> None:
+    """PCC and Wasserstein distance per molecule and comparison, with their intervals."""
+    plt = _pyplot()
+    molecules = list(metrics["molecules"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(max(6.0, 1.2 * len(molecules) + 3), 3.6),
+                               constrained_layout=True)
+    width = 0.8 / len(PAIRS)
+    x = np.arange(len(molecules))
+    for k, pair in enumerate(PAIRS):
+        scores = [metrics["molecules"][m].get(pair) for m in molecules]
+        for ax, key in ((a, "pcc"), (b, "wasserstein_cm1")):
+            ax.bar(x + (k - 1) * width, [s[key] if s else np.nan for s in scores], width,
+                   label=LABELS[pair], color=f"C{k}")
+            _errorbar(ax, x + (k - 1) * width, scores, key, fmt="none", color="k", lw=0.8)
+    for ax, name in ((a, "Pearson correlation"), (b, "Wasserstein distance / cm$^{-1}$")):
+        ax.set_xticks(x, molecules, rotation=30, ha="right")
+        ax.set_ylabel(name)
+    a.set_ylim(0, 1)
+    a.legend(fontsize=7, frameon=False, loc="lower left")
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
+                     config: CompareConfig, path: Path) -> None:
+    """One panel per molecule (ML mean ± std, reference MD, experiment as compared; unit area,
+    offset; ML–ref and ML–exp PCC in the corner), then the mean ± std of PCC over molecules per
+    comparison: the table of all comparisons at a glance. ``ml``/``reference`` map
+    (molecule, T) to :class:`MdSpectrum`, ``experiment`` molecule to :class:`Experiment`."""
+    plt = _pyplot()
+    t = float(config.temperature_K)
+    molecules = list(metrics["molecules"])
+    n = len(molecules) + 1
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows),
+                             constrained_layout=True, squeeze=False)
+    lo, hi = config.window_cm1
+    grid = np.arange(lo, hi + config.step_cm1 / 2, config.step_cm1)
+    for ax, molecule in zip(axes.flat, molecules):
+        entry = metrics["molecules"][molecule]
+        traces = [("ML", ml.get((molecule, t)), "C0"), ("ref. MD", reference.get((molecule, t)),
+                                                         "C3")]
+        exp = experiment.get(molecule)
+        curves = []
+        for label, spec, color in traces:
+            if spec is not None:
+                y, sd = _normalised(spec.wavenumber_cm1, spec.intensity, grid, spec.std)
+                curves.append((label, y, sd, color))
+        if exp is not None:
+            y, _ = _normalised(exp.compared.wavenumber_cm1, exp.compared.intensity, grid)
+            curves.append(("exp.", y, None, "k"))
+        top = max([float(np.max(y)) for _, y, _, _ in curves] or [1.0])
+        for k, (label, y, sd, color) in enumerate(curves):
+            base = (len(curves) - 1 - k) * 1.1 * top
+            ax.plot(grid, base + y, color=color, lw=0.8, label=label)
+            if sd is not None:
+                ax.fill_between(grid, base + y - sd, base + y + sd, color=color, alpha=0.3,
+                                lw=0)
+        text = [f"{short}: PCC {entry[pair]['pcc']:.2f}" for pair, short in
+                (("ml_vs_reference", "ML–ref"), ("ml_vs_experiment", "ML–exp"))
+                if pair in entry]
+        ax.text(0.02, 0.97, "\n".join(text), transform=ax.transAxes, va="top", fontsize=6.5)
+        ax.set_title(molecule, fontsize=9)
+        ax.set_xlim(hi, lo)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+        ax.legend(loc="upper right", fontsize=6, frameon=False)
+    summary = axes.flat[len(molecules)]
+    pairs = [p for p in PAIRS if p in metrics.get("mean", {})]
+    for k, pair in enumerate(pairs):
+        m = metrics["mean"][pair]
+        summary.errorbar([k], [m["pcc"]], yerr=[[m["pcc_std"] or 0.0]], fmt="o", capsize=3,
+                         color=f"C{k}")
+    summary.set_xticks(range(len(pairs)), [LABELS[p].replace(" vs ", "\nvs ") for p in pairs],
+                       fontsize=7)
+    summary.set_ylim(0, 1)
+    summary.set_ylabel("PCC (mean ± std over molecules)", fontsize=7)
+    summary.set_title(f"{len(molecules)} molecule{'s' if len(molecules) > 1 else ''}, "
+                      f"{t:g} K (higher is better)", fontsize=9)
+    for ax in list(axes.flat)[len(molecules) + 1:]:
+        ax.set_visible(False)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def empty_figure(path: Path, text: str) -> None:
+    """A figure that says why there is nothing to draw (an empty molecule set): a plots
+    directory always holds a figure, so git and DVC keep it."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.0, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def convergence_figure(molecule: str, rows: list[dict], path: Path) -> None:
+    """ML–reference PCC and WD (with intervals) against the total ML production (the first
+    k runs)."""
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7.0, 3.0), constrained_layout=True)
+    x = [r["produce_ps"] for r in rows]
+    _errorbar(a, x, rows, "pcc", marker="o", color="C0")
+    _errorbar(b, x, rows, "wasserstein_cm1", marker="o", color="C3")
+    for ax, name in ((a, "PCC, ML vs reference MD"), (b, "WD / cm$^{-1}$")):
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
+        ax.set_xlabel("ML production, all runs / ps")
+        ax.set_ylabel(name)
+    fig.suptitle(f"{molecule}: convergence with the ML production (first k runs)",
+                 fontsize=9)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def temperature_series_figure(molecule: str, by_temperature: dict[str, dict],
+                              path: Path) -> None:
+    """ML–reference PCC and WD (with intervals) at each temperature of the series."""
+    plt = _pyplot()
+    temps = sorted(by_temperature, key=lambda k: float(k[:-1]))
+    x = [float(k[:-1]) for k in temps]
+    rows = [by_temperature[k] for k in temps]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7.0, 3.0), constrained_layout=True)
+    _errorbar(a, x, rows, "pcc", marker="o", color="C0")
+    _errorbar(b, x, rows, "wasserstein_cm1", marker="o", color="C3")
+    for ax, name in ((a, "PCC, ML vs reference MD"), (b, "WD / cm$^{-1}$")):
+        ax.set_xlabel("temperature / K")
+        ax.set_ylabel(name)
+    fig.suptitle(f"{molecule}: ML vs reference MD across temperatures", fontsize=9)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def temperature_figure(molecule: str, spectra: dict[float, MdSpectrum],
+                       window_cm1: tuple[float, float], path: Path) -> None:
+    """One molecule's ML spectrum at each temperature (mean ± std), stacked."""
+    plt = _pyplot()
+    lo, hi = window_cm1
+    grid = np.arange(lo, hi + 0.5, 1.0)
+    fig, ax = plt.subplots(figsize=(7.0, 1.2 + 1.1 * len(spectra)), constrained_layout=True)
+    curves = [(t, *_normalised(s.wavenumber_cm1, s.intensity, grid, s.std), s.n_runs)
+              for t, s in sorted(spectra.items())]
+    offset = 1.1 * max(float(np.max(y + sd)) for _, y, sd, _ in curves)
+    cmap = plt.get_cmap("coolwarm")
+    for k, (t, y, sd, n) in enumerate(curves):
+        color = cmap(k / max(1, len(curves) - 1))
+        ax.plot(grid, k * offset + y, color=color, lw=1.0, label=f"{t:g} K ({n} runs)")
+        ax.fill_between(grid, k * offset + y - sd, k * offset + y + sd, color=color,
+                        alpha=0.3, lw=0)
+    ax.set_xlim(hi, lo)
+    ax.set_xlabel("wavenumber / cm$^{-1}$")
+    ax.set_ylabel("intensity (unit area, offset)")
+    ax.set_yticks([])
+    ax.set_title(f"{molecule}: MACE committee MD, mean ± std over runs")
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def figure_name(molecule: str) -> str:
+    return f"{file_stem(molecule)}.png"
+
+
+def learning_curve_figure(rows: list[dict], stop: float, path: Path) -> None:
+    """Committee-mean harmonic-frequency MAE against labels, one line per molecule with the
+    members' spread as error bars, the stop rule as a dashed line."""
+    plt = _pyplot()
+    names = sorted({n for r in rows for n in r["molecules"]})
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), constrained_layout=True)
+    for k, name in enumerate(names):
+        points = [(r["molecules"][name]["labels"], r["molecules"][name]["frequency_mae_cm1"],
+                   r["molecules"][name]["frequency_member_mae_std_cm1"] or 0.0)
+                  for r in rows if name in r["molecules"]]
+        x, y, e = map(np.array, zip(*points))
+        ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, lw=1, color=f"C{k % 10}",
+                    label=name)
+    ax.axhline(stop, color="k", ls="--", lw=0.8, label=f"stop rule ({stop:g} cm$^{{-1}}$)")
+    ax.set_xlabel("labelled structures of the molecule")
+    ax.set_ylabel("harmonic-frequency MAE / cm$^{-1}$\n(committee mean; bars: members' std)")
+    ax.set_yscale("log")
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter() if ax.get_ylim()[1] / ax.get_ylim()[0] < 3
+                                 else plt.NullFormatter())
+    ax.legend(fontsize=7, frameon=False, ncol=2)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
