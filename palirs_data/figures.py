@@ -1,25 +1,21 @@
 """Every figure of the pipeline, drawn from the stages' tables and metrics (matplotlib, Agg).
 
 Each function draws what its arguments hold and nothing else, so a stage's figures depend only
-on the data they show: the per-molecule comparison and the all-molecules panels
-(``compare``), the convergence with the production length and the temperature series
-(``compare``), each molecule's ML spectrum at every temperature (``ir``), the learning curve
-(``campaign``).
+on the data they show. The ``compare`` stage draws the per-molecule comparison, the
+all-molecules panels, the convergence with the production length, the scores across
+temperatures and each molecule's ML spectrum at every temperature; the ``campaign`` stage the
+learning curve. The MD stages draw nothing, so a plot setting never reruns MD.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from palirs_data.compare import LABELS, PAIRS, ci_text
+from palirs_data.compare import LABELS, PAIRS, Experiment, MdSpectrum, ci_text
+from palirs_data.config import CompareConfig
 from palirs_data.names import file_stem
-
-if TYPE_CHECKING:
-    from palirs_data.compare import Experiment, MdSpectrum
-    from palirs_data.config import CompareConfig
 
 
 def _pyplot():
