@@ -33,7 +33,8 @@ def measure(names: list[str], models: Path, steps: int, frames_per_mode: int) ->
     import torch
 
     from palirs_data import molecules, structures
-    from palirs_data.acquisition import sanity_guard
+    from palirs_data.config import GuardConfig
+    from palirs_data.guard import Guard
     from palirs_data.committee import Committee
     from palirs_data.config import LabelConfig, LabelerConfig, SampleConfig
     from palirs_data.dynamics import BatchedMD, Replica
@@ -58,7 +59,7 @@ def measure(names: list[str], models: Path, steps: int, frames_per_mode: int) ->
                 for k, (m, t) in enumerate((m, t) for m in minima for t in (300.0, 500.0,
                                                                               700.0))]
     md = BatchedMD(committee, replicas, timestep_fs=0.5)
-    guard = sanity_guard(minima)
+    guard = Guard(GuardConfig(), minima=minima)
     md.run(100, write_every=101, guard=guard)  # warm-up: thermalising, caches
     t0 = time.perf_counter()
     report = md.run(steps, write_every=steps + 1, guard=guard)

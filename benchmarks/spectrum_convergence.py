@@ -23,7 +23,7 @@ from palirs_data import structures
 from palirs_data.compare import md_runs, score
 from palirs_data.compute import Executor, dask_client
 from palirs_data.config import CompareConfig, ComputeConfig, IrConfig, LabelerConfig
-from palirs_data.ir import reference_ir
+from palirs_data.reference_md import reference_ir
 from palirs_data.trajectory import TrajectoryStore
 
 

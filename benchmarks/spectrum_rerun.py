@@ -24,7 +24,8 @@ from palirs_data.compare import experimental_spectra, md_runs, score
 from palirs_data.config import load_params
 from palirs_data.compute import Executor, dask_client
 from palirs_data.config import LabelerConfig
-from palirs_data.ir import ml_ir, reference_ir
+from palirs_data.ir import ml_ir
+from palirs_data.reference_md import reference_ir
 from palirs_data.md_analysis import kinetic_temperatures
 from palirs_data.trajectory import TrajectoryStore
 

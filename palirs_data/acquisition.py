@@ -1,4 +1,4 @@
-"""Active learning: committee MD, the guard, the choice of frames, one acquisition step.
+"""Active learning: committee MD, the choice of frames, one acquisition step.
 
 One iteration ``iterK`` continues from ``iterP`` (its predecessor, a directory holding the
 training table, the committee, the trajectory store and the evaluation of that iteration):
@@ -19,15 +19,16 @@ training table, the committee, the trajectory store and the evaluation of that i
    temperature and not near T/2. Frame 0 of every trajectory in the new store is that
    starting state, evaluated by the new committee; it is not selected (it belongs to
    ``iterP``) unless the guard stops the run before any new frame.
-3. The guard (:class:`Guard`) stops a run at once when a frame's relative force deviation
-   (:data:`~palirs_data.committee.REL_DEV_EPS_EVA`) exceeds the limit, when anything is not
-   finite, when atoms collapse, or when a bond of the molecule's minimum stretches beyond
-   ``max_bond_stretch`` × its length there (the molecule comes apart). The offending frame is
-   never written, so the store holds only frames before the blow-up and the next iteration
-   restarts from the last sane one.
+3. The guard (:mod:`palirs_data.guard`) stops a run at once when a frame's relative force
+   deviation exceeds ``acquire.max_force_rel_dev``, when anything is not finite, when atoms
+   collapse or fly apart, or when a bond of the molecule's minimum stretches beyond
+   ``guard.max_bond_stretch`` × its length there. The offending frame is never written, so
+   the store holds only frames before the blow-up and the next iteration restarts from the
+   last sane one.
 4. Per molecule and temperature, the ``per_temperature`` frames with the largest committee
    uncertainty (``acquire.uncertainty``: ``force_std_max_eVA`` or ``force_rel_dev``) are
-   chosen, no two closer in time than ``min_spacing_fs`` (:func:`select_frames`).
+   chosen, no two closer in time than ``min_spacing_fs``
+   (:func:`palirs_data.selection.select_frames`).
 5. The chosen frames are labelled by the label source (:func:`palirs_data.labeling.label_table`,
    with its checkpoints, retries and failure accounting) and appended to the table with their
    iteration, temperature and uncertainty.
@@ -37,158 +38,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from palirs_data import structures
 from palirs_data.atomic import keyed_work_dir
-from palirs_data.committee import Committee, CommitteeOutput, segment_reduce
+from palirs_data.committee import Committee
 from palirs_data.compute import Executor
-from palirs_data.config import ActiveLearningConfig, AcquireConfig, LabelConfig, LabelerConfig
+from palirs_data.config import (ActiveLearningConfig, AcquireConfig, GuardConfig, LabelConfig,
+                                LabelerConfig)
 from palirs_data.dynamics import BatchedMD, Replica, thermalise
 from palirs_data.errors import PalirsInputError
+from palirs_data.guard import Guard
 from palirs_data.labeling import label_table
-from palirs_data.md_analysis import kinetic_temperatures_K, mean_with_error
+from palirs_data.selection import select_acquired
 from palirs_data.reports import Evaluation
 from palirs_data.structures import Structure
-from palirs_data.trajectory import TrajectoryStore, trajectory_key
+from palirs_data.trajectory import TrajectoryStore, resume, trajectory_key
 
 log = logging.getLogger(__name__)
-
-
-def select_frames(time_fs: np.ndarray, uncertainty: np.ndarray, *, n: int,
-                  min_spacing_fs: float) -> np.ndarray:
-    """Indices of up to ``n`` frames with the largest ``uncertainty``, most uncertain first,
-    no two closer than ``min_spacing_fs`` in time (greedy: a frame is skipped when it lies
-    within the spacing of one already chosen). Non-finite uncertainties are never chosen."""
-    time_fs, uncertainty = np.asarray(time_fs, float), np.asarray(uncertainty, float)
-    if time_fs.shape != uncertainty.shape:
-        raise ValueError("time and uncertainty differ in length")
-    order = np.argsort(-np.where(np.isfinite(uncertainty), uncertainty, -np.inf), kind="stable")
-    chosen: list[int] = []
-    for i in order:
-        if len(chosen) == n or not np.isfinite(uncertainty[i]):
-            break
-        if all(abs(time_fs[i] - time_fs[j]) >= min_spacing_fs for j in chosen):
-            chosen.append(int(i))
-    return np.array(chosen, dtype=np.int64)
-
-
-#: a bond (a pair closer than 1.25 × the sum of covalent radii at the minimum) is broken when
-#: it is longer than this multiple of its length at the minimum. Measured on the demo's
-#: trajectories (methanol, GFN2-xTB and committee MD): the longest bond reaches 1.14 × its
-#: minimum length at 300 K and 1.29 × at 700 K; 1.5 × is a C-H bond 0.55 Å long, some 2 eV up.
-MAX_BOND_STRETCH = 1.5
-_BONDED_RADII = 1.25
-
-
-def bonds(numbers: np.ndarray, positions_A: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                                                   np.ndarray]:
-    """The bonded pairs ``i < j`` of a molecule at ``positions_A`` (closer than 1.25 × the sum
-    of their covalent radii) and their lengths, Å."""
-    from ase.data import covalent_radii
-
-    z = np.asarray(numbers, dtype=np.int64)
-    x = np.asarray(positions_A, dtype=np.float64)
-    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
-    limit = _BONDED_RADII * (covalent_radii[z][:, None] + covalent_radii[z][None])
-    i, j = np.nonzero(np.triu(d < limit, 1))
-    return i, j, d[i, j]
-
-
-class Guard:
-    """Stops a replica whose frame is not to be trusted (see the module docstring); the reason
-    is kept on the replica (``stop_reason``). With ``minima`` (one structure per molecule) a
-    run also stops when a bond of its molecule's minimum stretches beyond ``max_bond_stretch``
-    × its length there: a measure of coming apart that does not depend on the molecule's
-    size, unlike ``max_distance_A`` (a last bound on any pair)."""
-
-    def __init__(self, *, max_force_rel_dev: float, min_distance_A: float,
-                 max_distance_A: float, minima: Sequence[Structure] = (),
-                 max_bond_stretch: float = MAX_BOND_STRETCH) -> None:
-        self.max_force_rel_dev = max_force_rel_dev
-        self.min_distance_A = min_distance_A
-        self.max_distance_A = max_distance_A
-        self.max_bond_stretch = max_bond_stretch
-        self._bonds = {s.molecule: bonds(s.numbers, s.positions_A) for s in minima}
-        self._cache: tuple[tuple, tuple] | None = None
-
-    def _stretch(self, md: BatchedMD, x: torch.Tensor, n: int) -> torch.Tensor:
-        """Per active replica, the largest ratio of a bond's length to its minimum's (0: no
-        bonds known)."""
-        key = tuple(md.active)
-        if self._cache is None or self._cache[0] != key:
-            i, j, d0, owner = [], [], [], []
-            for k, (start, replica) in enumerate(zip(md.batch.ptr[:-1].tolist(),
-                                                     (md.replicas[a] for a in md.active))):
-                if replica.molecule not in self._bonds:
-                    continue
-                bi, bj, bd = self._bonds[replica.molecule]
-                if len(bi) and max(bi.max(), bj.max()) >= len(replica.numbers):
-                    raise ValueError(f"the minimum of '{replica.molecule}' has other atoms")
-                i.append(bi + start), j.append(bj + start), d0.append(bd)
-                owner.append(np.full(len(bi), k))
-            as_tensor = [torch.as_tensor(np.concatenate(a) if a else np.zeros(0),
-                                         device=x.device) for a in (i, j, d0, owner)]
-            self._cache = (key, (as_tensor[0].long(), as_tensor[1].long(),
-                                 as_tensor[2].to(x.dtype), as_tensor[3].long()))
-        bi, bj, bd, owner = self._cache[1]
-        if not len(bi):
-            return torch.zeros(n, dtype=x.dtype, device=x.device)
-        ratio = torch.linalg.vector_norm(x[bi] - x[bj], dim=1) / bd
-        out = torch.zeros(n, dtype=x.dtype, device=x.device)
-        return out.scatter_reduce(0, owner, torch.nan_to_num(ratio, nan=torch.inf),
-                                  reduce="amax", include_self=True)
-
-    def __call__(self, md: BatchedMD, out: CommitteeOutput) -> np.ndarray:
-        batch, x = md.batch, md.coordinates
-        n = batch.n_graphs
-        s, r = batch.pairs
-        d = torch.linalg.vector_norm(x[r] - x[s], dim=1)
-        owner = batch.batch[s]
-        has_pairs = torch.zeros(n, dtype=torch.bool, device=x.device).index_fill_(0, owner, True)
-        d_min = torch.where(has_pairs, segment_reduce(d, owner, n, "amin"), torch.inf)
-        d_max = torch.where(has_pairs, segment_reduce(d, owner, n, "amax"), 0.0)
-        stretch = self._stretch(md, x, n)
-        finite = (torch.isfinite(out.energy_eV)
-                  & segment_reduce(torch.isfinite(out.forces_eVA).all(-1).to(x.dtype),
-                                    batch.batch, n, "amin").bool()
-                  & segment_reduce(torch.isfinite(x).all(-1).to(x.dtype), batch.batch, n,
-                                    "amin").bool())
-        rel = out.force_rel_dev
-        checks = [
-            (~finite, lambda k: "non-finite energy, forces or positions"),
-            (rel > self.max_force_rel_dev,
-             lambda k: f"force_rel_dev {float(rel[k]):.3g} > {self.max_force_rel_dev:g}"),
-            (d_min < self.min_distance_A,
-             lambda k: f"atoms {float(d_min[k]):.2f} Å apart (< {self.min_distance_A:g} Å)"),
-            (stretch > self.max_bond_stretch,
-             lambda k: f"a bond at {float(stretch[k]):.2f} × its length at the minimum "
-                       f"(> {self.max_bond_stretch:g})"),
-            (d_max > self.max_distance_A,
-             lambda k: f"atoms {float(d_max[k]):.1f} Å apart (> {self.max_distance_A:g} Å)"),
-        ]
-        stop = np.zeros(n, dtype=bool)
-        for mask, reason in checks:
-            for k in np.flatnonzero(mask.cpu().numpy()):
-                if not stop[k]:
-                    stop[k] = True
-                    md.replicas[md.active[k]].stop_reason = reason(k)  # type: ignore[attr-defined]
-        return stop
-
-
-def sanity_guard(minima: Sequence[Structure] | Sequence[Replica]):
-    """Stops only runs that have gone wrong (non-finite, collapsed, a bond of the minimum
-    broken), never on committee disagreement: the production run is the measurement.
-    ``minima``: the minima, or runs that start at them (their starting positions)."""
-    return Guard(max_force_rel_dev=float("inf"), min_distance_A=0.5, max_distance_A=20.0,
-                 minima=minima)
 
 
 def iteration_seed(seed: int, iteration: int, index: int) -> int:
@@ -231,69 +103,56 @@ class AcquisitionReport:
 
 def acquisition_md(committee: Committee, minima: list[Structure], config: AcquireConfig, *,
                    iteration: int, store: TrajectoryStore,
-                   previous: TrajectoryStore | None = None, progress: bool = False,
-                   chunk_frames: int = 256, keys: list[str] | None = None) -> dict:
+                   previous: TrajectoryStore | None = None, guard: GuardConfig = GuardConfig(),
+                   progress: bool = False, chunk_frames: int = 256,
+                   keys: list[str] | None = None) -> dict:
     """The committee MD of one iteration into ``store`` (module docstring, steps 2-3); with
     ``keys``, only those runs (the others may be run by other tasks into the same store;
-    every run's seeds are those of the whole set).
+    every run's seeds are those of the whole set). The ``guard`` bounds and the committee's
+    limit ``config.max_force_rel_dev`` stop a run (:mod:`palirs_data.guard`).
 
     ``store`` may hold the frames of a killed attempt at the same computation (same committee,
-    minima, settings): every run then continues from its last committed frame, after all are
-    cut back to the shortest (an append interrupted between trajectories), and runs the guard
-    already stopped stay stopped. As the noise is reseeded per written chunk
-    (:mod:`palirs_data.dynamics`), the result equals that of an uninterrupted run."""
+    minima, settings): it is continued by the one resume rule
+    (:func:`palirs_data.trajectory.resume`), and the result equals that of an uninterrupted
+    run."""
     replicas = acquisition_replicas(minima, config, iteration=iteration, previous=previous)
     if keys is not None:
         wanted = set(keys)
         replicas = [r for r in replicas if r.key in wanted]
-    existing = {r.key: store[r.key] for r in replicas if r.key in store}
-    running = [t for t in existing.values() if t.attrs.get("stopped_at_time_fs") is None]
-    done = len(existing) == len(replicas) and all(t.n_frames for t in running)
-    if not done:  # nothing yet, or killed before every run had committed a chunk: start over
-        for t in existing.values():
-            t.truncate(0)
-            t.set_attrs(stopped_at_time_fs=None, stop_reason=None)
-    elif running:
-        shortest = min(t.n_frames for t in running)
-        for t in running:
-            t.truncate(shortest)
-    resumed = sum(t.n_frames for t in existing.values())
-    steps = config.n_steps
-    if done:
-        replicas = [r for r in replicas
-                    if existing[r.key].attrs.get("stopped_at_time_fs") is None]
-        if replicas:
-            steps -= (existing[replicas[0].key].n_frames - 1) * config.write_every
-    guard = Guard(max_force_rel_dev=config.max_force_rel_dev,
-                  min_distance_A=config.min_distance_A, max_distance_A=config.max_distance_A,
-                  minima=minima, max_bond_stretch=config.max_bond_stretch)
+    resumed = resume(store, [r.key for r in replicas])
+    going = set(resumed.going)
+    replicas = [r for r in replicas if r.key in going]
+    # frame 0 is the starting state: a continued run has made frames - 1 writes
+    steps = config.n_steps - max(resumed.frames - 1, 0) * config.write_every
+    sane = Guard(guard, minima=minima, max_force_rel_dev=config.max_force_rel_dev)
     start = time.perf_counter()
     warm_steps = 0
-    if not done:  # runs that start at a minimum are thermalised first
+    if not resumed.frames:  # runs that start at a minimum are thermalised first
         cold = [r for r in replicas if r.velocities_A_fs is None]
         thermalise(committee, cold, timestep_fs=config.timestep_fs,
                    steps=config.thermalise_steps, friction_fs=config.thermalise_friction_fs,
-                   guard=guard)
+                   guard=sane)
         warm_steps = len(cold) * config.thermalise_steps
     md = BatchedMD(committee, replicas, timestep_fs=config.timestep_fs, store=store,
                    model_names=[f"iter{iteration - 1}"],
                    chunk_frames=chunk_frames) if replicas else None
     seconds, replica_steps = time.perf_counter() - start, warm_steps  # thermalisation too
     if md is not None:
-        if not done:
-            stop = guard(md, md.output)  # a start that the new committee already distrusts
+        if not resumed.frames:
+            stop = sane(md, md.output)  # a start that the new committee already distrusts
             md.record()  # frame 0: the starting state
             md.stop([i for i, s in zip(list(md.active), stop) if s], 0)
-        report = md.run(steps, write_every=config.write_every, guard=guard, progress=progress)
+        report = md.run(steps, write_every=config.write_every, guard=sane, progress=progress)
         seconds = time.perf_counter() - start
         replica_steps += report.replica_steps
-    return {"md_seconds": seconds, "replica_steps": replica_steps, "resumed_frames": resumed}
+    return {"md_seconds": seconds, "replica_steps": replica_steps,
+            "resumed_frames": resumed.kept_frames}
 
 
 def acquisition_md_task(committee_paths: list[str], minima: list[Structure],
                         config: AcquireConfig, iteration: int, store_path: str,
                         previous_path: str | None, keys: list[str] | None = None,
-                        progress: bool = False) -> dict:
+                        progress: bool = False, guard: GuardConfig = GuardConfig()) -> dict:
     """:func:`acquisition_md` of the runs ``keys`` (None: all) as one unit of GPU work on a
     Dask worker: the models are loaded from files onto this worker's device, the
     trajectories go to the store at ``store_path`` (both on a file system the worker shares
@@ -307,91 +166,19 @@ def acquisition_md_task(committee_paths: list[str], minima: list[Structure],
     previous = TrajectoryStore(previous_path, mode="r") if previous_path else None
     out = acquisition_md(committee, minima, config, iteration=iteration,
                          store=TrajectoryStore(store_path), previous=previous, keys=keys,
-                         progress=progress)
+                         guard=guard, progress=progress)
     return {**out, "worker": worker_name(), "device": dev}
-
-
-def _finite(x: float) -> float | None:
-    """``x``, or None where it is not a number (JSON has no NaN)."""
-    return float(x) if np.isfinite(x) else None
-
-
-def _run_record(m: Structure, temperature: float, key: str, traj, t: np.ndarray,
-                unc: dict[str, np.ndarray], config: AcquireConfig) -> dict:
-    """What ``acquire.json`` says about one run: its span, why it stopped, its uncertainty
-    and its mean kinetic temperature (null for a run stopped at its first frame)."""
-    stopped = traj.attrs.get("stopped_at_time_fs")
-    # frame 0 is the starting state (the previous iteration's last frame): not counted
-    kinetic = kinetic_temperatures_K(numbers=m.numbers,
-                                     velocities_A_fs=traj.read("velocities_A_fs")[1:])
-    t_mean, t_se = mean_with_error(kinetic)
-    return {
-        "key": key, "molecule": m.molecule, "temperature_K": temperature,
-        "frames": traj.n_frames, "start_time_fs": float(t[0]), "end_time_fs": float(t[-1]),
-        "stopped_at_step": (None if stopped is None else
-                            int(round((stopped - t[0]) / config.timestep_fs))),
-        "stop_reason": traj.attrs.get("stop_reason"),
-        "max_force_std_max_eVA": _finite(np.nanmax(unc["force_std_max_eVA"])),
-        "max_force_rel_dev": _finite(np.nanmax(unc["force_rel_dev"])),
-        "kinetic_temperature_K": _finite(t_mean), "kinetic_temperature_se_K": _finite(t_se),
-        "kinetic_frames": int(kinetic.size), "selected": 0}
-
-
-def select_acquired(minima: list[Structure], config: AcquireConfig, *, iteration: int,
-                    store: TrajectoryStore) -> tuple[pa.Table, list[dict]]:
-    """The most uncertain frames of each run in ``store`` (module docstring, step 4), and one
-    record per run."""
-    rows, runs = [], []
-    for m in minima:
-        for temperature in config.temperatures_K:
-            # the candidates of all replicas, selected together: replica k's times are shifted
-            # past replica k-1's so that the spacing rule acts within a run only
-            cand: list[tuple[int, np.ndarray]] = []  # (replica, frame indices)
-            times, uncs, offset = [], [], 0.0
-            for k in range(config.replicas):
-                key = trajectory_key(m.molecule, temperature, k)
-                traj = store[key]
-                t = traj.read("time_fs")
-                unc = {"force_std_max_eVA": traj.read("force_std_max_eVA"),
-                       "force_rel_dev": traj.read("force_rel_dev")}
-                # frame 0 (the starting state) is a candidate only when the guard stopped the
-                # run before any new frame: the committee distrusts the start itself, and
-                # without its label the next iteration would start from the same state again
-                first = 1 if traj.n_frames > 1 else 0
-                idx = np.arange(first, traj.n_frames)
-                cand.append((k, idx))
-                times.append(t[idx] - t[0] + offset)
-                uncs.append(unc[config.uncertainty][idx])
-                offset = float(times[-1].max(initial=0.0)) + config.min_spacing_fs + 1.0
-                runs.append(_run_record(m, temperature, key, traj, t, unc, config))
-            owner = np.concatenate([np.full(len(i), k) for k, i in cand])
-            frame = np.concatenate([i for _, i in cand])
-            chosen = select_frames(np.concatenate(times), np.concatenate(uncs),
-                                   n=config.per_temperature, min_spacing_fs=config.min_spacing_fs)
-            for c in chosen:
-                k, i = int(owner[c]), int(frame[c])
-                traj = store[trajectory_key(m.molecule, temperature, k)]
-                rows.append(Structure(
-                    molecule=m.molecule, numbers=m.numbers,
-                    positions_A=traj.read("positions_A")[i],
-                    source="active_learning", charge_e=m.charge_e, multiplicity=m.multiplicity,
-                    iteration=iteration, temperature_K=temperature,
-                    force_std_max_eVA=float(traj.read("force_std_max_eVA")[i]),
-                    force_rel_dev=float(traj.read("force_rel_dev")[i])))
-                runs[-config.replicas + k]["selected"] += 1
-    table = structures.to_table(structures.dedupe(rows)) if rows else structures.empty_table()
-    return table, runs
 
 
 def run_acquisition(committee: Committee, minima: list[Structure], config: AcquireConfig, *,
                     iteration: int, store: TrajectoryStore,
-                    previous: TrajectoryStore | None = None,
+                    previous: TrajectoryStore | None = None, guard: GuardConfig = GuardConfig(),
                     progress: bool = False) -> AcquisitionReport:
     """Committee MD of every molecule and temperature (one batch), guarded, into ``store``;
     then the most uncertain frames of each run (module docstring, steps 2-4), in this
     process."""
     md = acquisition_md(committee, minima, config, iteration=iteration, store=store,
-                        previous=previous, progress=progress)
+                        previous=previous, guard=guard, progress=progress)
     table, runs = select_acquired(minima, config, iteration=iteration, store=store)
     return AcquisitionReport(table, runs, md["md_seconds"], md["replica_steps"],
                              resumed_frames=md["resumed_frames"])
@@ -421,13 +208,13 @@ def read_iteration(directory: Path) -> tuple[pa.Table, Evaluation]:
 
 
 def work_store_path(work_dir: Path, *, iteration: int, committee_paths: list[Path],
-                    minima: list[Structure], config: AcquireConfig,
+                    minima: list[Structure], config: AcquireConfig, guard: GuardConfig,
                     previous: TrajectoryStore | None) -> Path:
     """Where an iteration's MD runs before it becomes the stage's output: a directory keyed
     by everything the trajectories depend on (committee files, minima, settings, the previous
     iteration's last frames), so a killed run is continued only by the same computation."""
     parts: list = [m.structure_id for m in minima]
-    parts += [config.model_dump_json(), iteration]
+    parts += [config.model_dump_json(), guard.model_dump_json(), iteration]
     if previous is not None:
         for key in previous.keys():
             traj = previous[key]
@@ -440,8 +227,8 @@ def work_store_path(work_dir: Path, *, iteration: int, committee_paths: list[Pat
 
 
 def _md(committee_paths: list[Path], minima: list[Structure], config: AcquireConfig, *,
-        iteration: int, store_path: Path, previous_path: Path | None, executor: Executor,
-        progress: bool) -> dict:
+        iteration: int, store_path: Path, previous_path: Path | None, guard: GuardConfig,
+        executor: Executor, progress: bool) -> dict:
     """The iteration's MD divided over the ``executor``'s MD slots
     (:func:`palirs_data.compute.md_slots`; one in this process), one GPU task each."""
     from palirs_data.compute import merge_md_reports, split_balanced, watch_store
@@ -455,7 +242,8 @@ def _md(committee_paths: list[Path], minima: list[Structure], config: AcquireCon
                                minima, config, iteration, str(store_path.resolve()),
                                str(previous_path.resolve()) if previous_path else None,
                                [replicas[i].key for i in part],
-                               progress=progress and not executor.distributed, gpu=True)
+                               progress=progress and not executor.distributed, guard=guard,
+                               gpu=True)
                for part in parts]
     total = (len(minima) * len(config.temperatures_K) * config.replicas
              * (config.n_steps // config.write_every + 1))
@@ -464,10 +252,60 @@ def _md(committee_paths: list[Path], minima: list[Structure], config: AcquireCon
                                         progress=progress and executor.distributed))
 
 
+def _converged(iteration: int, config: ActiveLearningConfig, mae: float,
+               previous_table: pa.Table, metrics: dict, start: float) -> AcquireResult:
+    """Every molecule has converged: the table passes through unchanged, no MD runs."""
+    log.info("iter%d: converged (every molecule's frequency MAE < %.2f cm-1; overall "
+             "%.2f); no new data", iteration - 1, config.stop_mae_cm1, mae)
+    counts = _counts(previous_table)
+    metrics.update(converged=True, n_selected=0, n_labelled=0, n_failed=0,
+                   n_train=sum(counts.values()), labels_per_molecule=counts,
+                   added_per_molecule={}, max_force_std_max_eVA=None,
+                   max_force_rel_dev=None, guard_stops=0, runs=[], md_seconds=0.0,
+                   label_seconds=0.0)
+    metrics["seconds"] = round(time.perf_counter() - start, 2)
+    return AcquireResult(previous_table, metrics)
+
+
+def _iteration_md(previous_dir: Path, minima: list[Structure], config: AcquireConfig, *,
+                  iteration: int, work_dir: Path, guard: GuardConfig, executor: Executor,
+                  progress: bool) -> tuple[AcquisitionReport, Path, dict]:
+    """The iteration's committee MD in its work store, continuing ``previous_dir``'s runs,
+    and the frames it selects."""
+    committee_paths = sorted((previous_dir / "committee").glob("model_*.model"))
+    if not committee_paths:
+        raise PalirsInputError(f"{previous_dir / 'committee'}: no committee models")
+    previous_path = previous_dir / "trajectories.zarr"
+    previous_path = previous_path if previous_path.exists() else None
+    store_path = work_store_path(
+        work_dir, iteration=iteration, committee_paths=committee_paths, minima=minima,
+        config=config, guard=guard,
+        previous=TrajectoryStore(previous_path, mode="r") if previous_path else None)
+    md = _md(committee_paths, minima, config, iteration=iteration, store_path=store_path,
+             previous_path=previous_path, guard=guard, executor=executor, progress=progress)
+    if md["resumed_frames"]:
+        log.info("iter%d: continued a killed run: %d frames were already in %s", iteration,
+                 md["resumed_frames"], store_path)
+    table, runs = select_acquired(minima, config, iteration=iteration,
+                                  store=TrajectoryStore(store_path))
+    report = AcquisitionReport(table, runs, md["md_seconds"], md["replica_steps"],
+                               md["worker"], md["device"], md["resumed_frames"])
+    log.info("iter%d: MD of %d runs in %.1f s on %s (%s), %d frames selected", iteration,
+             len(report.runs), report.md_seconds, report.md_device,
+             report.md_worker or "this process", report.table.num_rows)
+    stalled = [r["key"] for r in report.runs if r["frames"] == 1]
+    if stalled:
+        log.warning("iter%d: the guard stopped %s at their first frame; if that frame is "
+                    "already labelled the committee is under-trained there (see "
+                    "committee.training), and the run will restart from it again",
+                    iteration, ", ".join(stalled))
+    return report, store_path, md
+
+
 def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
             config: ActiveLearningConfig, labeler_config: LabelerConfig,
-            label_config: LabelConfig, work_dir: Path, executor: Executor | None = None,
-            progress: bool = False) -> AcquireResult:
+            label_config: LabelConfig, work_dir: Path, guard: GuardConfig = GuardConfig(),
+            executor: Executor | None = None, progress: bool = False) -> AcquireResult:
     """One acquisition step (module docstring): returns the grown table and its metrics.
 
     The trajectories are written to a store under ``work_dir`` (:func:`work_store_path`),
@@ -488,57 +326,22 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
                      "converged_molecules": done,
                      "acquiring_molecules": [m.molecule for m in minima],
                      "selected_by": config.acquire.uncertainty}
-    if done and minima:
+    if not minima:
+        return _converged(iteration, config, mae, previous_table, metrics, start)
+    if done:
         log.info("iter%d: %s converged (frequency MAE < %.2f cm-1): no new data for them; "
                  "acquiring for %s", iteration - 1, ", ".join(done), config.stop_mae_cm1,
                  ", ".join(m.molecule for m in minima))
-    if not minima:
-        log.info("iter%d: converged (every molecule's frequency MAE < %.2f cm-1; overall "
-                 "%.2f); no new data", iteration - 1, config.stop_mae_cm1, mae)
-        counts = _counts(previous_table)
-        metrics.update(converged=True, n_selected=0, n_labelled=0, n_failed=0,
-                       n_train=sum(counts.values()), labels_per_molecule=counts,
-                       added_per_molecule={}, max_force_std_max_eVA=None,
-                       max_force_rel_dev=None, guard_stops=0, runs=[], md_seconds=0.0,
-                       label_seconds=0.0)
-        metrics["seconds"] = round(time.perf_counter() - start, 2)
-        return AcquireResult(previous_table, metrics)
-    committee_paths = sorted((previous_dir / "committee").glob("model_*.model"))
-    if not committee_paths:
-        raise PalirsInputError(f"{previous_dir / 'committee'}: no committee models")
-    previous_path = previous_dir / "trajectories.zarr"
-    previous_path = previous_path if previous_path.exists() else None
-    store_path = work_store_path(
-        work_dir, iteration=iteration, committee_paths=committee_paths, minima=minima,
-        config=config.acquire,
-        previous=TrajectoryStore(previous_path, mode="r") if previous_path else None)
-    md = _md(committee_paths, minima, config.acquire, iteration=iteration,
-             store_path=store_path, previous_path=previous_path, executor=executor,
-             progress=progress)
-    if md["resumed_frames"]:
-        log.info("iter%d: continued a killed run: %d frames were already in %s", iteration,
-                 md["resumed_frames"], store_path)
-    store = TrajectoryStore(store_path)
-    table, runs = select_acquired(minima, config.acquire, iteration=iteration, store=store)
-    report = AcquisitionReport(table, runs, md["md_seconds"], md["replica_steps"],
-                               md["worker"], md["device"], md["resumed_frames"])
-    log.info("iter%d: MD of %d runs in %.1f s on %s (%s), %d frames selected", iteration,
-             len(report.runs), report.md_seconds, report.md_device,
-             report.md_worker or "this process", report.table.num_rows)
-    known = previous_table.column("structure_id")
-    stalled = [r["key"] for r in report.runs if r["frames"] == 1]
-    if stalled:
-        log.warning("iter%d: the guard stopped %s at their first frame; if that frame is "
-                    "already labelled the committee is under-trained there (see "
-                    "committee.training), and the run will restart from it again",
-                    iteration, ", ".join(stalled))
+    report, store_path, md = _iteration_md(previous_dir, minima, config.acquire,
+                                           iteration=iteration, work_dir=work_dir,
+                                           guard=guard, executor=executor, progress=progress)
     selected = report.table.filter(  # never label a structure the table already has
-        pc.invert(pc.is_in(report.table.column("structure_id"), value_set=known)))
+        pc.invert(pc.is_in(report.table.column("structure_id"),
+                           value_set=previous_table.column("structure_id"))))
     labelled = label_table(selected, labeler_config=labeler_config, config=label_config,
                            executor=executor)
     table = structures.concat_tables([previous_table, labelled.table])
     counts = _counts(table)
-    stops = [r for r in report.runs if r["stopped_at_step"] is not None]
     metrics.update(
         converged=False, n_selected=selected.num_rows,
         n_labelled=labelled.n_pending - labelled.n_failed,
@@ -546,7 +349,8 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
         added_per_molecule=_counts(labelled.table),
         max_force_std_max_eVA=max(r["max_force_std_max_eVA"] for r in report.runs),
         max_force_rel_dev=max(r["max_force_rel_dev"] for r in report.runs),
-        guard_stops=len(stops), runs=report.runs, md_seconds=round(report.md_seconds, 2),
+        guard_stops=sum(r["stopped_at_step"] is not None for r in report.runs),
+        runs=report.runs, md_seconds=round(report.md_seconds, 2),
         md_replica_steps_per_s=round(report.replica_steps / max(report.md_seconds, 1e-9), 1),
         md_tasks=md.get("tasks", 1), md_worker=report.md_worker, md_device=report.md_device,
         md_resumed_frames=report.resumed_frames,

@@ -8,6 +8,7 @@ written atomically by the body, so nothing half-written is left behind.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,11 @@ log = logging.getLogger("palirs_data")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    """The stage's own log at ``level``; Dask's at warnings only, here and in the worker
+    processes a local cluster starts (they read ``DASK_LOGGING__DISTRIBUTED``): its start-up
+    chatter would bury the stage's lines."""
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s",
                         force=True)

@@ -125,6 +125,8 @@ def segment_reduce(values: torch.Tensor, batch: torch.Tensor, n: int, reduce: st
 class Committee:
     """All members of a MACE committee, evaluated together on batches of molecules."""
 
+    labels = False  # a model: what it gives are predictions (:class:`dynamics.ForceField`)
+
     def __init__(self, models: Sequence[torch.nn.Module]) -> None:
         if not models:
             raise ValueError("a committee needs at least one model")

@@ -42,6 +42,7 @@ from palirs_data.spectra import (CorrelationBlocks, Spectrum, bootstrap_weights,
                                  convolve_to_md, correlation_blocks, corrected_experiment,
                                  friction_fwhm_cm1, md_line_fwhm_cm1, pooled_spectrum,
                                  read_jcamp)
+from palirs_data.trajectory import dipoles_of
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +118,12 @@ def md_runs(store, ir: IrConfig, config: CompareConfig) -> dict[tuple[str, float
     for key in sorted(store.keys(), key=lambda k: (k.rsplit("/", 1)[0],
                                                    int(k.rsplit("/", 1)[1]))):
         traj = store[key]
-        if "dipole_eA" not in traj.array_names or traj.n_frames < 2 * depth:
+        dipoles = dipoles_of(traj)
+        if dipoles is None or traj.n_frames < 2 * depth:
             continue
         attrs = traj.attrs
         grouped.setdefault((attrs["molecule"], float(attrs["temperature_K"])), []).append(
-            (attrs.get("seed"), traj.read("dipole_eA")))
+            (attrs.get("seed"), dipoles))
     return {key: MdRuns.from_dipoles([d for _, d in runs], dt, ir, config.block_fs,
                                      seeds=[s for s, _ in runs])
             for key, runs in sorted(grouped.items())}
@@ -135,6 +137,7 @@ class Experiment:
 
     corrected: Spectrum
     compared: Spectrum
+    measured: Spectrum  # as read: absorbance, before any baseline correction
     saturated_cm1: list[list[float]]
     max_absorbance: float | None
     saturation_absorbance: float | None
@@ -152,11 +155,12 @@ def experimental_spectra(directory: Path, config: CompareConfig, ir: IrConfig | 
         raw = read_jcamp(Path(directory) / entry["file"])
         corrected = corrected_experiment(
             raw, step_cm1=config.step_cm1, floor=config.baseline_floor,
-            smoothness=config.baseline_smoothness, asymmetry=config.baseline_asymmetry)
+            method=config.baseline_method, smoothness=config.baseline_smoothness,
+            asymmetry=config.baseline_asymmetry)
         ir = ir or IrConfig()
         compared = convolve_to_md(corrected, ir.max_correlation_fs, ir.friction_fs) \
             if config.convolve_experiment else corrected
-        out[molecule] = Experiment(corrected, compared, entry.get("saturated_cm1", []),
+        out[molecule] = Experiment(corrected, compared, raw, entry.get("saturated_cm1", []),
                                    entry.get("max_absorbance"),
                                    entry.get("saturation_absorbance"),
                                    md_line_fwhm_cm1(ir.max_correlation_fs)
@@ -431,13 +435,22 @@ def report(metrics_path: Path = Path("metrics/compare.json"),
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    import sys
+def _main(metrics: Path = Path("metrics/compare.json"),
+          figures: Path = Path("metrics/figures/compare")) -> None:
+    """Print the comparison table (PCC and WD per molecule and comparison) of METRICS and
+    list the figures in FIGURES."""
+    import typer
 
     from palirs_data.errors import PalirsInputError
 
     try:
-        print(report(*[Path(a) for a in sys.argv[1:3]]))
+        typer.echo(report(metrics, figures))
     except PalirsInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(_main)

@@ -82,6 +82,20 @@ def jobqueue_cluster(config: JobqueueConfig):
     return cls(**options)
 
 
+def local_gpus(n: int) -> list[str]:
+    """The devices of ``n`` local GPU workers, one each: the first ``n`` of this process's
+    ``CUDA_VISIBLE_DEVICES`` when it is set (a SLURM allocation, say ``2,3``), else ``0 ...
+    n-1``. Asking for more workers than the visible devices is refused in one line."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = ([d.strip() for d in visible.split(",") if d.strip()] if visible is not None
+               else [str(k) for k in range(n)])
+    if n > len(devices):
+        raise PalirsInputError(f"compute.local_gpu_workers: {n} GPU workers but "
+                               f"CUDA_VISIBLE_DEVICES={visible!r} names {len(devices)} "
+                               "device(s); one GPU per worker")
+    return devices[:n]
+
+
 def _local_cluster(config: ComputeConfig) -> SpecCluster:
     import dask
 
@@ -110,8 +124,10 @@ def _start_local_cluster(config: ComputeConfig) -> SpecCluster:
         # GPU: a GPU task (training, MD) has the machine's cores to itself
         threads = str(config.gpu_worker_threads or os.cpu_count() or 1)
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        for k in range(config.local_gpu_workers):
-            workers[f"gpu-{k}"] = worker(resources={GPU: 1}, env=env)
+        for k, gpu in enumerate(local_gpus(config.local_gpu_workers)):
+            # each GPU worker sees one device of its own (torch's "cuda" is then that one)
+            workers[f"gpu-{k}"] = worker(resources={GPU: 1},
+                                         env={**env, "CUDA_VISIBLE_DEVICES": gpu})
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False,
                                                "dashboard_address": None}}
     return SpecCluster(workers=workers, scheduler=scheduler, name="palirs-local")
@@ -297,13 +313,14 @@ def gpu_resources(client: Client, config: ComputeConfig) -> dict[str, int] | Non
 
 
 def device() -> str:
-    """The torch device for GPU work on this worker: ``cuda`` when there is one. On a CPU,
-    torch gets the worker's OpenMP thread count back (``OMP_NUM_THREADS``; a label task on
-    the same worker may have lowered the process's OpenMP limit)."""
+    """The torch device for GPU work on this worker: ``cuda:N`` (the current device; a local
+    GPU worker sees only its own, :func:`local_gpus`) when there is one. On a CPU, torch gets
+    the worker's OpenMP thread count back (``OMP_NUM_THREADS``; a label task on the same
+    worker may have lowered the process's OpenMP limit)."""
     import torch
 
     if torch.cuda.is_available():
-        return "cuda"
+        return f"cuda:{torch.cuda.current_device()}"
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         torch.set_num_threads(int(threads))

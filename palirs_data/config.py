@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: where a user's own files live, per kind: the stages that read them depend on the directory
 #: (dvc.yaml), so a changed file reruns them; a file elsewhere is read but DVC cannot see it
 USER_FILES = {"molecules": Path("data/user/molecules"), "experiment": Path("data/user/experiment"),
-              "models": Path("data/user/models")}
+              "models": Path("data/user/models"), "structures": Path("data/user/structures")}
 
 
 def _positive_temperatures(values: list[float]) -> list[float]:
@@ -144,6 +144,20 @@ class LabelerConfig(Strict):
     pyscf: PyscfSettings = PyscfSettings()
     ase: AseSettings = AseSettings()
 
+    @property
+    def level_of_theory(self) -> str:
+        """The label source as a chemist names it: GFN2-xTB, PBE/def2-SVP, PBE-D3(BJ)/def2-TZVP;
+        an ASE calculator by its class."""
+        if self.method == "xtb":
+            return self.xtb.method
+        if self.method == "pyscf":
+            p = self.pyscf
+            basis = p.basis.lower()
+            basis = "def2-" + basis[5:].upper() if basis.startswith("def2-") else basis.upper()
+            d = {"d3bj": "-D3(BJ)", "d3zero": "-D3(0)", "d4": "-D4"}.get(p.dispersion or "", "")
+            return f"{p.xc.upper()}{d}/{basis}"
+        return self.ase.calculator.replace(":", ".").rsplit(".", 1)[-1] or "ASE calculator"
+
 
 class SampleConfig(Strict):
     """The initial data (:mod:`palirs_data.harmonic`): ``frames_per_mode`` × n_vib geometries
@@ -158,6 +172,14 @@ class SampleConfig(Strict):
     seed: int = 0  # draws of the thermal and Wigner samplers
 
 
+class InitialData(Strict):
+    """A labelled extxyz set added to the initial training data (``palirs import`` reads
+    the same files: :func:`palirs_data.exchange.import_structures`)."""
+
+    file: str  # under data/user/structures/ (a DVC dep of the label stage)
+    level_of_theory: str  # must be the label source's (LabelerConfig.level_of_theory)
+
+
 class LabelConfig(Strict):
     # largest number of single points per Dask task and per checkpoint file; xTB single points
     # take about 1 ms, so large chunks amortise the scheduling (see benchmarks/)
@@ -168,6 +190,11 @@ class LabelConfig(Strict):
     # a single point with no answer after this many seconds is abandoned and recorded as
     # timed out (then retried once with safer settings); null: wait forever
     timeout_s: float | None = Field(1800.0, gt=0)
+    # the cost guard (palirs_data/cost.py): a stage whose single points are projected to take
+    # more core-hours than this stops before the first one; null: no bound
+    max_projected_hours: float | None = Field(24.0, gt=0)
+    # labelled sets (extxyz: energy, forces, dipole per frame) added to iteration 0's table
+    initial_data: list[InitialData] = Field(default_factory=list)
 
 
 class JobqueueConfig(Strict):
@@ -241,7 +268,10 @@ class MaceTrainingConfig(Strict):
     ema: bool = True
     default_dtype: Literal["float64", "float32"] = "float64"
     threads: int = Field(2, ge=1)  # torch threads per training process
-    foundation_model: Path | None = None  # a local .model file to fine-tune; never downloaded
+    # a model to fine-tune: a local .model file (put it in data/user/models/), or a name
+    # mace-torch knows (medium_off: MACE-OFF23, ASL licence; medium-mpa-0 ...), fetched once
+    # into ~/.cache/mace (palirs_data.training.foundation_file)
+    foundation_model: str | None = None
     extra_args: list[str] = Field(default_factory=list)  # further mace_run_train flags
 
 
@@ -338,6 +368,17 @@ def torch_dtype(name: MdDtype):
     return {"float64": torch.float64, "float32": torch.float32}[name]
 
 
+class GuardConfig(Strict):
+    """Every MD run of the pipeline (acquisition, test set, IR, reference MD) stops at once at a
+    frame that is not finite or beyond these bounds (:mod:`palirs_data.guard`)."""
+
+    min_distance_A: float = Field(0.5, gt=0)  # atoms closer than this: collapsed
+    max_distance_A: float = Field(20.0, gt=0)  # atoms farther apart than this: exploded
+    # a bond of the minimum longer than this × its length there: the molecule comes apart
+    # (guard.MAX_BOND_STRETCH says how it was chosen)
+    max_bond_stretch: float = Field(1.5, gt=1)
+
+
 class AcquireConfig(Strict):
     """Committee MD of every molecule at each temperature, then the most uncertain frames.
 
@@ -372,13 +413,9 @@ class AcquireConfig(Strict):
     per_temperature: int = Field(5, ge=1)  # frames selected per molecule and temperature
     min_spacing_fs: float = Field(25.0, ge=0)  # least time between two selected frames
     uncertainty: Literal["force_std_max_eVA", "force_rel_dev"] = "force_std_max_eVA"
-    # guard: a run stops at once when a frame exceeds any of these
+    # the committee disagrees: a run stops at once above this relative force deviation (the
+    # other bounds of the guard, for every MD, are the ``guard`` section)
     max_force_rel_dev: float = Field(0.5, gt=0)
-    min_distance_A: float = Field(0.5, gt=0)  # atoms closer than this: collapsed
-    max_distance_A: float = Field(20.0, gt=0)  # atoms farther apart than this: exploded
-    # a bond of the minimum longer than this × its length there: the molecule comes apart
-    # (acquisition.MAX_BOND_STRETCH says how it was chosen)
-    max_bond_stretch: float = Field(1.5, gt=1)
     seed: int = 0
     # precision of the committee (and its integration) in the MD; frames are stored in float64
     dtype: MdDtype = "float64"
@@ -506,7 +543,9 @@ class CompareConfig(Strict):
     window_cm1: tuple[float, float] = (500.0, 4000.0)
     step_cm1: float = Field(1.0, gt=0)
     temperature_K: float = Field(300.0, gt=0)  # the MD temperature compared with experiment
-    baseline_smoothness: float = Field(1.0e7, gt=0)  # asymmetric least squares (spectra.py)
+    # the experiment's baseline (spectra.baseline_of, pybaselines): asls or arpls
+    baseline_method: Literal["asls", "arpls"] = "asls"
+    baseline_smoothness: float = Field(1.0e7, gt=0)
     baseline_asymmetry: float = Field(0.001, gt=0, lt=0.5)
     baseline_floor: float = Field(0.01, ge=0, lt=1)  # of the highest band: set to zero below
     # the experiment convolved with the MD line shape (Hann lag window of ir's correlation
@@ -540,6 +579,7 @@ class Params(Strict):
     test_set: TestSetConfig = TestSetConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     active_learning: ActiveLearningConfig = ActiveLearningConfig()
+    guard: GuardConfig = GuardConfig()
     ir: IrConfig = IrConfig()
     reference_md: ReferenceMdConfig = ReferenceMdConfig()
     experiment: ExperimentConfig = ExperimentConfig()
@@ -646,6 +686,12 @@ def check_run(params: Params, *, where: str = "params.yaml") -> None:
                         "reruns nothing; move it there", where, key, path, USER_FILES[kind])
 
 
+def is_model_file(value: str) -> bool:
+    """Whether a ``foundation_model`` setting names a file (a path, or a ``.model``) rather
+    than a model mace-torch fetches by name."""
+    return "/" in value or "\\" in value or value.endswith((".model", ".pt"))
+
+
 def user_files(params: Params) -> list[tuple[str, str, Path]]:
     """The user's own files named in ``params`` as (dotted key, kind of :data:`USER_FILES`,
     path): custom molecules' XYZ files, experimental spectra, foundation models."""
@@ -653,10 +699,12 @@ def user_files(params: Params) -> list[tuple[str, str, Path]]:
            for c in params.molecules.custom if c.xyz is not None]
     out += [(f"experiment.files.{k}", "experiment", Path(v))
             for k, v in params.experiment.files.items()]
-    out += [(f"{section}.training.foundation_model", "models", model)
+    out += [(f"label.initial_data.{k}", "structures", Path(d.file))
+            for k, d in enumerate(params.label.initial_data)]
+    out += [(f"{section}.training.foundation_model", "models", Path(model))
             for section, model in (("committee", params.committee.training.foundation_model),
                                    ("dipole", params.dipole.training.foundation_model))
-            if model is not None]
+            if model is not None and is_model_file(model)]
     return out
 
 

@@ -39,18 +39,19 @@ import torch
 from palirs_data import units
 from palirs_data.committee import CommitteeOutput, MolecularBatch, predict_dipoles
 from palirs_data.errors import PalirsInputError
-from palirs_data.trajectory import TrajectoryStore
+from palirs_data.trajectory import TrajectoryStore, dipole_array, energy_array
 
 log = logging.getLogger(__name__)
 
 
 class ForceField(Protocol):
     """What :class:`BatchedMD` drives: the committee (:class:`~palirs_data.committee.Committee`)
-    or the label source (:class:`palirs_data.ir.LabelerForceField`). Positions in, energies
-    and forces out (and, for a committee, its spread) for a batch of replicas."""
+    or the label source (:class:`palirs_data.reference_md.LabelerForceField`). Positions in,
+    energies and forces out (and, for a committee, its spread) for a batch of replicas."""
 
     dtype: torch.dtype
     device: str
+    labels: bool  # True: the label source (its energies are labels), False: a model
 
     def batch(self, numbers: Sequence[np.ndarray], device: str | None = None
               ) -> MolecularBatch:
@@ -144,9 +145,12 @@ class BatchedMD:
         if twice:
             raise PalirsInputError(f"two runs share the trajectory '{twice[0]}' (molecule names "
                                    "that normalise alike, or a temperature listed twice)")
-        self._arrays = ["positions_A", "velocities_A_fs", "potential_energy_eV",
+        # labels (the label source drives the run) and predictions never share a name
+        self._energy = energy_array(getattr(committee, "labels", False))
+        self._dipole = dipole_array(getattr(dipole_model, "labels", False))
+        self._arrays = ["positions_A", "velocities_A_fs", self._energy,
                         "force_std_max_eVA", "force_rel_dev", "time_fs"]
-        self._arrays += ["dipole_eA"] if dipole_model else []
+        self._arrays += [self._dipole] if dipole_model else []
         positions, velocities = [], []
         for r in self.replicas:
             if store is not None:
@@ -238,12 +242,12 @@ class BatchedMD:
             buf = self.replicas[i].buffer
             buf["positions_A"].append(xs[k].cpu().numpy().copy())
             buf["velocities_A_fs"].append(vs[k].cpu().numpy().copy())
-            buf["potential_energy_eV"].append(float(out.energy_eV[k]))
+            buf[self._energy].append(float(out.energy_eV[k]))
             buf["force_std_max_eVA"].append(float(out.force_std_max_eVA[k]))
             buf["force_rel_dev"].append(float(out.force_rel_dev[k]))
             buf["time_fs"].append(self.replicas[i].time_fs)
             if dip is not None:
-                buf["dipole_eA"].append(dip[k].cpu().numpy().copy())
+                buf[self._dipole].append(dip[k].cpu().numpy().copy())
 
     def _flush(self, indices: Sequence[int] | None = None) -> int:
         written = 0

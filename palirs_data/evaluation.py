@@ -30,6 +30,7 @@ from palirs_data import dynamics, harmonic, structures
 from palirs_data.committee import (Committee, CommitteeCalculator, MolecularBatch, load_model,
                                    predict_dipoles)
 from palirs_data.compute import Executor
+from palirs_data.config import GuardConfig
 from palirs_data.structures import Structure
 from palirs_data.trajectory import TrajectoryStore
 from palirs_data.units import DEBYE_EA
@@ -220,7 +221,8 @@ class TestSetReport:
 
 def test_set_md(model_path: str, minima: list[Structure], *, temperature_K: float,
                 duration_fs: float, timestep_fs: float, friction_fs: float, n_candidates: int,
-                seed: int, indices: list[int] | None = None
+                seed: int, indices: list[int] | None = None,
+                guard: GuardConfig = GuardConfig()
                 ) -> tuple[list[np.ndarray], float, str | None, str]:
     """The test set's candidate frames: MD of the minima ``indices`` (None: all) with one
     model (a unit of GPU work: the model is loaded from its file onto this process's device;
@@ -228,7 +230,7 @@ def test_set_md(model_path: str, minima: list[Structure], *, temperature_K: floa
     (n_frames, n_atoms, 3) per molecule run, as arrays (they travel back as bytes), the MD
     seconds, the Dask worker (None outside one) and the device."""
     from palirs_data.compute import device, worker_name
-    from palirs_data.acquisition import sanity_guard
+    from palirs_data.guard import Guard
 
     dev = device()
     first = Committee.load([model_path], device=dev)
@@ -243,7 +245,7 @@ def test_set_md(model_path: str, minima: list[Structure], *, temperature_K: floa
 
     # one model, no spread: stop a run that has gone wrong (non-finite, collapsed, a bond of
     # its minimum broken), so that no frame of a molecule coming apart is labelled
-    sane = sanity_guard([minima[k] for k in indices])
+    sane = Guard(guard, minima=[minima[k] for k in indices])
 
     with tempfile.TemporaryDirectory(prefix="palirs-test-md-") as tmp:
         store = TrajectoryStore(Path(tmp) / "md.zarr")
@@ -257,7 +259,8 @@ def test_set_md(model_path: str, minima: list[Structure], *, temperature_K: floa
 def build_test_set(model_paths, equilibrium: pa.Table, *, species: list[str],
                    temperature_K: float, duration_fs: float, timestep_fs: float,
                    friction_fs: float, n_candidates: int, n_clusters: int, per_cluster: int,
-                   seed: int, executor: Executor | None = None) -> TestSetReport:
+                   seed: int, guard: GuardConfig = GuardConfig(),
+                   executor: Executor | None = None) -> TestSetReport:
     """Test structures for every molecule (see the module docstring); unlabelled. The MD uses
     the first of ``model_paths``; the molecules are divided over the ``executor``'s MD slots
     (:func:`palirs_data.compute.md_slots`; one in this process), one GPU task
@@ -270,7 +273,7 @@ def build_test_set(model_paths, equilibrium: pa.Table, *, species: list[str],
     args = (str(Path(sorted(model_paths)[0]).resolve()), minima)
     kwargs = dict(temperature_K=temperature_K, duration_fs=duration_fs,
                   timestep_fs=timestep_fs, friction_fs=friction_fs, n_candidates=n_candidates,
-                  seed=seed)
+                  seed=seed, guard=guard)
     parts = split_balanced([len(s.numbers) for s in minima], executor.md_slots())
     futures = [executor.submit(test_set_md, *args, gpu=True, indices=part, **kwargs)
                for part in parts]

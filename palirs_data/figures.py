@@ -22,6 +22,7 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: editable in a paper
     import matplotlib.pyplot as plt
 
     return plt
@@ -38,119 +39,176 @@ def _normalised(nu, intensity, grid, std=None):
     return out, np.interp(grid, nu, std, left=0.0, right=0.0) * scale
 
 
+def save(fig, path: Path) -> None:
+    """A figure as PNG (200 dpi, for screens) and, beside it, SVG (vector, for a paper)."""
+    path = Path(path)
+    fig.savefig(path, dpi=200)
+    fig.savefig(path.with_suffix(".svg"))
+    _pyplot().close(fig)
+
+
+def _score_text(score: dict | None, what: str) -> str:
+    if not score:
+        return ""
+    return (f"; {what}: PCC {ci_text(score, 'pcc', '.3f')}, "
+            f"WD {ci_text(score, 'wasserstein_cm1', '.0f')} cm$^{{-1}}$")
+
+
+def _trace_labels(entry: dict, ml: MdSpectrum | None, reference: MdSpectrum | None,
+                  experiment: Experiment | None, label_source: str) -> dict[str, str]:
+    out = {}
+    if ml is not None:
+        out["ml"] = (f"MACE committee MD (trained on {label_source}), mean ± std of "
+                     f"{ml.n_runs} runs")
+    if reference is not None:
+        out["reference"] = (f"{label_source} MD ({reference.n_runs} runs)"
+                            + _score_text(entry.get("ml_vs_reference"), "ML vs it"))
+    if experiment is not None:
+        what = ("baseline corrected, convolved to the MD line shape" if experiment.fwhm_cm1
+                else "baseline corrected")
+        out["experiment"] = (f"experiment, gas phase ({what})"
+                             + _score_text(entry.get("ml_vs_experiment"), "ML vs it"))
+    return out
+
+
+def _experiment_extras(ax, experiment: Experiment, grid: np.ndarray, base: float) -> None:
+    """The experiment as measured (absorbance, no baseline removed, on the corrected
+    trace's scale) and its saturated bands."""
+    area = np.trapezoid(np.clip(np.interp(grid, experiment.corrected.wavenumber_cm1,
+                                          experiment.corrected.intensity, 0, 0), 0, None),
+                        grid)
+    inside = ((grid >= experiment.measured.wavenumber_cm1.min())
+              & (grid <= experiment.measured.wavenumber_cm1.max()))
+    raw = np.interp(grid, experiment.measured.wavenumber_cm1, experiment.measured.intensity)
+    ax.plot(grid[inside], base + raw[inside] / (area or 1.0), color="0.55", lw=0.5,
+            zorder=0, label="experiment as measured (absorbance, same scale)")
+    for i, (a, b) in enumerate(experiment.saturated_cm1):
+        ax.axvspan(a - 2, b + 2, color="C1", alpha=0.2, lw=0,
+                   label=(f"measured absorbance > {experiment.saturation_absorbance:g} "
+                          f"(saturated; max {experiment.max_absorbance:g})"
+                          if i == 0 else None))
+
+
+def _sticks(ax, harmonic_cm1, harmonic_km_mol, window: tuple[float, float]) -> None:
+    lo, hi = window
+    nu, km = np.asarray(harmonic_cm1), np.asarray(harmonic_km_mol)
+    inside = (nu >= lo) & (nu <= hi)
+    ax.vlines(nu[inside], 0, km[inside], color="C2", lw=1.2,
+              label="double harmonic, committee and dipole model")
+    ax.set_ylabel("km mol$^{-1}$", fontsize=8)
+    ax.set_ylim(0, 1.15 * max(float(km[inside].max()) if inside.any() else 1.0, 1e-9))
+    ax.tick_params(labelsize=7)
+
+
 def comparison_figure(molecule: str, metrics: dict, ml: MdSpectrum | None,
                       reference: MdSpectrum | None, experiment: Experiment | None,
                       harmonic_cm1: np.ndarray | None, harmonic_km_mol: np.ndarray | None,
-                      config: CompareConfig, path: Path) -> None:
-    """ML mean ± std, reference MD and experiment, stacked, all normalised to unit area over
-    the window; the experiment as compared (convolved with the MD line shape) with the
-    measured one as a faint trace and its saturated bands shaded; double-harmonic lines as
-    sticks under the ML trace; PCC/WD with their intervals in the legend."""
+                      config: CompareConfig, path: Path, *,
+                      label_source: str = "label source") -> None:
+    """ML mean ± std, the label source's MD and the experiment, stacked and normalised to unit
+    area over the window; the experiment as compared (convolved with the MD line shape)
+    over the measured absorbance; the committee's double-harmonic lines on their own axis in
+    km/mol; the scores with their intervals and units, and the experiment's source, below
+    the data. PNG and SVG (:func:`save`)."""
     plt = _pyplot()
     lo, hi = config.window_cm1
     grid = np.arange(lo, hi + config.step_cm1 / 2, config.step_cm1)
     entry = metrics["molecules"].get(molecule, {})
-    fig, ax = plt.subplots(figsize=(7.5, 5.0), constrained_layout=True)
-    traces = []
-    if ml is not None:
-        traces.append(("ml", ml.wavenumber_cm1, ml.intensity, ml.std))
-    if reference is not None:
-        traces.append(("reference", reference.wavenumber_cm1, reference.intensity,
-                       reference.std))
+    labels = _trace_labels(entry, ml, reference, experiment, label_source)
+    sticks = harmonic_cm1 is not None and len(harmonic_cm1) > 0
+    fig, axes = plt.subplots(2 if sticks else 1, 1, sharex=True, squeeze=False,
+                             figsize=(7.5, 6.4 if sticks else 5.6), layout="constrained",
+                             gridspec_kw={"height_ratios": [4, 1] if sticks else [1]})
+    ax = axes[0, 0]
+    specs = [(k, s) for k, s in (("ml", ml), ("reference", reference)) if s is not None]
+    curves = [(k, *_normalised(s.wavenumber_cm1, s.intensity, grid, s.std)) for k, s in specs]
     if experiment is not None:
-        traces.append(("experiment", experiment.compared.wavenumber_cm1,
-                       experiment.compared.intensity, None))
-    peak = 0.0
-    curves = []
-    for kind, nu, intensity, std in traces:
-        y, s = _normalised(nu, intensity, grid, std)
-        curves.append((kind, y, s))
-        peak = max(peak, float(np.max(y + (s if s is not None else 0))))
-    offset = 1.1 * peak if peak > 0 else 1.0
+        curves.append(("experiment", *_normalised(experiment.compared.wavenumber_cm1,
+                                                  experiment.compared.intensity, grid)))
+    offset = 1.15 * max([float(np.max(y + (sd if sd is not None else 0)))
+                         for _, y, sd in curves] or [1.0])
     colors = {"ml": "C0", "reference": "C3", "experiment": "k"}
-    for k, (kind, y, s) in enumerate(curves):
+    for k, (kind, y, sd) in enumerate(curves):
         base = (len(curves) - 1 - k) * offset
-        if kind == "ml":
-            label = f"MACE committee MD (mean ± std of {ml.n_runs} runs)"
-        elif kind == "reference":
-            score = entry.get("ml_vs_reference")
-            label = f"reference MD, label source ({reference.n_runs} runs)"
-            if score:
-                label += (f"; ML vs ref: PCC {ci_text(score, 'pcc', '.3f')}, "
-                          f"WD {ci_text(score, 'wasserstein_cm1', '.0f')}")
-        else:
-            score = entry.get("ml_vs_experiment")
-            label = "experiment (gas phase, baseline corrected"
-            label += ", convolved to the MD line shape)" if experiment.fwhm_cm1 else ")"
-            if score:
-                label += (f"; ML vs exp: PCC {ci_text(score, 'pcc', '.3f')}, "
-                          f"WD {ci_text(score, 'wasserstein_cm1', '.0f')}")
-        ax.plot(grid, base + y, color=colors[kind], lw=1.0, label=label)
-        if s is not None:
-            ax.fill_between(grid, base + y - s, base + y + s, color=colors[kind], alpha=0.3,
+        ax.plot(grid, base + y, color=colors[kind], lw=1.0, label=labels[kind])
+        if sd is not None:
+            ax.fill_between(grid, base + y - sd, base + y + sd, color=colors[kind], alpha=0.3,
                             lw=0)
         if kind == "experiment":
-            if experiment.fwhm_cm1:
-                raw, _ = _normalised(experiment.corrected.wavenumber_cm1,
-                                     experiment.corrected.intensity, grid)
-                ax.plot(grid, base + raw, color="0.6", lw=0.5, alpha=0.6, zorder=0,
-                        label="experiment as measured (baseline corrected)")
-            for i, (a, b) in enumerate(experiment.saturated_cm1):
-                ax.axvspan(a - 2, b + 2, color="C1", alpha=0.2, lw=0,
-                           label=(f"measured absorbance > {experiment.saturation_absorbance:g} "
-                                  f"(saturated; max {experiment.max_absorbance:g})"
-                                  if i == 0 else None))
-        if kind == "ml" and harmonic_cm1 is not None and len(harmonic_cm1):
-            inside = (harmonic_cm1 >= lo) & (harmonic_cm1 <= hi)
-            heights = np.asarray(harmonic_km_mol)[inside]
-            if heights.size and heights.max() > 0:
-                heights = 0.25 * offset * heights / heights.max()
-                ax.vlines(harmonic_cm1[inside], base - heights, base, color="C2", lw=1.0,
-                          label="double harmonic (committee)")
-    ax.set_xlim(hi, lo)  # chemists' convention: wavenumber decreasing to the right
-    ax.set_xlabel("wavenumber / cm$^{-1}$")
+            _experiment_extras(ax, experiment, grid, base)
     ax.set_ylabel("intensity (unit area, offset)")
     ax.set_yticks([])
     ax.set_title(f"{molecule}, {config.temperature_K:g} K "
-                 f"({int(100 * metrics.get('confidence', 0.95))} % intervals)")
-    ax.legend(loc="upper left", fontsize=6.5, frameon=False)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+                 f"({int(100 * metrics.get('confidence', 0.95))} % bootstrap intervals)")
+    if sticks:
+        _sticks(axes[1, 0], harmonic_cm1, harmonic_km_mol, (lo, hi))
+    axes[-1, 0].set_xlim(hi, lo)  # chemists' convention: wavenumber decreasing to the right
+    axes[-1, 0].set_xlabel("wavenumber / cm$^{-1}$")
+    handles = [h for a in axes[:, 0] for h in a.get_legend_handles_labels()[0]]
+    names = [n for a in axes[:, 0] for n in a.get_legend_handles_labels()[1]]
+    credit = (f"Experiment: {experiment.measured.source}." if experiment is not None
+              and experiment.measured.source else "")
+    fig.legend(handles, names, loc="outside lower center", fontsize=6.5, frameon=False,
+               title=credit or None, title_fontsize=6)
+    save(fig, path)
+
+
+def _interval(s: dict | None, key: str) -> list[float] | None:
+    """A score's interval: its bootstrap interval, or ± its std over molecules (a mean)."""
+    if not s:
+        return None
+    if s.get(f"{key}_ci"):
+        return s[f"{key}_ci"]
+    std = s.get(f"{key}_std")
+    return [s[key] - std, s[key] + std] if std is not None else None
 
 
 def _errorbar(ax, x, score_list: list[dict], key: str, **kwargs) -> None:
     y = np.array([s[key] if s else np.nan for s in score_list], dtype=float)
-    ci = [s.get(f"{key}_ci") if s else None for s in score_list]
+    ci = [_interval(s, key) for s in score_list]
     lo = np.array([y[i] - c[0] if c else 0.0 for i, c in enumerate(ci)])
     hi = np.array([c[1] - y[i] if c else 0.0 for i, c in enumerate(ci)])
-    ax.errorbar(x, y, yerr=np.clip([lo, hi], 0, None), capsize=3, **kwargs)
+    kwargs.setdefault("capsize", 3)
+    ax.errorbar(x, y, yerr=np.clip([lo, hi], 0, None), **kwargs)
 
 
 def summary_figure(metrics: dict, path: Path) -> None:
-    """PCC and Wasserstein distance per molecule and comparison, with their intervals."""
+    """Every molecule's PCC and Wasserstein distance per comparison, with their intervals,
+    and their mean over molecules; the better direction marked on each axis."""
     plt = _pyplot()
     molecules = list(metrics["molecules"])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(max(6.0, 1.2 * len(molecules) + 3), 3.6),
-                               constrained_layout=True)
-    width = 0.8 / len(PAIRS)
-    x = np.arange(len(molecules))
+    columns = molecules + (["mean"] if len(molecules) > 1 else [])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(max(7.0, 0.55 * len(columns) + 5), 3.8),
+                               layout="constrained")
+    x = np.arange(len(columns))
     for k, pair in enumerate(PAIRS):
         scores = [metrics["molecules"][m].get(pair) for m in molecules]
+        if len(molecules) > 1:
+            scores.append(metrics.get("mean", {}).get(pair))
+        shift = (k - 1) * 0.2
         for ax, key in ((a, "pcc"), (b, "wasserstein_cm1")):
-            ax.bar(x + (k - 1) * width, [s[key] if s else np.nan for s in scores], width,
-                   label=LABELS[pair], color=f"C{k}")
-            _errorbar(ax, x + (k - 1) * width, scores, key, fmt="none", color="k", lw=0.8)
-    for ax, name in ((a, "Pearson correlation"), (b, "Wasserstein distance / cm$^{-1}$")):
-        ax.set_xticks(x, molecules, rotation=30, ha="right")
-        ax.set_ylabel(name)
-    a.set_ylim(0, 1)
-    a.legend(fontsize=7, frameon=False, loc="lower left")
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+            _errorbar(ax, x + shift, scores, key, fmt="o", ms=4, capsize=2, lw=0.8,
+                      color=f"C{k}", label=LABELS[pair] if ax is a else None)
+    for ax, name in ((a, "Pearson correlation\n(higher is better ↑)"),
+                     (b, "Wasserstein distance / cm$^{-1}$\n(lower is better ↓)")):
+        ax.set_xticks(x, columns, rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel(name, fontsize=8)
+        ax.grid(axis="y", lw=0.3, alpha=0.5)
+        ax.set_xlim(-0.6, len(columns) - 0.4)
+        if len(molecules) > 1:
+            ax.axvline(len(molecules) - 0.5, color="0.6", lw=0.6)
+    a.set_ylim(min(0.0, a.get_ylim()[0]), 1.0)
+    b.set_ylim(0, None)
+    fig.suptitle(f"IR spectra at {metrics['temperature_K']:g} K, "
+                 f"{int(100 * metrics.get('confidence', 0.95))} % bootstrap intervals"
+                 + ("; mean: ± std over molecules" if len(molecules) > 1 else ""), fontsize=9)
+    fig.legend(loc="outside lower center", ncol=3, fontsize=7, frameon=False)
+    save(fig, path)
 
 
 def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
-                     config: CompareConfig, path: Path) -> None:
+                     config: CompareConfig, path: Path, *,
+                     label_source: str = "label source") -> None:
     """One panel per molecule (ML mean ± std, reference MD, experiment as compared; unit area,
     offset; ML–ref and ML–exp PCC in the corner), then the mean ± std of PCC over molecules per
     comparison: the table of all comparisons at a glance. ``ml``/``reference`` map
@@ -167,8 +225,8 @@ def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
     grid = np.arange(lo, hi + config.step_cm1 / 2, config.step_cm1)
     for ax, molecule in zip(axes.flat, molecules):
         entry = metrics["molecules"][molecule]
-        traces = [("ML", ml.get((molecule, t)), "C0"), ("ref. MD", reference.get((molecule, t)),
-                                                         "C3")]
+        traces = [("MACE committee MD", ml.get((molecule, t)), "C0"),
+                  (f"{label_source} MD", reference.get((molecule, t)), "C3")]
         exp = experiment.get(molecule)
         curves = []
         for label, spec, color in traces:
@@ -177,7 +235,7 @@ def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
                 curves.append((label, y, sd, color))
         if exp is not None:
             y, _ = _normalised(exp.compared.wavenumber_cm1, exp.compared.intensity, grid)
-            curves.append(("exp.", y, None, "k"))
+            curves.append(("experiment (as compared)", y, None, "k"))
         top = max([float(np.max(y)) for _, y, _, _ in curves] or [1.0])
         for k, (label, y, sd, color) in enumerate(curves):
             base = (len(curves) - 1 - k) * 1.1 * top
@@ -193,7 +251,6 @@ def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
         ax.set_xlim(hi, lo)
         ax.set_yticks([])
         ax.tick_params(labelsize=7)
-        ax.legend(loc="upper right", fontsize=6, frameon=False)
     summary = axes.flat[len(molecules)]
     pairs = [p for p in PAIRS if p in metrics.get("mean", {})]
     for k, pair in enumerate(pairs):
@@ -208,8 +265,9 @@ def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
                       f"{t:g} K (higher is better)", fontsize=9)
     for ax in list(axes.flat)[len(molecules) + 1:]:
         ax.set_visible(False)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
+    save(fig, path)
 
 
 def empty_figure(path: Path, text: str) -> None:
@@ -219,8 +277,7 @@ def empty_figure(path: Path, text: str) -> None:
     fig, ax = plt.subplots(figsize=(5.0, 1.2))
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def convergence_figure(molecule: str, rows: list[dict], path: Path) -> None:
@@ -239,8 +296,7 @@ def convergence_figure(molecule: str, rows: list[dict], path: Path) -> None:
         ax.set_ylabel(name)
     fig.suptitle(f"{molecule}: convergence with the ML production (first k runs)",
                  fontsize=9)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save(fig, path)
 
 
 def temperature_series_figure(molecule: str, by_temperature: dict[str, dict],
@@ -257,8 +313,7 @@ def temperature_series_figure(molecule: str, by_temperature: dict[str, dict],
         ax.set_xlabel("temperature / K")
         ax.set_ylabel(name)
     fig.suptitle(f"{molecule}: ML vs reference MD across temperatures", fontsize=9)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save(fig, path)
 
 
 def temperature_figure(molecule: str, spectra: dict[float, MdSpectrum],
@@ -283,8 +338,7 @@ def temperature_figure(molecule: str, spectra: dict[float, MdSpectrum],
     ax.set_yticks([])
     ax.set_title(f"{molecule}: MACE committee MD, mean ± std over runs")
     ax.legend(fontsize=7, frameon=False, loc="upper left")
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save(fig, path)
 
 
 def figure_name(molecule: str) -> str:
@@ -315,5 +369,4 @@ def learning_curve_figure(rows: list[dict], stop: float, path: Path) -> None:
     ax.yaxis.set_minor_formatter(ScalarFormatter() if ax.get_ylim()[1] / ax.get_ylim()[0] < 3
                                  else plt.NullFormatter())
     ax.legend(fontsize=7, frameon=False, ncol=2)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save(fig, path)

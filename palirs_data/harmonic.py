@@ -23,13 +23,20 @@ the same way.
     (``VibrationsData.iter_animated_mode``: the mode vector times sqrt(kT/|ħω|) times
     sin(2πk/3F)), the first F of 3F frames, one-sided, minimum included. Its amplitude is
     3-10× the classical thermal one at 300 K (not a physical distribution).
+
+The double-harmonic IR spectrum of a committee (:func:`double_harmonic`, :func:`harmonic_table`)
+is the same analysis by automatic differentiation of the models: the Hessian of the
+committee-mean energy and the derivatives of the dipole model, at the committee's own minimum.
+Torch is imported only there, so the ``sample`` stage starts without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +47,14 @@ from ase.vibrations import Vibrations, VibrationsData
 
 from palirs_data import units
 from palirs_data.errors import StageFailed
-from palirs_data.tables import FREQUENCY_SCHEMA, check_schema, read_parquet, write_parquet
+from palirs_data.tables import (FREQUENCY_SCHEMA, HARMONIC_IR_SCHEMA, check_schema, read_parquet,
+                                write_parquet)
+
+if TYPE_CHECKING:  # torch only where a model is differentiated (the sample stage runs without)
+    import torch
+
+    from palirs_data.committee import Committee
+    from palirs_data.structures import Structure
 
 log = logging.getLogger(__name__)
 
@@ -224,3 +238,106 @@ def normal_mode_samples(result: HarmonicResult, *, temperature_K: float, frames_
     x0 = result.atoms.positions
     return [(None, Atoms(numbers=result.atoms.numbers, positions=x0 + d.reshape(x0.shape)))
             for d in displacements]
+
+
+# --- the double-harmonic spectrum of a committee and its dipole model ----------------------
+
+@dataclass
+class HarmonicIr:
+    """Vibrational modes of one geometry: frequencies (cm⁻¹, ascending, negative =
+    imaginary), IR intensities (km/mol) from the dipole derivatives, and each mode's Cartesian
+    displacement per unit mass-weighted normal coordinate (n_modes, n_atoms, 3), Å/(Å amu^½)."""
+
+    frequencies_cm1: np.ndarray
+    intensities_km_mol: np.ndarray
+    displacements: np.ndarray
+
+    def spectrum(self, wavenumber_cm1: np.ndarray, fwhm_cm1: float = 10.0) -> np.ndarray:
+        """Lorentzian lines of full width ``fwhm_cm1``, area = intensity (km/mol)."""
+        nu = np.asarray(wavenumber_cm1, dtype=np.float64)[:, None]
+        half = fwhm_cm1 / 2
+        lines = half / np.pi / ((nu - self.frequencies_cm1[None, :]) ** 2 + half ** 2)
+        return lines @ self.intensities_km_mol
+
+
+def _rigid_body_basis(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (3N, 5 or 6) of translations and rotations, mass-weighted."""
+    sqrt_m = np.sqrt(np.repeat(masses, 3))
+    r = positions - (masses[:, None] * positions).sum(0) / masses.sum()
+    vectors = []
+    for axis in np.eye(3):
+        vectors.append(np.tile(axis, len(masses)) * sqrt_m)
+        vectors.append(np.cross(axis, r).ravel() * sqrt_m)
+    q, rr = np.linalg.qr(np.array(vectors).T)
+    return q[:, np.abs(np.diag(rr)) > 1e-6 * np.abs(np.diag(rr)).max()]
+
+
+def double_harmonic(committee: Committee, dipole_model: torch.nn.Module,
+                    s: Structure) -> HarmonicIr:
+    """Harmonic frequencies from the Hessian of the committee-mean energy and intensities
+    from the dipole model's derivatives, both by automatic differentiation, at the geometry
+    of ``s`` (give a minimum of the committee). Translations and rotations are projected out
+    of the mass-weighted Hessian before it is diagonalised."""
+    import torch
+    from ase.data import atomic_masses
+
+    dtype = committee.dtype
+    x0 = torch.as_tensor(np.asarray(s.positions_A), dtype=dtype, device=committee.device)
+    batch = committee.batch([s.numbers])
+
+    def energy(x):
+        graph = batch.graph(x, committee.r_max)
+        return torch.stack([m(dict(graph), training=False, compute_force=False)["energy"].sum()
+                            for m in committee.models]).mean()
+
+    def dipole(x):
+        graph = batch.graph(x, float(dipole_model.r_max))
+        return dipole_model(dict(graph), training=False, compute_force=False)["dipole"][0]
+
+    n = len(s.numbers)
+    hessian = torch.autograd.functional.hessian(energy, x0.clone()).reshape(3 * n, 3 * n)
+    jacobian = torch.autograd.functional.jacobian(dipole, x0.clone()).reshape(3, 3 * n)
+    hessian = hessian.detach().cpu().numpy().astype(np.float64)
+    jacobian = jacobian.detach().cpu().numpy().astype(np.float64)
+    hessian = 0.5 * (hessian + hessian.T)
+    masses = atomic_masses[np.asarray(s.numbers)]
+    sqrt_m = np.sqrt(np.repeat(masses, 3))
+    rigid = _rigid_body_basis(np.asarray(s.positions_A, dtype=np.float64), masses)
+    projector = np.eye(3 * n) - rigid @ rigid.T
+    weighted = projector @ (hessian / np.outer(sqrt_m, sqrt_m)) @ projector
+    values, vectors = np.linalg.eigh(weighted)
+    # drop the rigid-body modes: the eigenvectors lying in the projected-out space
+    vibrational = np.argsort(np.linalg.norm(rigid.T @ vectors, axis=0))[:3 * n - rigid.shape[1]]
+    vibrational = np.sort(vibrational)
+    values, vectors = values[vibrational], vectors[:, vibrational]
+    omega = np.sign(values) * np.sqrt(np.abs(values) * units.ACCEL_EV_A_AMU_IN_A_FS2)  # rad/fs
+    frequencies = omega / (2 * np.pi * units.SPEED_OF_LIGHT_CM_FS)
+    displacements = vectors / sqrt_m[:, None]
+    dmu_dq = jacobian @ displacements  # e·Å per (Å amu^½)
+    intensities = (dmu_dq ** 2).sum(0) / units.DEBYE_EA ** 2 * units.KM_MOL_PER_D2_A2_AMU
+    return HarmonicIr(frequencies, intensities, displacements.T.reshape(-1, n, 3))
+
+
+def harmonic_table(committee: Committee, dipole_model: torch.nn.Module,
+                   minima: list[Structure], *, fmax_eVA: float = 1e-3, max_steps: int = 2000
+                   ) -> tuple[pa.Table, dict[str, HarmonicIr]]:
+    """Double-harmonic spectrum of each molecule at the committee's own minimum (BFGS from
+    the reference minimum)."""
+    from palirs_data.committee import CommitteeCalculator
+
+    columns: dict[str, list] = {f.name: [] for f in HARMONIC_IR_SCHEMA}
+    results = {}
+    for s in minima:
+        atoms, _ = optimise(s.to_atoms(), CommitteeCalculator(committee, s.numbers),
+                            fmax_eVA=fmax_eVA, max_steps=max_steps, name=s.molecule,
+                            require_convergence=False)
+        relaxed = dataclasses.replace(s, positions_A=atoms.positions.copy(),
+                                      structure_id="")
+        result = double_harmonic(committee, dipole_model, relaxed)
+        results[s.molecule] = result
+        k = len(result.frequencies_cm1)
+        columns["molecule"] += [s.molecule] * k
+        columns["mode"] += list(range(k))
+        columns["frequency_cm1"] += result.frequencies_cm1.tolist()
+        columns["intensity_km_mol"] += result.intensities_km_mol.tolist()
+    return pa.Table.from_pydict(columns, schema=HARMONIC_IR_SCHEMA), results

@@ -38,6 +38,7 @@ import queue
 import shutil
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -48,6 +49,7 @@ import pyarrow.compute as pc
 from palirs_data import structures
 from palirs_data.compute import Executor
 from palirs_data.config import LabelConfig, LabelerConfig
+from palirs_data.cost import check_cost
 from palirs_data.errors import StageFailed
 from palirs_data.labelers import Labeler, make_labeler
 from palirs_data.progress import make_progress
@@ -308,6 +310,9 @@ def label_table(table: pa.Table, *, labeler_config: LabelerConfig, config: Label
     todo_table = pending.filter(pc.invert(pc.is_in(pending.column("structure_id"),
                                                    value_set=resumed.column("structure_id"))))
     todo = structures.from_table(todo_table)
+    check_cost(f"labelling {len(todo)} structures", labeler_config,
+               [(n, atoms) for atoms, n in Counter(len(s.numbers) for s in todo).items()],
+               max_hours=config.max_projected_hours)
     size = chunk_size(len(todo), executor.workers(), config.chunk_size)
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     log.info("label: %d pending, %d from checkpoint %s, %d in %d chunks", pending.num_rows,

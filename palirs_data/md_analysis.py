@@ -16,7 +16,7 @@ from palirs_data import units
 from palirs_data.config import IrConfig
 from palirs_data.spectra import correlation_blocks, pooled_spectrum
 from palirs_data.tables import SPECTRUM_SCHEMA
-from palirs_data.trajectory import TrajectoryStore, run_group
+from palirs_data.trajectory import TrajectoryStore, dipoles_of, run_group
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +150,9 @@ def store_dipoles(store: TrajectoryStore) -> dict[tuple[str, float], list[np.nda
     out: dict[tuple[str, float], list[np.ndarray]] = {}
     for key in store.keys():
         traj = store[key]
-        if "dipole_eA" not in traj.array_names:  # stopped before it produced
+        dipoles = dipoles_of(traj)
+        if dipoles is None:  # stopped before it produced
             continue
         attrs = traj.attrs
-        out.setdefault((attrs["molecule"], float(attrs["temperature_K"])), []).append(
-            traj.read("dipole_eA"))
+        out.setdefault((attrs["molecule"], float(attrs["temperature_K"])), []).append(dipoles)
     return out

@@ -35,6 +35,9 @@ class Spectrum:
     #: coefficient`` (decadic, per µmol/mol and metre: absorbance without its concentration
     #: and path length, so its saturation cannot be judged)
     units: str = "absorbance"
+    #: who measured it, for a credit line (from the file's OWNER, SOURCE REFERENCE, ORIGIN,
+    #: DATE headers; NIST's files say so)
+    source: str = ""
 
 
 def _next_pow2(n: int) -> int:
@@ -398,42 +401,58 @@ def read_jcamp(path) -> Spectrum:
         raise PalirsInputError(f"{path}: YUNITS {yunits!r} (expected TRANSMITTANCE, "
                                f"ABSORBANCE or (MICROMOL/MOL)-1M-1 (BASE 10))")
     order = np.argsort(wavenumber)
-    return Spectrum(wavenumber[order], absorbance[order], units)
+    return Spectrum(wavenumber[order], absorbance[order], units, jcamp_credit(data))
 
 
-def baseline_als(y: np.ndarray, *, smoothness: float = 1e7, asymmetry: float = 0.001,
-                 iterations: int = 10) -> np.ndarray:
-    """Baseline of a spectrum on a uniform grid by asymmetric least squares (Eilers and
-    Boelens, 2005): a smooth curve (second-difference penalty ``smoothness``) that points
-    above it pull on with weight ``asymmetry`` and points below with ``1 − asymmetry``, so it
-    runs under the peaks. Used as the documented equivalent of the automated baseline
-    correction of van Esch et al. (J. Chem. Theory Comput. 17, 985 (2021)); on a 1 cm⁻¹ grid
-    the default bends on a scale of about smoothness^(1/4) ≈ 56 cm⁻¹."""
-    from scipy import sparse
-    from scipy.sparse.linalg import spsolve
+def jcamp_credit(data: dict) -> str:
+    """Who measured a JCAMP-DX spectrum, from its headers: e.g. "Coblentz Society, Coblentz
+    No. 8791 (Dow Chemical Company, 1964), via the NIST Chemistry WebBook"."""
+    def field(key: str) -> str:
+        value = (str(data.get(key, "") or "").strip().splitlines() or [""])[0].strip()
+        return value.title() if value.isupper() else value
+
+    owner, reference = field("owner"), field("source reference")
+    origin, date = field("origin"), field("date")
+    detail = ", ".join(v for v in (origin, date) if v)
+    text = ", ".join(v for v in (owner, reference) if v) + (f" ({detail})" if detail else "")
+    if any(str(k).lower().startswith("$nist") for k in data):
+        text += ", via the NIST Chemistry WebBook"
+    return text.strip(", ")
+
+
+def baseline_of(y: np.ndarray, *, method: str = "asls", smoothness: float = 1e7,
+             asymmetry: float = 0.001, step_cm1: float = 1.0) -> np.ndarray:
+    """Baseline of a spectrum on a uniform grid by penalised least squares from pybaselines
+    (the documented equivalent of the automated baseline correction of van Esch et al.,
+    J. Chem. Theory Comput. 17, 985 (2021)): ``asls``, asymmetric least squares (Eilers and
+    Boelens, 2005; points above the curve pull on it with weight ``asymmetry``, points below
+    with ``1 − asymmetry``, so it runs under the peaks), or ``arpls``, asymmetrically
+    reweighted (Baek et al., 2015; no asymmetry to choose). ``smoothness`` is the
+    second-difference penalty λ: on a 1 cm⁻¹ grid the default bends on a scale of about
+    λ^(1/4) ≈ 56 cm⁻¹."""
+    from pybaselines import Baseline
 
     y = np.asarray(y, dtype=np.float64)
-    n = len(y)
-    d = sparse.diags([1.0, -2.0, 1.0], [0, -1, -2], shape=(n, n - 2))
-    penalty = smoothness * (d @ d.T)
-    w = np.ones(n)
-    z = y
-    for _ in range(iterations):
-        z = spsolve((sparse.diags(w) + penalty).tocsc(), w * y)
-        w = np.where(y > z, asymmetry, 1.0 - asymmetry)
+    fitter = Baseline(x_data=np.arange(len(y)) * step_cm1)
+    if method == "asls":
+        z, _ = fitter.asls(y, lam=smoothness, p=asymmetry, max_iter=50, tol=1e-3)
+    elif method == "arpls":
+        z, _ = fitter.arpls(y, lam=smoothness, max_iter=50, tol=1e-3)
+    else:
+        raise ValueError(f"unknown baseline method '{method}' (asls, arpls)")
     return z
 
 
 def corrected_experiment(spectrum: Spectrum, *, step_cm1: float = 1.0, floor: float = 0.01,
-                         **baseline) -> Spectrum:
+                         **options) -> Spectrum:
     """An experimental absorbance spectrum on a uniform grid (``step_cm1``), baseline
-    removed (:func:`baseline_als`), and what is left below ``floor`` × the highest band set
+    removed (:func:`baseline_of`), and what is left below ``floor`` × the highest band set
     to zero: a residual offset of a few thousandths, spread over the whole window, would
     otherwise carry several per cent of the area and shift the Wasserstein distance by tens
     of cm⁻¹."""
     x = spectrum.wavenumber_cm1
     grid = np.arange(np.ceil(x.min()), np.floor(x.max()) + step_cm1 / 2, step_cm1)
     y = np.interp(grid, x, spectrum.intensity)
-    corrected = y - baseline_als(y, **baseline)
+    corrected = y - baseline_of(y, step_cm1=step_cm1, **options)
     corrected[corrected < floor * corrected.max()] = 0.0
     return Spectrum(grid, corrected)

@@ -2,8 +2,8 @@
 
 What a chemist runs after a campaign::
 
-    python -m palirs_data.spectrum --smiles "CC(C)=O" --name acetone --out results/acetone
-    python -m palirs_data.spectrum --xyz my.xyz --name my-mol --out results/my-mol
+    palirs spectrum --smiles "CC(C)=O" --name acetone --out results/acetone
+    palirs spectrum --xyz my.xyz --name my-mol --out results/my-mol
 
 The molecule's minimum is found with the committee-mean force field (no label source needed:
 with DFT as the label source that is the point), then the ``ir`` stage's own code runs the
@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import typer
 
 from palirs_data import harmonic, molecules, structures
 from palirs_data.compute import Executor
-from palirs_data.config import IrConfig
+from palirs_data.config import GuardConfig, IrConfig
 from palirs_data.errors import PalirsInputError, StageFailed
 
 
@@ -75,16 +76,17 @@ def committee_minimum(molecule: molecules.Molecule, committee_dir: Path, *, seed
 
 
 def predict(minimum: pa.Table, committee_dir: Path, dipole_path: Path, config: IrConfig,
-            work_dir: Path, *, executor: Executor | None = None,
+            work_dir: Path, *, guard: GuardConfig = GuardConfig(),
+            executor: Executor | None = None,
             progress: bool = False) -> tuple[PredictedSpectrum, Path]:
     """The ``ir`` stage's MD and spectra (:func:`palirs_data.ir.ml_ir`) from ``minimum``
     (:func:`committee_minimum`); returns the result and the trajectory store it wrote (under
     ``work_dir``)."""
     from palirs_data.ir import ir_work_store, ml_ir
 
-    store = ir_work_store(work_dir, committee_dir, dipole_path, minimum, config)
-    result = ml_ir(committee_dir, dipole_path, minimum, config, store, executor=executor,
-                   progress=progress)
+    store = ir_work_store(work_dir, committee_dir, dipole_path, minimum, config, guard=guard)
+    result = ml_ir(committee_dir, dipole_path, minimum, config, store, guard=guard,
+                   executor=executor, progress=progress)
     return PredictedSpectrum(minimum, result.spectra, result.harmonic, result.metrics), store.path
 
 
@@ -108,60 +110,53 @@ def write(result: PredictedSpectrum, store_path: Path, out: Path, window_cm1) ->
                                tmp / "spectrum.png")
 
 
-def _main() -> None:
-    import typer
+def command(
+    out: Path = typer.Option(..., help="Output directory (replaced as a whole)."),
+    name: str = typer.Option(..., help="The molecule's name (a catalogue name alone "
+                             "is enough: its SMILES is known)."),
+    smiles: str | None = typer.Option(None, help="SMILES of the molecule."),
+    xyz: Path | None = typer.Option(None, help="An XYZ file with its geometry instead."),
+    models: Path = typer.Option(Path("data/models/committee"), help="The committee."),
+    dipole: Path = typer.Option(Path("data/models/dipole.model"), help="The dipole model."),
+    params: Path = typer.Option(Path("params.yaml"), help="Parameter file: its ir "
+                                "section sets the runs; compute the workers."),
+    trajectories: int | None = typer.Option(None, help="Override ir.trajectories."),
+    produce_fs: float | None = typer.Option(None, help="Override ir.produce_fs."),
+    work_dir: Path = typer.Option(Path("data/.work/spectrum"),
+                                  help="Scratch space: a killed run continues here."),
+) -> None:
+    """Predict the IR spectrum of any molecule with the trained models.
 
+    The committee's own minimum of the molecule, then the ir stage's committee MD with the
+    dipole model; a molecule outside the training data shows in the committee's spread."""
     from palirs_data.cli import run_stage
     from palirs_data.compute import executor as make_executor
     from palirs_data.config import load_params
 
-    app = typer.Typer(add_completion=False)
+    def body() -> str:
+        p = load_params(params)
+        molecule = _molecule(name, smiles, xyz)
+        overrides = {k: v for k, v in (("trajectories", trajectories),
+                                       ("produce_fs", produce_fs)) if v is not None}
+        config = IrConfig(**{**p.ir.model_dump(), **overrides})
+        minimum = committee_minimum(molecule, models, seed=p.molecules.seed)
+        with make_executor(p.compute) as ex:
+            result, store = predict(minimum, models, dipole, config, work_dir,
+                                    guard=p.guard, executor=ex, progress=True)
+        write(result, store, out, p.compare.window_cm1)
+        shutil.rmtree(store.parent, ignore_errors=True)
+        if not result.spectra.num_rows:
+            reasons = sorted({a.get("stop_reason", "?") for a in _stopped(out)})
+            raise StageFailed(
+                f"{molecule.name}: no spectrum: every run was stopped by the guard "
+                f"({'; '.join(reasons)}): the committee cannot be trusted on this "
+                f"molecule (outside its training data); the report is in {out}")
+        spread = "; ".join(f"{g}: median {s['median_eVA']:.3f}, max {s['max_eVA']:.3f}"
+                           for g, s in result.metrics["committee_spread"].items())
+        return (f"{molecule.name}: {result.metrics['runs']} runs, committee force spread "
+                f"(eV/Å) {spread} -> {out}")
 
-    @app.command()
-    def main(
-        out: Path = typer.Option(..., help="Output directory (replaced as a whole)."),
-        name: str = typer.Option(..., help="The molecule's name (a catalogue name alone "
-                                 "is enough: its SMILES is known)."),
-        smiles: str | None = typer.Option(None, help="SMILES of the molecule."),
-        xyz: Path | None = typer.Option(None, help="An XYZ file with its geometry instead."),
-        models: Path = typer.Option(Path("data/models/committee"), help="The committee."),
-        dipole: Path = typer.Option(Path("data/models/dipole.model"),
-                                    help="The dipole model."),
-        params: Path = typer.Option(Path("params.yaml"), help="Parameter file: its ir "
-                                    "section sets the runs; compute the workers."),
-        trajectories: int | None = typer.Option(None, help="Override ir.trajectories."),
-        produce_fs: float | None = typer.Option(None, help="Override ir.produce_fs."),
-        work_dir: Path = typer.Option(Path("data/.work/spectrum"),
-                                      help="Scratch space: a killed run continues here."),
-    ) -> None:
-        """Predict the IR spectrum of one molecule with a trained committee and dipole model."""
-
-        def body() -> str:
-            p = load_params(params)
-            molecule = _molecule(name, smiles, xyz)
-            overrides = {k: v for k, v in (("trajectories", trajectories),
-                                           ("produce_fs", produce_fs)) if v is not None}
-            config = IrConfig(**{**p.ir.model_dump(), **overrides})
-            minimum = committee_minimum(molecule, models, seed=p.molecules.seed)
-            with make_executor(p.compute) as ex:
-                result, store = predict(minimum, models, dipole, config, work_dir,
-                                        executor=ex, progress=True)
-            write(result, store, out, p.compare.window_cm1)
-            shutil.rmtree(store.parent, ignore_errors=True)
-            if not result.spectra.num_rows:
-                reasons = sorted({a.get("stop_reason", "?") for a in _stopped(out)})
-                raise StageFailed(
-                    f"{molecule.name}: no spectrum: every run was stopped by the guard "
-                    f"({'; '.join(reasons)}): the committee cannot be trusted on this "
-                    f"molecule (outside its training data); the report is in {out}")
-            spread = "; ".join(f"{g}: median {s['median_eVA']:.3f}, max {s['max_eVA']:.3f}"
-                               for g, s in result.metrics["committee_spread"].items())
-            return (f"{molecule.name}: {result.metrics['runs']} runs, committee force spread "
-                    f"(eV/Å) {spread} -> {out}")
-
-        run_stage("spectrum", body)
-
-    app()
+    run_stage("spectrum", body)
 
 
 def _stopped(out: Path) -> list[dict]:
@@ -186,4 +181,4 @@ def _molecule(name: str, smiles: str | None, xyz: Path | None) -> molecules.Mole
 
 
 if __name__ == "__main__":
-    _main()
+    typer.run(command)

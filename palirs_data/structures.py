@@ -234,28 +234,25 @@ def _first(mask: np.ndarray) -> int | None:
     return int(idx[0]) if idx.size else None
 
 
-def validate_table(table: pa.Table, *, where: str) -> pa.Table:
-    """Validate a structure table: schema, then per-row physics sanity.
+class _RowCheck:
+    """Raises the one-line error naming the table and the first offending row."""
 
-    Checks: positions and labels finite and of matching shapes, atomic numbers known, status
-    values allowed, labelled rows complete, structure ids unique and consistent with the
-    structure they name. Returns the table in schema column order. Vectorised over rows (the
-    id check hashes each row's arrays); the first offending row is named.
-    """
-    table = check_schema(table, STRUCTURE_SCHEMA, where=where)
-    n = table.num_rows
-    if n == 0:
-        return table
-    ids = table.column("structure_id").to_pylist()
+    def __init__(self, where: str, ids: list[str]) -> None:
+        self.where, self.ids = where, ids
 
-    def fail(row: int, what: str) -> None:
-        raise PalirsInputError(f"{where}: row {row} (structure {ids[row]}): {what}")
+    def fail(self, row: int, what: str) -> None:
+        raise PalirsInputError(f"{self.where}: row {row} (structure {self.ids[row]}): {what}")
 
-    def check(mask: np.ndarray, what: str) -> None:
+    def __call__(self, mask: np.ndarray, what: str) -> None:
         row = _first(mask)
         if row is not None:
-            fail(row, what)
+            self.fail(row, what)
 
+
+def _check_geometry(table: pa.Table, check: _RowCheck) -> tuple[np.ndarray, np.ndarray,
+                                                                  np.ndarray]:
+    """Atoms, atomic numbers and positions; returns (numbers, positions, atoms per row)."""
+    n = table.num_rows
     z_flat, n_atoms = _ragged(table.column("numbers"))
     pos_flat, n_pos = _ragged(table.column("positions_A"), 3)
     row_of_atom = np.repeat(np.arange(n), n_atoms)
@@ -263,7 +260,7 @@ def validate_table(table: pa.Table, *, where: str) -> pa.Table:
     bad_z = (z_flat < 1) | (z_flat > MAX_Z)
     if bad_z.any():
         i = int(np.flatnonzero(bad_z)[0])
-        fail(int(row_of_atom[i]), f"unknown atomic number {int(z_flat[i])}")
+        check.fail(int(row_of_atom[i]), f"unknown atomic number {int(z_flat[i])}")
     check(n_pos != n_atoms, "positions_A has a different number of atoms than numbers")
     check(np.bincount(row_of_atom, weights=~np.isfinite(pos_flat).all(axis=1),
                       minlength=n) > 0, "positions_A contains NaN or infinite values")
@@ -271,23 +268,35 @@ def validate_table(table: pa.Table, *, where: str) -> pa.Table:
         far = ~(np.abs(pos_flat) <= MAX_COORDINATE_A).all(axis=1)
     check(np.bincount(row_of_atom, weights=far, minlength=n) > 0,
           f"positions_A has a coordinate beyond {MAX_COORDINATE_A:g} Å")
+    return z_flat, pos_flat, n_atoms
+
+
+def _check_identity(table: pa.Table, check: _RowCheck, z_flat: np.ndarray,
+                    pos_flat: np.ndarray, n_atoms: np.ndarray) -> None:
+    """Charge, multiplicity, structure ids (consistent, unique) and source."""
+    ids = check.ids
     charges = table.column("charge_e").to_numpy()
     mults = table.column("multiplicity").to_numpy()
     check(mults < 1, "multiplicity must be >= 1")
     for i, (z, pos) in enumerate(zip(_split(z_flat, n_atoms), _split(pos_flat, n_atoms))):
         if ids[i] != structure_id(z, pos, int(charges[i]), int(mults[i])):
-            fail(i, "structure_id does not match its species and positions")
+            check.fail(i, "structure_id does not match its species and positions")
     _, first, counts = np.unique(np.asarray(ids), return_index=True, return_counts=True)
     if (counts > 1).any():
         dup = np.sort(np.flatnonzero(counts > 1))
-        fail(int(np.sort(first[dup])[0]), "duplicate structure_id")
+        check.fail(int(np.sort(first[dup])[0]), "duplicate structure_id")
     source = table.column("source")
     check(~pc.is_in(source, value_set=pa.array(SOURCES)).to_numpy(zero_copy_only=False),
           f"unknown source; one of {SOURCES}")
+
+
+def _check_labels(table: pa.Table, check: _RowCheck, n_atoms: np.ndarray) -> None:
+    """Label status, and complete, finite labels of the right shapes on every 'ok' row."""
+    n = table.num_rows
     status = np.asarray(table.column("label_status").to_pylist(), dtype=object)
     bad = _first(~np.isin(status, LABEL_STATUSES))
     if bad is not None:
-        fail(bad, f"label_status '{status[bad]}' is not one of {LABEL_STATUSES}")
+        check.fail(bad, f"label_status '{status[bad]}' is not one of {LABEL_STATUSES}")
     ok = status == "ok"
     energy = table.column("energy_eV").to_numpy(zero_copy_only=False).astype(np.float64)
     method = table.column("label_method").to_pylist()
@@ -307,6 +316,23 @@ def validate_table(table: pa.Table, *, where: str) -> pa.Table:
     errors = table.column("label_error").to_pylist()
     check((status == "failed") & ~np.array([bool(e) for e in errors]),
           "label_status is 'failed' but label_error is empty")
+
+
+def validate_table(table: pa.Table, *, where: str) -> pa.Table:
+    """Validate a structure table: schema, then per-row physics sanity.
+
+    Checks: positions and labels finite and of matching shapes, atomic numbers known, status
+    values allowed, labelled rows complete, structure ids unique and consistent with the
+    structure they name. Returns the table in schema column order. Vectorised over rows (the
+    id check hashes each row's arrays); the first offending row is named.
+    """
+    table = check_schema(table, STRUCTURE_SCHEMA, where=where)
+    if table.num_rows == 0:
+        return table
+    check = _RowCheck(where, table.column("structure_id").to_pylist())
+    z_flat, pos_flat, n_atoms = _check_geometry(table, check)
+    _check_identity(table, check, z_flat, pos_flat, n_atoms)
+    _check_labels(table, check, n_atoms)
     return table
 
 
@@ -373,9 +399,7 @@ def read_structures_file(
     from ase.io import read
 
     path = Path(path)
-    if not path.is_file():
-        raise PalirsInputError(f"{path}: no such file")
-    _check_xyz_frames(path)
+    check_xyz_file(path)
     try:
         images = read(path, index=":", format="extxyz")
     except KeyError as exc:  # ASE's symbol lookup
@@ -387,15 +411,7 @@ def read_structures_file(
         raise PalirsInputError(f"{path}: contains no structures")
     rows = []
     for k, atoms in enumerate(images):
-        if len(atoms) == 0:
-            raise PalirsInputError(f"{path}: frame {k} has no atoms")
-        if (atoms.numbers < 1).any():
-            raise PalirsInputError(f"{path}: frame {k} has an unknown element")
-        if not np.isfinite(atoms.positions).all():
-            raise PalirsInputError(f"{path}: frame {k} has NaN or infinite coordinates")
-        if (np.abs(atoms.positions) > MAX_COORDINATE_A).any():
-            raise PalirsInputError(f"{path}: frame {k} has a coordinate beyond "
-                                   f"{MAX_COORDINATE_A:g} Å")
+        check_frame(path, k, atoms)
         name = molecule or atoms.info.get("molecule") or atoms.get_chemical_formula()
         s = Structure.from_atoms(atoms, molecule=str(name), source=source)
         labels = _labels_from_atoms(atoms)
@@ -407,10 +423,25 @@ def read_structures_file(
     return to_table(dedupe(rows))
 
 
-def _check_xyz_frames(path: Path) -> None:
-    """Check the frame structure of an XYZ file before ASE reads it: every frame starts with a
+def check_frame(path: Path, k: int, atoms: Atoms) -> None:
+    """Frame ``k`` of an XYZ file: atoms, known elements, finite and bounded coordinates."""
+    if len(atoms) == 0:
+        raise PalirsInputError(f"{path}: frame {k} has no atoms")
+    if (atoms.numbers < 1).any():
+        raise PalirsInputError(f"{path}: frame {k} has an unknown element")
+    if not np.isfinite(atoms.positions).all():
+        raise PalirsInputError(f"{path}: frame {k} has NaN or infinite coordinates")
+    if (np.abs(atoms.positions) > MAX_COORDINATE_A).any():
+        raise PalirsInputError(f"{path}: frame {k} has a coordinate beyond "
+                               f"{MAX_COORDINATE_A:g} Å")
+
+
+def check_xyz_file(path: Path) -> None:
+    """Check an XYZ file before ASE reads it: it exists, and every frame starts with a
     positive atom count that the lines after it can hold (a count of a billion would otherwise
     have the reader allocate for it)."""
+    if not path.is_file():
+        raise PalirsInputError(f"{path}: no such file")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:

@@ -6,8 +6,9 @@ Layout of a store::
       <key>/                    group, one trajectory; key = "<molecule>/<T>K/<replica>"
         positions_A             (n_frames, n_atoms, 3) float64, Å
         velocities_A_fs         (n_frames, n_atoms, 3) float64, Å/fs
-        dipole_eA               (n_frames, 3) float64, e·Å
-        energy_eV               (n_frames,) float64, eV (committee-mean potential energy)
+        model_dipole_eA         (n_frames, 3) float64, e·Å (the dipole model's prediction)
+        model_energy_eV         (n_frames,) float64, eV (committee-mean potential energy)
+        dipole_eA, energy_eV    the same from the label source (reference MD): labels
         force_std_max_eVA       (n_frames,) float64, eV/Å (max over atoms of |committee std|)
         force_rel_dev           (n_frames,) float64 (committee force std / force magnitude)
         time_fs                 (n_frames,) float64, fs
@@ -20,6 +21,11 @@ written last, after every array has grown, so it is the commit point: a process 
 middle of an append leaves arrays longer than ``n_frames``, and reopening the store for writing
 trims them back, so the store is always consistent and a run resumes from its last committed
 frame.
+
+Predictions and labels never share a name: an ML run stores ``model_energy_eV`` and
+``model_dipole_eA``, a run of the label source ``energy_eV`` and ``dipole_eA``, as the structure
+table names its labels. :func:`resume` is the one rule by which any MD protocol continues what a
+killed attempt left in a store.
 """
 
 from __future__ import annotations
@@ -49,9 +55,11 @@ class ArraySpec:
 ARRAYS: dict[str, ArraySpec] = {
     "positions_A": ArraySpec(("n_atoms", 3), "float64", "Å"),
     "velocities_A_fs": ArraySpec(("n_atoms", 3), "float64", "Å/fs"),
+    # the label source's (reference MD) and the models' (ML MD): never one name for both
     "dipole_eA": ArraySpec((3,), "float64", "e·Å"),
-    # the potential energy the MD ran on (committee mean or label source), not a label
-    "potential_energy_eV": ArraySpec((), "float64", "eV"),
+    "energy_eV": ArraySpec((), "float64", "eV"),
+    "model_dipole_eA": ArraySpec((3,), "float64", "e·Å"),
+    "model_energy_eV": ArraySpec((), "float64", "eV"),  # the committee mean
     "force_std_max_eVA": ArraySpec((), "float64", "eV/Å"),
     "force_rel_dev": ArraySpec((), "float64", "1"),
     "time_fs": ArraySpec((), "float64", "fs"),
@@ -227,14 +235,21 @@ class TrajectoryStore:
         return traj
 
     def create(self, key: str, *, numbers: Sequence[int], molecule: str, timestep_fs: float,
-               temperature_K: float | None, arrays: Iterable[str] = tuple(ARRAYS),
+               temperature_K: float | None, arrays: Iterable[str],
                chunk_frames: int = 256, **attrs: Any) -> Trajectory:
-        """Create an empty trajectory; ``attrs`` are stored too (e.g. ``models``, ``seed``)."""
+        """Create an empty trajectory holding ``arrays``; ``attrs`` are stored too (e.g.
+        ``models``, ``seed``). A trajectory holds the label source's energies and dipoles or
+        a model's, never both."""
         _check_key(key)
         arrays = list(arrays)
         unknown = [a for a in arrays if a not in ARRAYS]
         if unknown:
             raise ValueError(f"unknown trajectory arrays {unknown}; choose from {list(ARRAYS)}")
+        labels, predictions = ({f(flag) for f in (energy_array, dipole_array)} & set(arrays)
+                               for flag in (True, False))
+        if labels and predictions:
+            raise ValueError(f"trajectory '{key}': labels and predictions in one run "
+                             f"({sorted(labels)}, {sorted(predictions)})")
         if key in self:
             raise ValueError(f"{self.path}: trajectory '{key}' exists already")
         group = self._root.require_group(key)
@@ -271,3 +286,51 @@ class TrajectoryStore:
                 raise PalirsInputError(f"{self.path}: trajectory '{key}' holds {name} {mine!r}, "
                                        f"not {value!r}: two runs would share one trajectory")
         return traj
+
+
+def energy_array(labels: bool) -> str:
+    """The name of the potential energy an MD ran on: the label source's or the committee's."""
+    return "energy_eV" if labels else "model_energy_eV"
+
+
+def dipole_array(labels: bool) -> str:
+    """The name of the dipoles recorded along an MD: the label source's or the model's."""
+    return "dipole_eA" if labels else "model_dipole_eA"
+
+
+def dipoles_of(traj: Trajectory) -> np.ndarray | None:
+    """The dipole series of a trajectory (e·Å), whichever produced it; None when it has none
+    (a run stopped before it produced)."""
+    for name in (dipole_array(False), dipole_array(True)):
+        if name in traj.array_names:
+            return traj.read(name)
+    return None
+
+
+@dataclass
+class Resumed:
+    """What :func:`resume` found: the runs the guard stopped (they stay stopped), those that
+    go on, and the frames each of these keeps (0: they start from their beginning)."""
+
+    stopped: list[str]
+    going: list[str]
+    frames: int
+    kept_frames: int  # frames of the killed attempt kept in all (stopped runs' included)
+
+
+def resume(store: TrajectoryStore, keys: Sequence[str]) -> Resumed:
+    """The one rule by which a protocol continues what a killed attempt at the same computation
+    left in ``store`` (the store is keyed by everything the runs depend on): a run the guard
+    stopped stays stopped; the others are cut back to the shortest of them (an append the kill
+    interrupted between trajectories; a run with no frame yet cuts all of them back to 0) and
+    continue from there. Every replica's noise is reseeded per written chunk
+    (:mod:`palirs_data.dynamics`), so the continued runs end where uninterrupted ones would."""
+    stopped = [k for k in keys
+               if k in store and store[k].attrs.get("stopped_at_time_fs") is not None]
+    going = [k for k in keys if k not in set(stopped)]
+    frames = min((store[k].n_frames if k in store else 0 for k in going), default=0)
+    for k in going:
+        if k in store and store[k].n_frames > frames:
+            store[k].truncate(frames)
+    kept = sum(store[k].n_frames for k in keys if k in store)
+    return Resumed(stopped, going, frames, kept)

@@ -26,7 +26,7 @@ from palirs_data.trajectory import TrajectoryStore
 
 #: label.*: the settings that change which single points fail (chunk size and checkpoint
 #: directory only say how the work is cut and where it resumes)
-STAGE_PARAMS = ("active_learning.stop_mae_cm1", "active_learning.acquire", "labeler",
+STAGE_PARAMS = ("active_learning.stop_mae_cm1", "active_learning.acquire", "guard", "labeler",
                 "label.max_failure_ratio", "label.retry_failed", "label.timeout_s")
 RUNTIME_PARAMS = ("label", "compute")
 
@@ -60,7 +60,8 @@ def main(
             result = acquire(iteration=k, previous_dir=previous,
                              equilibrium=structures.read_table(equilibrium),
                              config=p.active_learning, labeler_config=p.labeler,
-                             label_config=p.label, work_dir=work_dir, executor=ex, progress=True)
+                             label_config=p.label, work_dir=work_dir, guard=p.guard,
+                             executor=ex, progress=True)
         with atomic_path(trajectories, directory=True) as tmp:
             if result.store is not None:  # the finished work store becomes the output
                 shutil.copytree(result.store, tmp, dirs_exist_ok=True)

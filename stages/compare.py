@@ -24,7 +24,7 @@ from palirs_data.names import file_stem
 from palirs_data.tables import read_harmonic, read_spectra
 from palirs_data.trajectory import TrajectoryStore
 
-STAGE_PARAMS = ("compare", "ir")
+STAGE_PARAMS = ("compare", "ir", "labeler")
 RUNTIME_PARAMS: tuple[str, ...] = ()
 
 app = typer.Typer(add_completion=False)
@@ -73,6 +73,7 @@ def main(
         modes = read_harmonic(harmonic).to_pydict()
         ml_by, ref_by = spectra_by_key(ml_table), spectra_by_key(ref_table)
         t = float(cfg.temperature_K)
+        source = p.labeler.level_of_theory
         with atomic_path(figures, directory=True) as fig_dir:
             for molecule in result["molecules"]:
                 rows = [i for i, m in enumerate(modes["molecule"]) if m == molecule]
@@ -80,7 +81,7 @@ def main(
                     molecule, result, ml_by.get((molecule, t)), ref_by.get((molecule, t)),
                     exp.get(molecule), np.asarray(modes["frequency_cm1"])[rows],
                     np.asarray(modes["intensity_km_mol"])[rows], cfg,
-                    fig_dir / figure_name(molecule))
+                    fig_dir / figure_name(molecule), label_source=source)
                 entry = result["molecules"][molecule]
                 if entry.get("convergence"):
                     convergence_figure(molecule, entry["convergence"],
@@ -95,7 +96,8 @@ def main(
                         fig_dir / f"{file_stem(molecule)}_temperatures.png")
             if result["molecules"]:
                 summary_figure(result, fig_dir / "summary.png")
-                molecules_figure(result, ml_by, ref_by, exp, cfg, fig_dir / "molecules.png")
+                molecules_figure(result, ml_by, ref_by, exp, cfg, fig_dir / "molecules.png",
+                                 label_source=source)
             else:
                 empty_figure(fig_dir / "summary.png", f"no molecules in {ml} (an empty set)")
             write_text_atomic(table, summary_csv(result))

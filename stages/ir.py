@@ -23,7 +23,7 @@ from palirs_data.ir import ir_work_store, ml_ir
 from palirs_data.md_analysis import temperature_summary
 from palirs_data.tables import write_harmonic, write_spectra
 
-STAGE_PARAMS = ("ir",)
+STAGE_PARAMS = ("ir", "guard")
 RUNTIME_PARAMS = ("compute",)
 
 app = typer.Typer(add_completion=False)
@@ -53,9 +53,10 @@ def main(
     def body() -> str:
         p = load_params(params)
         table = structures.read_table(equilibrium)
-        store = ir_work_store(work_dir, models, dipole, table, p.ir)
+        store = ir_work_store(work_dir, models, dipole, table, p.ir, guard=p.guard)
         with executor(p.compute) as ex:  # the MD is GPU work (compute.gpu)
-            result = ml_ir(models, dipole, table, p.ir, store, executor=ex, progress=True)
+            result = ml_ir(models, dipole, table, p.ir, store, guard=p.guard, executor=ex,
+                           progress=True)
         with atomic_path(trajectories, directory=True) as tmp:
             shutil.copytree(store.path, tmp, dirs_exist_ok=True)
             write_spectra(result.spectra, spectra)

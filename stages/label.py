@@ -16,6 +16,7 @@ from palirs_data.atomic import write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.compute import executor
 from palirs_data.config import load_params
+from palirs_data.exchange import initial_data
 from palirs_data.labeling import clear_checkpoint, label_table
 
 STAGE_PARAMS = ("labeler", "label")
@@ -42,10 +43,12 @@ def main(
         table = structures.read_table(input)
         with executor(p.compute) as ex:
             report = label_table(table, labeler_config=p.labeler, config=p.label, executor=ex)
-        structures.write_table(report.table, output)
+        imported = initial_data(p.label.initial_data, p.labeler.level_of_theory)
+        structures.write_table(structures.concat_tables([report.table, imported]), output)
         write_text_atomic(metrics, json.dumps(report.metrics(), indent=2) + "\n")
         clear_checkpoint(report.checkpoint)
-        return f"{report.summary()} -> {output}"
+        extra = f" + {imported.num_rows} imported" if imported.num_rows else ""
+        return f"{report.summary()}{extra} -> {output}"
 
     run_stage("label", body)
 

@@ -2,7 +2,7 @@
 
 The ``ir`` protocol itself (runs, lengths, thermalisation, friction, timestep, seeds, spectrum
 settings) driven by the label source through the same integrator; one Dask task per run (see
-:func:`palirs_data.ir.reference_ir`).
+:func:`palirs_data.reference_md.reference_ir`).
 Cheap for GFN2-xTB, expensive for DFT: ``reference_md.enabled: false`` skips it (the outputs
 are then empty and ``compare`` reports experiment only).
 """
@@ -20,13 +20,13 @@ from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.compute import executor
 from palirs_data.config import load_params
-from palirs_data.ir import reference_ir, reference_work_store
+from palirs_data.reference_md import reference_ir, reference_work_store
 from palirs_data.md_analysis import temperature_summary
 from palirs_data.tables import SPECTRUM_SCHEMA, write_spectra
 from palirs_data.trajectory import TrajectoryStore
 
-STAGE_PARAMS = ("reference_md", "ir", "labeler")
-RUNTIME_PARAMS = ("compute",)
+STAGE_PARAMS = ("reference_md", "ir", "guard", "labeler")
+RUNTIME_PARAMS = ("compute", "label.max_projected_hours")
 
 app = typer.Typer(add_completion=False)
 
@@ -56,10 +56,13 @@ def main(
                 report = {"enabled": False}
             else:
                 table_in = structures.read_table(equilibrium)
-                work = reference_work_store(work_dir, table_in, p.ir, p.labeler)
+                work = reference_work_store(work_dir, table_in, p.ir, p.labeler,
+                                            guard=p.guard)
                 with executor(p.compute) as ex:
                     table, report = reference_ir(table_in, p.ir, p.labeler, store,
-                                                 executor=ex, progress=True, work=work)
+                                                 executor=ex, progress=True, work=work,
+                                                 guard=p.guard, max_projected_hours=(
+                                                     p.label.max_projected_hours))
                 report = {"enabled": True, "method": p.labeler.method, **report}
             write_spectra(table, spectra)
             write_text_atomic(metrics, json.dumps(report, indent=2) + "\n")

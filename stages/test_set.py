@@ -14,7 +14,7 @@ from palirs_data.errors import PalirsInputError
 from palirs_data.evaluation import build_test_set
 from palirs_data.labeling import clear_checkpoint, label_table
 
-STAGE_PARAMS = ("test_set", "labeler", "label.max_failure_ratio", "label.retry_failed",
+STAGE_PARAMS = ("test_set", "guard", "labeler", "label.max_failure_ratio", "label.retry_failed",
                 "label.timeout_s", "committee.elements")
 RUNTIME_PARAMS = ("label", "compute")
 
@@ -46,7 +46,7 @@ def main(
                 temperature_K=c.temperature_K, duration_fs=c.duration_fs,
                 timestep_fs=c.timestep_fs, friction_fs=c.friction_fs,
                 n_candidates=c.n_candidates, n_clusters=c.n_clusters,
-                per_cluster=c.per_cluster, seed=c.seed, executor=ex)
+                per_cluster=c.per_cluster, seed=c.seed, guard=p.guard, executor=ex)
             labelled = label_table(report.table, labeler_config=p.labeler, config=p.label,
                                    executor=ex)
         structures.write_table(labelled.table, output)

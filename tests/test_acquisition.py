@@ -9,7 +9,10 @@ import pytest
 from conftest import TINY_MODEL, write_evaluation
 from palirs_data.compute import Executor
 from palirs_data import structures
-from palirs_data.acquisition import Guard, run_acquisition, select_frames
+from palirs_data.acquisition import run_acquisition
+from palirs_data.config import GuardConfig
+from palirs_data.guard import Guard
+from palirs_data.selection import select_frames
 from palirs_data.committee import Committee
 from palirs_data.config import AcquireConfig
 from palirs_data.dynamics import BatchedMD, Replica
@@ -95,7 +98,7 @@ def test_guard_stops_a_run_of_a_disagreeing_committee(tiny_committee, inverted_m
     n_steps = 200
 
     def run(committee, name, limit):
-        guard = Guard(max_force_rel_dev=limit, min_distance_A=0.5, max_distance_A=20.0)
+        guard = Guard(GuardConfig(), max_force_rel_dev=limit)
         store = TrajectoryStore(tmp_path / f"{name}.zarr")
         md = BatchedMD(committee, _replicas(minimum, [500.0]), timestep_fs=0.5, store=store)
         report = md.run(n_steps, write_every=2, guard=guard)
@@ -120,7 +123,7 @@ def test_guard_stops_a_run_of_a_disagreeing_committee(tiny_committee, inverted_m
 
 
 def test_guard_stops_non_finite_and_exploding_frames(tiny_committee, minimum):
-    from palirs_data.acquisition import bonds
+    from palirs_data.guard import bonds
 
     committee = tiny_committee["committee"]
     md = BatchedMD(committee, _replicas(minimum, [300.0] * 4), timestep_fs=0.5)
@@ -135,14 +138,13 @@ def test_guard_stops_non_finite_and_exploding_frames(tiny_committee, minimum):
     md._x = x
     out = committee.evaluate(md.batch, md._x)
     # without the minima: only absolute distances, so the broken bond (2 Å) passes
-    plain = Guard(max_force_rel_dev=1e9, min_distance_A=0.5, max_distance_A=20.0)
+    plain = Guard(GuardConfig(), max_force_rel_dev=1e9)
     assert plain(md, out).tolist() == [False, True, False, True]
     assert "0.10 Å apart" in md.replicas[1].stop_reason
     assert "> 20 Å" in md.replicas[3].stop_reason
     # with them a bond stretched beyond 1.5 × its length at the minimum stops the run,
     # whatever the molecule's size
-    guard = Guard(max_force_rel_dev=1e9, min_distance_A=0.5, max_distance_A=20.0,
-                  minima=[minimum])
+    guard = Guard(GuardConfig(), max_force_rel_dev=1e9, minima=[minimum])
     assert guard(md, out).tolist() == [False, True, True, True]
     assert "a bond at 1.60 × its length at the minimum" in md.replicas[2].stop_reason
     out.energy_eV[0] = float("nan")
@@ -152,14 +154,18 @@ def test_guard_stops_non_finite_and_exploding_frames(tiny_committee, minimum):
 def test_bond_stretch_bound_leaves_thermal_motion_alone(tiny_committee, minimum):
     """The guard's default bond bound never fires on ordinary MD at the acquisition's hottest
     temperature (700 K, thermalised under strong friction)."""
-    from palirs_data.acquisition import sanity_guard
-
     replicas = _replicas(minimum, [700.0] * 4)
     for r in replicas:
         r.friction_fs = 0.05
     md = BatchedMD(tiny_committee["committee"], replicas, timestep_fs=0.5)
-    report = md.run(400, write_every=400, guard=sanity_guard([minimum]))
+    report = md.run(400, write_every=400, guard=Guard(GuardConfig(), minima=[minimum]))
     assert report.stopped == []
+    # the bound is the parameter's: a tight one stops the same runs on a bond
+    tight = Guard(GuardConfig(max_bond_stretch=1.02), minima=[minimum])
+    md = BatchedMD(tiny_committee["committee"], _replicas(minimum, [700.0] * 4),
+                   timestep_fs=0.5)
+    assert len(md.run(400, write_every=400, guard=tight).stopped) == 4
+    assert all("a bond at" in r.stop_reason for r in md.replicas)
 
 
 # --- one acquisition step and its continuation ---------------------------------------------
@@ -167,7 +173,8 @@ def test_bond_stretch_bound_leaves_thermal_motion_alone(tiny_committee, minimum)
 def test_acquisition_continues_exactly_and_selects_per_temperature(tiny_committee, minimum,
                                                                    tmp_path):
     config = AcquireConfig(temperatures_K=[300.0, 700.0], duration_fs=20.0, write_every=2,
-                           thermalise_fs=10.0, per_temperature=3, min_spacing_fs=2.0, friction_fs=0.01,
+                           thermalise_fs=10.0, per_temperature=3, min_spacing_fs=2.0,
+                           friction_fs=0.01,
                            max_force_rel_dev=1e9)  # tiny models: no guard here
     committee = tiny_committee["committee"]
     first = TrajectoryStore(tmp_path / "iter1.zarr")
@@ -252,7 +259,7 @@ def test_acquisition_md_killed_and_continued_equals_an_uninterrupted_run(tiny_co
     assert out["resumed_frames"] == 16
     for key in ("methanol/300K/0", "methanol/700K/0"):
         assert killed[key].n_frames == whole[key].n_frames == 31
-        for name in ("positions_A", "velocities_A_fs", "potential_energy_eV", "time_fs"):
+        for name in ("positions_A", "velocities_A_fs", "model_energy_eV", "time_fs"):
             np.testing.assert_array_equal(killed[key].read(name), whole[key].read(name))
     # killed before every run had committed a chunk: started over, same result
     early = TrajectoryStore(tmp_path / "early.zarr")
@@ -285,11 +292,13 @@ def test_acquisition_md_on_two_workers_gives_the_runs_of_one_batch(tiny_committe
                            write_every=2, thermalise_fs=5.0, max_force_rel_dev=1e9)
     paths = [Path(p) for p in tiny_committee["paths"]]
     here = _md(paths, [minimum], config, iteration=1, store_path=tmp_path / "here.zarr",
-               previous_path=None, executor=Executor.local(), progress=False)
+               previous_path=None, guard=GuardConfig(), executor=Executor.local(),
+               progress=False)
     compute = ComputeConfig(n_workers=2)
     with dask_client(compute) as client:
         there = _md(paths, [minimum], config, iteration=1, store_path=tmp_path / "there.zarr",
-                    previous_path=None, executor=Executor(client, compute), progress=False)
+                    previous_path=None, guard=GuardConfig(), executor=Executor(client, compute),
+                    progress=False)
     assert here["tasks"] == 1 and there["tasks"] == 2 and len(there["worker"]) == 2
     assert there["replica_steps"] == here["replica_steps"] == 6 * (10 + 20)
     a, b = TrajectoryStore(tmp_path / "here.zarr"), TrajectoryStore(tmp_path / "there.zarr")

@@ -93,7 +93,8 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
                        methanol_data["result"].equilibrium, ir, store,
                        executor=Executor(client, config))
         assert result.metrics["md_worker"] == "gpu-worker"
-        assert result.metrics["md_device"] in {"cpu", "cuda"}
+        assert result.metrics["md_device"] == "cpu" or result.metrics["md_device"].startswith(
+            "cuda:")
         assert sorted(TrajectoryStore(tmp_path / "ir.zarr", mode="r").keys()) == [
             "methanol/300K/0", "methanol/300K/1"]
         assert set(result.spectra.column("n_runs").to_pylist()) == {2}
@@ -270,3 +271,31 @@ def test_replicas_are_divided_into_balanced_deterministic_parts():
     assert totals == [18, 18] and sorted(i for p in parts for i in p) == list(range(7))
     assert split_balanced([5, 5], 8) == [[0], [1]]  # never an empty part
     assert split_balanced([5, 5, 5], 1) == [[0, 1, 2]]
+
+
+def _visible_devices(dask_worker):
+    return dask_worker.name, os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+@pytest.mark.parametrize("parent", [None, "2,5,7"])
+def test_each_local_gpu_worker_sees_its_own_device(parent, monkeypatch):
+    """Local GPU workers are pinned one device each (CUDA_VISIBLE_DEVICES in the worker's
+    environment): 0, 1, ... or, inside an allocation that set the variable, its devices in
+    order. More workers than devices is refused in one line. (Fake devices: the variable is
+    what torch reads; no GPU is needed to see it.)"""
+    from palirs_data.compute import local_gpus
+
+    if parent is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent)
+    config = ComputeConfig(n_workers=3, local_gpu_workers=2, gpu_worker_threads=1)
+    with dask_client(config) as client:
+        seen = {str(name): v for name, v in client.run(_visible_devices).values()}
+    expected = ["0", "1"] if parent is None else ["2", "5"]
+    assert {k: v for k, v in seen.items() if k.startswith("gpu-")} == {
+        "gpu-0": expected[0], "gpu-1": expected[1]}
+    assert [v for k, v in seen.items() if not k.startswith("gpu-")] == [parent]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with pytest.raises(PalirsInputError, match="2 GPU workers but CUDA_VISIBLE_DEVICES='3'"):
+        local_gpus(2)

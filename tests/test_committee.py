@@ -175,3 +175,47 @@ def test_continue_starts_from_the_previous_members(tiny_committee, methanol_data
                          for k, m in enumerate(report.members)]
     assert max(results["continue"]) < 1e-3, results
     assert min(results["scratch"]) > 0.1, results
+    # a foundation model given as a local file: every member starts from its weights
+    config = CommitteeConfig(seeds=[0], model=TINY_MODEL, training={
+        "max_num_epochs": 1, "lr": 1e-7, "ema": False,
+        "foundation_model": str(previous / "model_0.model")})
+    report = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
+                             config=config, out_dir=tmp_path / "file" / "models",
+                             work_dir=tmp_path / "file" / "work")
+    assert _max_weight_change(load_model(previous / "model_0.model"),
+                              load_model(report.members[0].model)) < 1e-3
+
+
+def test_a_foundation_model_by_name_is_fetched_once_or_refused_in_one_line(tmp_path,
+                                                                           monkeypatch):
+    """A name mace-torch knows (medium_off) resolves to its file in mace-torch's cache; when
+    it is not cached and cannot be fetched (offline), one line names the key, the address and
+    where to put the file. A name nobody knows, or a missing file, is refused too."""
+    import urllib.error
+    import urllib.request
+
+    from palirs_data.errors import PalirsInputError
+    from palirs_data.training import foundation_file, foundation_url
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    key = "committee.training.foundation_model"
+    url = foundation_url("medium_off")
+    assert url.endswith("MACE-OFF23_medium.model")
+    with pytest.raises(PalirsInputError) as info:
+        foundation_file("medium_off", key=key)
+    message = str(info.value)
+    assert message.startswith(f"{key}: 'medium_off' is not in ") and "\n" not in message
+    assert url in message and "no route to host" in message
+    assert not list((tmp_path / "cache").rglob("*.part"))  # nothing half-written left
+    cached = tmp_path / "cache" / "mace" / "MACE-OFF23_medium.model"
+    cached.write_bytes(b"weights")  # fetched once before: no network needed
+    assert foundation_file("medium_off", key=key) == cached
+    with pytest.raises(PalirsInputError, match="neither a file nor a model"):
+        foundation_file("huge_off", key=key)
+    with pytest.raises(PalirsInputError, match="x.model: no such file"):
+        foundation_file("data/user/models/x.model", key=key)

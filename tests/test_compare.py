@@ -261,11 +261,19 @@ def test_compare_stage_writes_metrics_table_and_figures(tmp_path):
     methanol = metrics["molecules"]["methanol"]
     assert methanol["ml_vs_reference"]["wasserstein_cm1"] == pytest.approx(5.0, abs=0.5)
     assert methanol["experiment"]["saturated_cm1"]
-    figures = sorted(p.name for p in (tmp_path / "m/fig").iterdir())
+    figures = sorted(p.name for p in (tmp_path / "m/fig").glob("*.png"))
     assert figures == ["methanol.png", "methanol_convergence.png", "methanol_temperatures.png",
                        "molecules.png", "summary.png"]
     for name in figures:
         assert (tmp_path / "m/fig" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / "m/fig" / name).with_suffix(".svg").is_file()  # vector, beside it
+    # fit for a paper: the method by its name, units on the numbers, sticks in km/mol, the
+    # better direction on the summary
+    drawn = (tmp_path / "m/fig/methanol.svg").read_text()
+    assert "GFN2-xTB MD (" in drawn and "label source" not in drawn
+    assert "km mol" in drawn and "] cm$^{-1}$" in drawn  # WD with its unit
+    summary = (tmp_path / "m/fig/summary.svg").read_text()
+    assert "higher is better" in summary and "lower is better" in summary
 
     printed = report(tmp_path / "m/compare.json", tmp_path / "m/fig").splitlines()
     assert printed[2].split()[:4] == ["methanol", "ML", "vs", "reference"]

@@ -173,11 +173,11 @@ def test_md_streams_dipoles_into_the_store(tiny_committee, tiny_dipole_model, me
                             dipole_model=tiny_dipole_model["model"])
     md.run(20, write_every=4)
     traj = store["methanol/300K/0"]
-    assert traj.n_frames == 5 and traj.read("dipole_eA").shape == (5, 3)
+    assert traj.n_frames == 5 and traj.read("model_dipole_eA").shape == (5, 3)
     batch = tiny_committee["committee"].batch([eq.numbers])
     expected = predict_dipoles(tiny_dipole_model["model"], batch,
                                torch.as_tensor(traj.last("positions_A")))[0].numpy()
-    np.testing.assert_allclose(traj.last("dipole_eA"), expected, atol=1e-12)
+    np.testing.assert_allclose(traj.last("model_dipole_eA"), expected, atol=1e-12)
 
 
 def test_force_spread_that_tracks_the_error_correlates_fully(tiny_committee, methanol_data):

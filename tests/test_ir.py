@@ -10,7 +10,8 @@ import torch
 from palirs_data.compute import Executor
 from palirs_data import structures
 from palirs_data.config import IrConfig, LabelerConfig
-from palirs_data.ir import ir_replicas, reference_run, run_ml_md
+from palirs_data.ir import ir_replicas, run_ml_md
+from palirs_data.reference_md import reference_run
 from palirs_data.md_analysis import spectra_table, store_dipoles
 from palirs_data.tables import SPECTRUM_SCHEMA, read_spectra, write_spectra
 from palirs_data.trajectory import TrajectoryStore
@@ -59,13 +60,16 @@ def test_ir_md_killed_and_continued_equals_an_uninterrupted_run(
     partial = config.model_copy(update={"produce_fs": 8.0})  # 16 steps: two chunks
     run_ml_md(committee, dipole, minima, partial, killed, chunk_frames=8)
     killed["methanol/300K/1"].truncate(8)
-    killed["methanol/300K/2"].truncate(0)  # thermalised, nothing produced yet
-    report = run_ml_md(committee, dipole, minima, config, killed, chunk_frames=8)
-    assert report.resumed_frames == 16 + 8 and report.thermalise_seconds == 0.0
-    for key in whole.keys():
-        assert killed[key].n_frames == whole[key].n_frames == 40
-        for name in ("positions_A", "velocities_A_fs", "dipole_eA", "time_fs"):
-            np.testing.assert_array_equal(killed[key].read(name), whole[key].read(name))
+    # every run is cut back to the shortest (one chunk) and continues from there; then, one run
+    # thermalised but with nothing produced: every run restarts from its thermalised state
+    for shortest in (8, 0):
+        killed["methanol/300K/2"].truncate(shortest)
+        report = run_ml_md(committee, dipole, minima, config, killed, chunk_frames=8)
+        assert report.resumed_frames == 3 * shortest and report.thermalise_seconds == 0.0
+        for key in whole.keys():
+            assert killed[key].n_frames == whole[key].n_frames == 40
+            for name in ("positions_A", "velocities_A_fs", "model_dipole_eA", "time_fs"):
+                np.testing.assert_array_equal(killed[key].read(name), whole[key].read(name))
 
 
 def test_label_source_md_of_water_has_its_bands_at_the_harmonic_frequencies(water):
@@ -142,7 +146,7 @@ def test_double_harmonic_spectrum_matches_the_hessian_of_its_model(tiny_committe
 
     from palirs_data.committee import Committee, predict_dipoles
     from palirs_data.harmonic import harmonic_analysis
-    from palirs_data.ir import double_harmonic
+    from palirs_data.harmonic import double_harmonic
     from palirs_data.units import DEBYE_EA, KM_MOL_PER_D2_A2_AMU
     from palirs_data.structures import Structure
 
@@ -185,7 +189,7 @@ def test_reference_md_runs_on_dask_as_it_does_in_process(water, tmp_path):
     with their time axis; the spectra are the mean over the runs."""
     from palirs_data.compute import dask_client
     from palirs_data.config import ComputeConfig
-    from palirs_data.ir import reference_ir
+    from palirs_data.reference_md import reference_ir
     from palirs_data.structures import Structure, to_table
 
     minimum = Structure.from_atoms(water, molecule="water", source="equilibrium")
@@ -202,6 +206,9 @@ def test_reference_md_runs_on_dask_as_it_does_in_process(water, tmp_path):
     for key in here.keys():
         traj = here[key]
         assert traj.n_frames == 80 and traj.attrs["source"] == "label source"
+        # the label source's energies and dipoles are labels: never a model's array name
+        assert {"energy_eV", "dipole_eA"} <= set(traj.array_names)
+        assert not {"model_energy_eV", "model_dipole_eA"} & set(traj.array_names)
         np.testing.assert_array_equal(traj.read("dipole_eA"), there[key].read("dipole_eA"))
         np.testing.assert_allclose(traj.read("time_fs")[[0, -1]], [0.5, 40.0])
     assert not np.allclose(here["water/200K/0"].read("dipole_eA"),
@@ -215,7 +222,8 @@ def test_harmonic_table_is_taken_at_the_committee_minimum(tiny_committee, tiny_d
                                                           methanol_data):
     import torch
 
-    from palirs_data.ir import CommitteeCalculator, harmonic_table
+    from palirs_data.committee import CommitteeCalculator
+    from palirs_data.harmonic import harmonic_table
     from palirs_data.tables import HARMONIC_IR_SCHEMA
 
     committee = tiny_committee["committee"]
@@ -405,7 +413,7 @@ def test_ir_md_divided_over_two_workers_gives_the_runs_of_one_batch(
     assert sorted(there.keys()) == sorted(here.keys()) and len(here.keys()) == 4
     for key in here.keys():
         assert there[key].n_frames == here[key].n_frames == 40
-        for name in ("positions_A", "velocities_A_fs", "dipole_eA"):
+        for name in ("positions_A", "velocities_A_fs", "model_dipole_eA"):
             np.testing.assert_allclose(there[key].read(name), here[key].read(name),
                                        atol=1e-9, rtol=0)
     assert split.metrics["md_stage_replica_steps_per_s"] > 0

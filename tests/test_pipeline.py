@@ -80,10 +80,11 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run([*git, "commit", "-qam", "tiny settings"], repo, env)
 
-    # the campaign: one experiment per iteration
-    run = _run([sys.executable, "-m", "palirs_data.campaign", "experiments"], repo, env)
+    # the campaign: one experiment per iteration, as the README's `palirs run` does it
+    run = _run([sys.executable, "-m", "palirs_data.app", "run"], repo, env)
     out = run.stdout + run.stderr
     assert "experiments: iter1, iter2" in out
+    assert "freq MAE cm-1" in run.stdout and "ML vs reference MD" in run.stdout  # the table
     assert "git has no user name/email" in out  # experiment refs got a placeholder identity
     for stage in ("sample", "label", "e0s", "train-ensemble", "test-set", "evaluate",
                   "acquire@iter1", "retrain@iter1", "reevaluate@iter1", "acquire@iter2",

@@ -334,7 +334,8 @@ def test_dvc_yaml_deps_cover_the_code_the_stage_runs(name):
 
 #: the stage scripts that read each kind of the user's own files (config.USER_FILES)
 USER_FILE_READERS = {"molecules": "stages/sample.py", "experiment": "stages/experiment.py",
-                     "models": ("stages/train_ensemble.py", "stages/dipole.py")}
+                     "models": ("stages/train_ensemble.py", "stages/dipole.py"),
+                     "structures": "stages/label.py"}
 
 
 def test_user_files_are_deps_of_the_stages_that_read_them():

@@ -9,14 +9,14 @@ import pytest
 import zarr
 
 from palirs_data.errors import PalirsInputError
-from palirs_data.trajectory import ARRAYS, TrajectoryStore, trajectory_key
+from palirs_data.trajectory import TrajectoryStore, trajectory_key
 
 
 def _frames(n, n_atoms=3, start=0):
     rng = np.random.default_rng(start)
     return dict(positions_A=rng.normal(size=(n, n_atoms, 3)),
                 velocities_A_fs=rng.normal(size=(n, n_atoms, 3)),
-                dipole_eA=rng.normal(size=(n, 3)), potential_energy_eV=rng.normal(size=n),
+                dipole_eA=rng.normal(size=(n, 3)), energy_eV=rng.normal(size=n),
                 force_std_max_eVA=rng.random(n), force_rel_dev=rng.random(n),
                 time_fs=0.5 * np.arange(start, start + n))
 
@@ -25,7 +25,8 @@ def _new(path, **kw):
     store = TrajectoryStore(path)
     key = trajectory_key("water", 300, 0)
     traj = store.create(key, numbers=[8, 1, 1], molecule="water", timestep_fs=0.5,
-                        temperature_K=300.0, chunk_frames=8, models=["m0", "m1", "m2"], **kw)
+                        temperature_K=300.0, chunk_frames=8, models=["m0", "m1", "m2"],
+                        arrays=list(_frames(1)), **kw)
     return store, key, traj
 
 
@@ -50,7 +51,7 @@ def test_append_checks_registered_shapes(tmp_path):
     with pytest.raises(ValueError, match="'positions_A' frames have shape"):
         traj.append(**bad)
     uneven = _frames(4)
-    uneven["potential_energy_eV"] = uneven["potential_energy_eV"][:3]
+    uneven["energy_eV"] = uneven["energy_eV"][:3]
     with pytest.raises(ValueError, match="disagree on the number of frames"):
         traj.append(**uneven)
     partial = _frames(4)
@@ -58,6 +59,11 @@ def test_append_checks_registered_shapes(tmp_path):
     with pytest.raises(ValueError, match="missing \\['dipole_eA'\\]"):
         traj.append(**partial)
     assert traj.n_frames == 0
+    # a run records the label source's energies and dipoles or a model's, never both
+    with pytest.raises(ValueError, match="labels and predictions in one run"):
+        TrajectoryStore(tmp_path / "u.zarr").create(
+            "w/300K/0", numbers=[8, 1, 1], molecule="w", timestep_fs=0.5, temperature_K=300.0,
+            arrays=["positions_A", "model_energy_eV", "dipole_eA"])
 
 
 def test_interrupted_append_is_trimmed_on_reopen(tmp_path):
@@ -68,10 +74,10 @@ def test_interrupted_append_is_trimmed_on_reopen(tmp_path):
     group = zarr.open_group(str(path), mode="a")[key]
     group["positions_A"].resize((10, 3, 3))
     group["positions_A"][6:10] = 99.0
-    group["potential_energy_eV"].resize((9,))
+    group["energy_eV"].resize((9,))
     reopened = TrajectoryStore(path)[key]
     assert reopened.n_frames == 6
-    for name in ARRAYS:
+    for name in reopened.array_names:
         assert group[name].shape[0] == 6
     reopened.append(**_frames(2, start=6))  # and it continues where it stopped
     assert reopened.n_frames == 8
@@ -114,7 +120,8 @@ def test_keys_are_sanitised(tmp_path):
     assert trajectory_key("carbon monoxide", 300, 2) == "carbon_monoxide/300K/2"
     store = TrajectoryStore(tmp_path / "t.zarr")
     with pytest.raises(Exception, match="invalid trajectory key"):
-        store.create("../escape/1", numbers=[1], molecule="x", timestep_fs=1, temperature_K=1)
+        store.create("../escape/1", numbers=[1], molecule="x", timestep_fs=1, temperature_K=1,
+                     arrays=["time_fs"])
 
 
 def test_md_killed_mid_run_continues_from_its_last_committed_frame(tmp_path, tiny_committee,
@@ -167,3 +174,25 @@ def test_md_killed_mid_run_continues_from_its_last_committed_frame(tmp_path, tin
         x = traj.read("positions_A")
         steps = np.linalg.norm(x[1:] - x[:-1], axis=-1).max(axis=1)
         assert steps[killed_at[k] - 1] < 5 * np.median(steps)
+
+
+def test_one_resume_rule_keeps_stopped_runs_and_cuts_the_others_to_the_shortest(tmp_path):
+    """What a killed attempt left: a run the guard stopped stays as it is; the others are cut
+    back to the shortest among them, and a run with no frame yet cuts them all back to 0."""
+    from palirs_data.trajectory import resume
+
+    store = TrajectoryStore(tmp_path / "s.zarr")
+    for key, n in (("m/300K/0", 12), ("m/300K/1", 8), ("m/500K/0", 5)):
+        store.create(key, numbers=[8, 1, 1], molecule="m", timestep_fs=0.5,
+                     temperature_K=300.0, chunk_frames=4,
+                     arrays=list(_frames(1))).append(**_frames(n))
+    store["m/500K/0"].set_attrs(stopped_at_time_fs=2.5, stop_reason="test")
+    keys = ["m/300K/0", "m/300K/1", "m/500K/0"]
+    found = resume(store, keys)
+    assert found.stopped == ["m/500K/0"] and found.going == ["m/300K/0", "m/300K/1"]
+    assert found.frames == 8 and found.kept_frames == 8 + 8 + 5
+    assert [store[k].n_frames for k in keys] == [8, 8, 5]
+    # a run not yet in the store (or empty): every other run starts over
+    found = resume(store, [*keys, "m/700K/0"])
+    assert found.frames == 0 and [store[k].n_frames for k in keys] == [0, 0, 5]
+    assert found.kept_frames == 5
