@@ -12,12 +12,12 @@ overlap, ``evaluation.committee_frequencies``), each member's MAE, and the test-
 the committee mean (``data/test/test_set.parquet``). A single member moves by 2-3 cm-1 between
 seeds, so compare committees, and read a difference smaller than the members' spread as none.
 
-The README's figures were measured on the 165-structure iter3 table of the lock at commit
+The figures of docs/method.md were measured on the 165-structure iter3 table of the lock at commit
 ee67ec5 (``git checkout ee67ec5 -- dvc.lock && dvc checkout``); ``r3_continue`` starts from
 that lock's iteration-0 committee (r_max 3 Å), so take both from one lock.
 
 ``--dipole`` trains the dipole-model variants instead (one model each, test RMSE in mDebye).
-The README section "What makes the committee converge" quotes this script's output.
+docs/method.md ("What makes the committee converge") quotes this script's output.
 """
 
 from __future__ import annotations

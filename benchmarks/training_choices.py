@@ -13,7 +13,7 @@ Each variant trains ONE member (``training.train_member``: mace_run_train, 1 thr
 80:20 split of a sampler's table, then reports its harmonic-frequency MAE against the reference
 (modes matched by overlap, ``evaluation.frequency_errors``), energy and force RMSE on the
 held-out frames and the training seconds. --parallel members train side by side (2 on 2 cores,
-as the stage does). The README's table "What makes the committee converge" is this output.
+as the stage does). The table "What makes the committee converge" (docs/method.md) is this output.
 """
 
 from __future__ import annotations

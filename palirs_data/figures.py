@@ -206,6 +206,21 @@ def summary_figure(metrics: dict, path: Path) -> None:
     save(fig, path)
 
 
+def _mean_pcc_panel(ax, metrics: dict, n_molecules: int, t: float) -> None:
+    """Mean ± std of PCC over molecules per comparison."""
+    pairs = [p for p in PAIRS if p in metrics.get("mean", {})]
+    for k, pair in enumerate(pairs):
+        m = metrics["mean"][pair]
+        ax.errorbar([k], [m["pcc"]], yerr=[[m["pcc_std"] or 0.0]], fmt="o", capsize=3,
+                    color=f"C{k}")
+    ax.set_xticks(range(len(pairs)), [LABELS[p].replace(" vs ", "\nvs ") for p in pairs],
+                  fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("PCC (mean ± std over molecules)", fontsize=7)
+    ax.set_title(f"{n_molecules} molecule{'s' if n_molecules > 1 else ''}, "
+                 f"{t:g} K (higher is better)", fontsize=9)
+
+
 def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
                      config: CompareConfig, path: Path, *,
                      label_source: str = "label source") -> None:
@@ -228,11 +243,8 @@ def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
         traces = [("MACE committee MD", ml.get((molecule, t)), "C0"),
                   (f"{label_source} MD", reference.get((molecule, t)), "C3")]
         exp = experiment.get(molecule)
-        curves = []
-        for label, spec, color in traces:
-            if spec is not None:
-                y, sd = _normalised(spec.wavenumber_cm1, spec.intensity, grid, spec.std)
-                curves.append((label, y, sd, color))
+        curves = [(label, *_normalised(s.wavenumber_cm1, s.intensity, grid, s.std), color)
+                  for label, s, color in traces if s is not None]
         if exp is not None:
             y, _ = _normalised(exp.compared.wavenumber_cm1, exp.compared.intensity, grid)
             curves.append(("experiment (as compared)", y, None, "k"))
@@ -249,20 +261,10 @@ def molecules_figure(metrics: dict, ml: dict, reference: dict, experiment: dict,
         ax.text(0.02, 0.97, "\n".join(text), transform=ax.transAxes, va="top", fontsize=6.5)
         ax.set_title(molecule, fontsize=9)
         ax.set_xlim(hi, lo)
+        ax.set_xlabel("wavenumber / cm$^{-1}$", fontsize=7)
         ax.set_yticks([])
         ax.tick_params(labelsize=7)
-    summary = axes.flat[len(molecules)]
-    pairs = [p for p in PAIRS if p in metrics.get("mean", {})]
-    for k, pair in enumerate(pairs):
-        m = metrics["mean"][pair]
-        summary.errorbar([k], [m["pcc"]], yerr=[[m["pcc_std"] or 0.0]], fmt="o", capsize=3,
-                         color=f"C{k}")
-    summary.set_xticks(range(len(pairs)), [LABELS[p].replace(" vs ", "\nvs ") for p in pairs],
-                       fontsize=7)
-    summary.set_ylim(0, 1)
-    summary.set_ylabel("PCC (mean ± std over molecules)", fontsize=7)
-    summary.set_title(f"{len(molecules)} molecule{'s' if len(molecules) > 1 else ''}, "
-                      f"{t:g} K (higher is better)", fontsize=9)
+    _mean_pcc_panel(axes.flat[len(molecules)], metrics, len(molecules), t)
     for ax in list(axes.flat)[len(molecules) + 1:]:
         ax.set_visible(False)
     handles, names = axes.flat[0].get_legend_handles_labels()

@@ -160,6 +160,25 @@ def reference_task(s: Structure, replica: Replica, config: IrConfig,
     return {**result, "seconds": time.perf_counter() - t0}
 
 
+def _store_runs(jobs: list[tuple[Replica, Structure]], results: dict[str, dict],
+                config: IrConfig, store: TrajectoryStore) -> list[str]:
+    """Every run's arrays and stop into ``store``; returns the runs the guard stopped."""
+    stopped = []
+    for r, s in jobs:
+        result = results[r.key]
+        arrays = result["arrays"]
+        traj = store.create(r.key, numbers=s.numbers, molecule=s.molecule,
+                            timestep_fs=config.timestep_fs, temperature_K=r.temperature_K,
+                            arrays=list(arrays), chunk_frames=4096,
+                            friction_fs=config.friction_fs, seed=r.seed, source="label source")
+        if len(arrays["time_fs"]):
+            traj.append(**arrays)
+        if result["attrs"]["stopped_at_time_fs"] is not None:
+            traj.set_attrs(**result["attrs"])
+            stopped.append(r.key)
+    return stopped
+
+
 def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: LabelerConfig,
                  store: TrajectoryStore, *, executor: Executor | None = None,
                  progress: bool = False, work: TrajectoryStore | None = None,
@@ -202,19 +221,7 @@ def reference_ir(equilibrium: pa.Table, config: IrConfig, labeler_config: Labele
         for future in executor.as_completed(futures):
             results[futures[future]] = future.result()
             bar.advance(task)
-    stopped = []
-    for r, s in jobs:
-        result = results[r.key]
-        arrays = result["arrays"]
-        traj = store.create(r.key, numbers=s.numbers, molecule=s.molecule,
-                            timestep_fs=config.timestep_fs, temperature_K=r.temperature_K,
-                            arrays=list(arrays), chunk_frames=4096,
-                            friction_fs=config.friction_fs, seed=r.seed, source="label source")
-        if len(arrays["time_fs"]):
-            traj.append(**arrays)
-        if result["attrs"]["stopped_at_time_fs"] is not None:
-            traj.set_attrs(**result["attrs"])
-            stopped.append(r.key)
+    stopped = _store_runs(jobs, results, config, store)
     table = spectra_table(store_dipoles(store), config)
     run_seconds = [results[r.key]["seconds"] for r, _ in jobs]
     metrics = {"runs": len(jobs), "steps_per_run": steps,
