@@ -36,8 +36,9 @@ def hand_als(y: np.ndarray, smoothness: float, asymmetry: float, iterations: int
 
 
 def main() -> None:
-    from palirs_data import spectra
-    from palirs_data.compare import compare, experimental_spectra, md_runs
+    from palirs_data import experiment
+    from palirs_data.compare import compare, md_runs
+    from palirs_data.experiment import experimental_spectra
     from palirs_data.config import load_params
     from palirs_data.trajectory import TrajectoryStore
 
@@ -48,22 +49,22 @@ def main() -> None:
     ml = md_runs(TrajectoryStore(run / "data/ir/trajectories.zarr", mode="r"), p.ir, p.compare)
     ref = md_runs(TrajectoryStore(run / "data/reference/md_trajectories.zarr", mode="r"),
                   p.ir, p.compare)
-    library = spectra.baseline_of
+    library = experiment.baseline_of
     rows = {}
     for name in ("hand ALS", "asls", "arpls"):
         for floor in (0.01, 0.0):
             if name == "hand ALS":
-                spectra.baseline_of = lambda y, **o: hand_als(  # noqa: E731
+                experiment.baseline_of = lambda y, **o: hand_als(  # noqa: E731
                     y, o["smoothness"], o["asymmetry"])
                 method = "asls"
             else:
-                spectra.baseline_of, method = library, name
+                experiment.baseline_of, method = library, name
             config = p.compare.model_copy(update={"baseline_method": method,
                                                   "baseline_floor": floor})
             exp = experimental_spectra(run / "data/experiment", config, p.ir)
             metrics = compare(ml, ref, exp, config, p.ir)
             rows[(name, floor)] = metrics["molecules"]
-    spectra.baseline_of = library
+    experiment.baseline_of = library
     base = rows[("hand ALS", 0.01)]
     print(f"{'baseline':<10} {'floor':>5} {'molecule':<12} {'comparison':<24} "
           f"{'PCC':>6} {'dPCC':>7} {'WD cm-1':>8} {'dWD':>6}")

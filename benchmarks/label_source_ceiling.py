@@ -7,15 +7,16 @@ The committee learns the label source, so no ML spectrum can agree with experime
 the label source's own physics allows. For each molecule with an experimental spectrum (the
 jcamp sdist, fetched as the experiment stage does), in one run: optimise with the label source
 (``--method``: ``xtb`` is GFN2-xTB, ``pyscf`` is PBE/def2-SVP, the labeler's defaults),
-finite-difference Hessian and dipole derivatives (ASE ``Infrared``, the double-harmonic
-intensities), the sticks broadened with the MD line shape of params.yaml's ir settings (the
-line shape the experiment is convolved with in compare), scored against the experiment exactly
-as the compare stage scores (baseline-corrected, convolved, window cut to the experiment's
-range; PCC and WD in cm⁻¹). Printed per molecule: the strongest band of the label source, the
-share of the intensity in three regions (X–H stretches above 2600 cm⁻¹, triple and cumulated
-bonds 1800–2600, the fingerprint below 1800) for the label source and for the experiment, the
-harmonic PCC/WD, and, with ``--compare``, the reference-MD–experiment PCC of a finished run
-beside it (the same physics, anharmonic and thermal).
+finite-difference Hessian and dipole derivatives (``harmonic.harmonic_analysis`` with
+``dipole=True``, the double-harmonic intensities), the sticks broadened with the MD line
+shape of params.yaml's ir settings (the line shape the experiment is convolved with in
+compare), scored against the experiment exactly as the compare stage scores
+(baseline-corrected, convolved, window cut to the experiment's range; PCC and WD in cm⁻¹).
+Printed per molecule: the strongest band of the label source, the share of the intensity in
+three regions (X–H stretches above 2600 cm⁻¹, triple and cumulated bonds 1800–2600, the
+fingerprint below 1800) for the label source and for the experiment, the harmonic PCC/WD,
+and, with ``--compare``, the reference-MD–experiment PCC of a finished run beside it (the
+same physics, anharmonic and thermal).
 """
 
 from __future__ import annotations
@@ -33,21 +34,15 @@ DEFAULT = ["water", "methanol", "ethanol", "ethene", "ethylene oxide", "acetonit
 
 def harmonic_sticks(name: str, labeler, fmax: float, delta: float
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies (cm⁻¹) and double-harmonic intensities ((D/Å)²/amu) of the vibrations."""
-    from ase.vibrations import Infrared
-
+    """Frequencies (cm⁻¹) and double-harmonic intensities (km/mol) of the vibrations: the
+    pipeline's own harmonic analysis with the dipole's derivatives."""
     from palirs_data import molecules
-    from palirs_data.harmonic import n_vibrational_modes, optimise
+    from palirs_data.harmonic import harmonic_analysis
 
     atoms = molecules.build_atoms(molecules.resolve([name], [], where="benchmark")[0])
-    opt, _ = optimise(atoms, labeler.calculator(), fmax_eVA=fmax, max_steps=500, name=name)
-    with tempfile.TemporaryDirectory() as tmp:
-        ir = Infrared(opt, name=f"{tmp}/ir", delta=delta, nfree=2)
-        ir.run()
-        freq = ir.get_frequencies().real
-        intensity = np.asarray(ir.intensities, dtype=np.float64)
-    keep = np.argsort(np.abs(freq))[len(freq) - n_vibrational_modes(opt):]
-    return freq[keep], intensity[keep]
+    result = harmonic_analysis(atoms, labeler.calculator(), fmax_eVA=fmax, max_steps=500,
+                               hessian_step_A=delta, name=name, dipole=True)
+    return result.frequencies_cm1, result.intensities_km_mol
 
 
 def broadened(freq, intensity, ir):
@@ -85,7 +80,8 @@ def main() -> None:
     parser.add_argument("--delta", type=float, default=0.01, help="finite difference, Å")
     args = parser.parse_args()
 
-    from palirs_data.compare import _window, experimental_spectra
+    from palirs_data.compare import _window
+    from palirs_data.experiment import experimental_spectra
     from palirs_data.config import LabelerConfig, load_params
     from palirs_data.experiment import collect
     from palirs_data.labelers import make_labeler

@@ -38,8 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     table = structures.read_table(args.equilibrium)
     minima = structures.from_table(table)
-    print(f"{'runs':>4} {'ps':>5} {'gamma':>6} {'PCC A vs B':>24} {'+-':>6} {'WD cm-1':>20} {'+-':>5} "
-          f"{'T_A K':>12} {'T_B K':>12} {'s':>6}", flush=True)
+    print(f"{'runs':>4} {'ps':>5} {'gamma':>6} {'PCC A vs B':>24} {'+-':>6} {'WD cm-1':>20} "
+          f"{'+-':>5} {'T_A K':>12} {'T_B K':>12} {'s':>6}", flush=True)
     compare_config = CompareConfig()
     with dask_client(ComputeConfig(n_workers=args.workers)) as client, \
             tempfile.TemporaryDirectory() as tmp:

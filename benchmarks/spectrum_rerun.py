@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from palirs_data import structures
-from palirs_data.compare import experimental_spectra, md_runs, score
+from palirs_data.compare import md_runs, score
+from palirs_data.experiment import experimental_spectra
 from palirs_data.config import load_params
 from palirs_data.compute import Executor, dask_client
 from palirs_data.config import LabelerConfig

@@ -229,27 +229,22 @@ def work_store_path(work_dir: Path, *, iteration: int, committee_paths: list[Pat
 def _md(committee_paths: list[Path], minima: list[Structure], config: AcquireConfig, *,
         iteration: int, store_path: Path, previous_path: Path | None, guard: GuardConfig,
         executor: Executor, progress: bool) -> dict:
-    """The iteration's MD divided over the ``executor``'s MD slots
-    (:func:`palirs_data.compute.md_slots`; one in this process), one GPU task each."""
-    from palirs_data.compute import merge_md_reports, split_balanced, watch_store
+    """The iteration's MD divided over the ``executor``'s MD slots, one GPU task
+    (:func:`acquisition_md_task`) each (:func:`palirs_data.md_parts.md_in_parts`)."""
+    from palirs_data.md_parts import md_in_parts
 
     replicas = acquisition_replicas(minima, config, iteration=iteration, previous=None)
-    parts = split_balanced([len(r.numbers) for r in replicas], executor.md_slots())
-    store = TrajectoryStore(store_path)
-    store.require_parents([r.key for r in replicas])
-    # in this process the task shows its own progress; on workers, the store is the progress
-    futures = [executor.submit(acquisition_md_task, [str(p.resolve()) for p in committee_paths],
-                               minima, config, iteration, str(store_path.resolve()),
-                               str(previous_path.resolve()) if previous_path else None,
-                               [replicas[i].key for i in part],
-                               progress=progress and not executor.distributed, guard=guard,
-                               gpu=True)
-               for part in parts]
-    total = (len(minima) * len(config.temperatures_K) * config.replicas
-             * (config.n_steps // config.write_every + 1))
-    return merge_md_reports(watch_store(futures, store_path, total_frames=total,
-                                        label=f"md ({len(parts)} tasks)",
-                                        progress=progress and executor.distributed))
+    paths = [str(p.resolve()) for p in committee_paths]
+    previous = str(previous_path.resolve()) if previous_path else None
+
+    def submit(k: int, part: list[Replica], task_progress: bool):
+        return executor.submit(acquisition_md_task, paths, minima, config, iteration,
+                               str(store_path.resolve()), previous, [r.key for r in part],
+                               progress=task_progress, guard=guard, gpu=True)
+
+    total = len(replicas) * (config.n_steps // config.write_every + 1)
+    return md_in_parts(executor, replicas, TrajectoryStore(store_path), submit,
+                       total_frames=total, progress=progress)
 
 
 def _converged(iteration: int, config: ActiveLearningConfig, mae: float,

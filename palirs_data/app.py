@@ -119,20 +119,30 @@ def show_text(metrics: Path) -> str:
                      f"{_cell(r['test_energy_rmse_meV_per_atom'], '.2f', 16)} "
                      f"{_cell(r['test_force_rmse_meV_A'], '.1f', 13)} "
                      f"{_cell(r['max_force_std_max_eVA'], '.3f', 18)}")
-    compare = metrics / "compare.json"
-    if compare.is_file():
-        lines += ["", _spectra_table(json.loads(compare.read_text()))]
+    if (metrics / "compare.json").is_file():
+        lines += ["", spectra_text(metrics / "compare.json",
+                                   metrics / "figures" / "compare")]
     return "\n".join(lines)
 
 
-def _spectra_table(m: dict) -> str:
+def spectra_text(compare_json: Path, figures: Path | None = None) -> str:
+    """The spectra's scores of a ``compare.json`` as a table (fits 100 columns): PCC and WD
+    (cm⁻¹, and over the window's width, the published comparison's unit) per molecule and
+    comparison, with their intervals; then where the figures are."""
     from palirs_data.compare import LABELS, PAIRS
 
+    try:
+        m = json.loads(Path(compare_json).read_text(encoding="utf-8"))
+        m["molecules"], m["temperature_K"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise PalirsInputError(f"{compare_json}: no comparison metrics (run the compare "
+                               "stage)") from None
     confidence = int(round(100 * m.get("confidence", 0.95)))
     lines = [f"spectra at {m['temperature_K']:g} K: Pearson correlation PCC (higher is better), "
              f"Wasserstein distance WD",
-             f"(lower is better), [{confidence} % bootstrap interval]",
-             f"{'molecule':<14} {'comparison':<27} {'PCC':>21} {'WD, cm-1':>19}"]
+             f"(lower is better; in cm-1, and over the window's width), [{confidence} % "
+             f"bootstrap interval]",
+             f"{'molecule':<14} {'comparison':<27} {'PCC':>21} {'WD, cm-1':>19} {'WD':>7}"]
     rows = [(mol, p, e[p]) for mol, e in m["molecules"].items() for p in PAIRS if p in e]
     rows += [("mean", p, v) for p, v in m.get("mean", {}).items()]
     for molecule, pair, s in rows:
@@ -141,7 +151,15 @@ def _spectra_table(m: dict) -> str:
         wd = f"{s['wasserstein_cm1']:.0f}" + (
             f" [{s['wasserstein_cm1_ci'][0]:.0f}, {s['wasserstein_cm1_ci'][1]:.0f}]"
             if s.get("wasserstein_cm1_ci") else "")
-        lines.append(f"{molecule[:14]:<14} {LABELS[pair]:<27} {pcc:>21} {wd:>19}")
+        lines.append(f"{molecule[:14]:<14} {LABELS[pair]:<27} {pcc:>21} {wd:>19} "
+                     f"{s.get('wasserstein', float('nan')):>7.4f}")
+    pictures = sorted(Path(figures).glob("*.png")) if figures is not None else []
+    if pictures:
+        import textwrap
+
+        lines += [f"figures (PNG and SVG) in {figures}/:",
+                  *textwrap.wrap(", ".join(p.stem for p in pictures), width=98,
+                                 initial_indent="  ", subsequent_indent="  ")]
     return "\n".join(lines)
 
 
@@ -165,11 +183,10 @@ def export_structures(
 
     Energy (eV), forces (eV/Å) and dipole (e·Å) as ASE SinglePointCalculator results, the
     level of theory in each frame's info (label_method)."""
-    from palirs_data import exchange, structures
+    from palirs_data import structures, xyz
 
     def body() -> str:
-        n = exchange.export_structures(structures.read_table(table), out,
-                                       only_labelled=not all_rows)
+        n = xyz.write_structures(structures.read_table(table), out, only_labelled=not all_rows)
         return f"{n} structures -> {out}"
 
     _guarded(body)
@@ -239,13 +256,13 @@ def import_structures(
     Its level of theory is recorded; a frame without an energy, forces or a dipole is refused,
     naming the frame. To train on it, put the file under data/user/structures/ and name it in
     label.initial_data."""
-    from palirs_data import exchange, structures
+    from palirs_data import structures, xyz
 
     def body() -> str:
         keys = {k: v for k, v in (("energy", energy_key), ("forces", forces_key),
                                   ("dipole", dipole_key)) if v}
-        table = exchange.import_structures(file, level_of_theory=level_of_theory,
-                                           molecule=molecule, keys=keys)
+        table = xyz.import_structures(file, level_of_theory=level_of_theory,
+                                      molecule=molecule, keys=keys)
         structures.write_table(table, out)
         methods = sorted(set(table.column("label_method").to_pylist()))
         return f"{table.num_rows} labelled structures ({', '.join(methods)}) -> {out}"

@@ -3,7 +3,7 @@
 For each molecule: the ML spectrum (``ir``) against the reference-MD spectrum (``reference-md``,
 label source, the same protocol and integrator) at every temperature both have, and the ML and
 reference spectra at ``compare.temperature_K`` against the experimental gas-phase spectrum
-(``experiment``), baseline corrected (:func:`palirs_data.spectra.corrected_experiment`) and
+(``experiment``), baseline corrected (:func:`palirs_data.experiment.corrected_experiment`) and
 convolved with the MD line shape (:func:`palirs_data.spectra.convolve_to_md`: the Hann lag
 window of the correlation depth, FWHM 1/(cT), 33 cm⁻¹ at 1000 fs, and the Lorentzian of the
 MD's friction, FWHM γ/(2πc)), so that the experiment's rotational structure and sharp Q
@@ -31,17 +31,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from palirs_data.config import CompareConfig, IrConfig
-from palirs_data.experiment import read_sources
+from palirs_data.experiment import Experiment
 from palirs_data.spectra import (CorrelationBlocks, Spectrum, bootstrap_weights, compare_spectra,
-                                 convolve_to_md, correlation_blocks, corrected_experiment,
-                                 friction_fwhm_cm1, md_line_fwhm_cm1, pooled_spectrum,
-                                 read_jcamp)
+                                 correlation_blocks, pooled_spectrum)
 from palirs_data.trajectory import dipoles_of
 
 log = logging.getLogger(__name__)
@@ -127,47 +124,6 @@ def md_runs(store, ir: IrConfig, config: CompareConfig) -> dict[tuple[str, float
     return {key: MdRuns.from_dipoles([d for _, d in runs], dt, ir, config.block_fs,
                                      seeds=[s for s, _ in runs])
             for key, runs in sorted(grouped.items())}
-
-
-@dataclass
-class Experiment:
-    """A measured spectrum: baseline corrected (``corrected``), convolved with the MD line
-    shape (``compared``: what the scores use; the corrected one when convolution is off),
-    and where the measured absorbance is saturated (``sources.json``)."""
-
-    corrected: Spectrum
-    compared: Spectrum
-    measured: Spectrum  # as read: absorbance, before any baseline correction
-    saturated_cm1: list[list[float]]
-    max_absorbance: float | None
-    saturation_absorbance: float | None
-    fwhm_cm1: float | None  # of the lag window's line shape
-    friction_fwhm_cm1: float | None  # of the friction's Lorentzian
-
-
-def experimental_spectra(directory: Path, config: CompareConfig, ir: IrConfig | None = None
-                         ) -> dict[str, Experiment]:
-    """Each molecule's experiment (:class:`Experiment`), convolved with the line shape of
-    ``ir``'s correlation depth when ``config.convolve_experiment``."""
-    sources = read_sources(directory)
-    out = {}
-    for molecule, entry in sources["molecules"].items():
-        raw = read_jcamp(Path(directory) / entry["file"])
-        corrected = corrected_experiment(
-            raw, step_cm1=config.step_cm1, floor=config.baseline_floor,
-            method=config.baseline_method, smoothness=config.baseline_smoothness,
-            asymmetry=config.baseline_asymmetry)
-        ir = ir or IrConfig()
-        compared = convolve_to_md(corrected, ir.max_correlation_fs, ir.friction_fs) \
-            if config.convolve_experiment else corrected
-        out[molecule] = Experiment(corrected, compared, raw, entry.get("saturated_cm1", []),
-                                   entry.get("max_absorbance"),
-                                   entry.get("saturation_absorbance"),
-                                   md_line_fwhm_cm1(ir.max_correlation_fs)
-                                   if config.convolve_experiment else None,
-                                   friction_fwhm_cm1(ir.friction_fs)
-                                   if config.convolve_experiment else None)
-    return out
 
 
 def _window(config: CompareConfig, experiment: Experiment | None) -> tuple[float, float]:
@@ -270,7 +226,8 @@ def compare(ml: dict[tuple[str, float], MdRuns], reference: dict[tuple[str, floa
             experiment: dict[str, Experiment], config: CompareConfig,
             ir: IrConfig | None = None) -> dict:
     """The comparison metrics (module docstring) from the ML and reference runs
-    (:func:`md_runs`) and the experiments (:func:`experimental_spectra`)."""
+    (:func:`md_runs`) and the experiments
+    (:func:`palirs_data.experiment.experimental_spectra`)."""
     ir = ir or IrConfig()
     rng = np.random.default_rng(config.seed)
     t = float(config.temperature_K)
@@ -401,56 +358,3 @@ def ci_text(score: dict, key: str, fmt: str) -> str:
     ci = score.get(f"{key}_ci")
     value = format(score[key], fmt)
     return value if not ci else f"{value} [{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
-
-
-# --- the report printed at the end of the demo --------------------------------------------------
-
-
-def report(metrics_path: Path = Path("metrics/compare.json"),
-           figures: Path = Path("metrics/figures/compare")) -> str:
-    """A plain-text table of PCC and WD per molecule and comparison, and the figures."""
-    import json
-
-    from palirs_data.errors import PalirsInputError
-
-    try:
-        metrics = json.loads(Path(metrics_path).read_text(encoding="utf-8"))
-        molecules = metrics["molecules"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise PalirsInputError(f"{metrics_path}: no comparison metrics (run the compare "
-                               f"stage)") from None
-    confidence = int(round(100 * metrics.get("confidence", 0.95)))
-    lines = [f"IR spectra at {metrics['temperature_K']:g} K: Pearson correlation (PCC) and "
-             f"Wasserstein distance (WD, cm-1 and /window width), "
-             f"{metrics['window_cm1'][0]:g}-{metrics['window_cm1'][1]:g} cm-1; "
-             f"[{confidence} % bootstrap intervals]",
-             f"{'molecule':<20} {'comparison':<28} {'PCC':>22} {'WD cm-1':>20} {'WD':>7}"]
-    rows = [(m, p, e[p]) for m, e in molecules.items() for p in PAIRS if p in e]
-    rows += [("mean", p, v) for p, v in metrics.get("mean", {}).items()]
-    for molecule, pair, score in rows:
-        lines.append(f"{molecule:<20} {LABELS[pair]:<28} {ci_text(score, 'pcc', '.3f'):>22} "
-                     f"{ci_text(score, 'wasserstein_cm1', '.0f'):>20} "
-                     f"{score.get('wasserstein', float('nan')):>7.4f}")
-    lines += [f"figure: {p}" for p in sorted(Path(figures).glob("*.png"))]
-    return "\n".join(lines)
-
-
-def _main(metrics: Path = Path("metrics/compare.json"),
-          figures: Path = Path("metrics/figures/compare")) -> None:
-    """Print the comparison table (PCC and WD per molecule and comparison) of METRICS and
-    list the figures in FIGURES."""
-    import typer
-
-    from palirs_data.errors import PalirsInputError
-
-    try:
-        typer.echo(report(metrics, figures))
-    except PalirsInputError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from None
-
-
-if __name__ == "__main__":
-    import typer
-
-    typer.run(_main)

@@ -21,9 +21,9 @@ A stage's executor wraps a Dask distributed ``Client`` (:func:`dask_client`), ch
    on one thread each train 1.36x faster than one after the other on two threads, and MD
    divided over both 1-thread workers runs 1.56x one task's replica-steps/s (benchmarks/).
 
-GPU work (training, committee MD) is submitted with :meth:`Executor.submit` and ``gpu=True``: it carries
-the Dask resource annotation ``{"GPU": 1}`` so it lands only on workers started with that
-resource (``dask worker ... --resources GPU=1``), one task per GPU at a time. With
+GPU work (training, committee MD) is submitted with :meth:`Executor.submit` and ``gpu=True``:
+it carries the Dask resource annotation ``{"GPU": 1}`` so it lands only on workers started with
+that resource (``dask worker ... --resources GPU=1``), one task per GPU at a time. With
 ``compute.gpu: auto`` (the default) the annotation is given only when some worker offers the
 resource, so a cluster without GPUs still runs everything (on CPU) instead of waiting forever;
 ``required`` refuses to start without a GPU worker; ``never`` drops the annotation. Single
@@ -342,66 +342,7 @@ def md_slots(client: Client, config: ComputeConfig) -> int:
     to GPU workers (:func:`gpu_resources`), else one per worker. Each task is a
     :class:`~palirs_data.dynamics.BatchedMD` batch on its worker's threads; on two 1-thread
     workers the ir runs divided in two run 1.56x the replica-steps/s of one task
-    (benchmarks/ir_md_placement.py, README "How fast the MD runs")."""
+    (benchmarks/ir_md_placement.py, docs/method.md "How fast the MD runs")."""
     if gpu_resources(client, config):
         return max(1, len(gpu_workers(client)))
     return max(1, len(client.scheduler_info()["workers"]))
-
-
-def split_balanced(sizes: list[int], n_parts: int) -> list[list[int]]:
-    """Indices of ``sizes`` (atoms per replica) divided into at most ``n_parts`` non-empty
-    parts of near-equal total size (largest first, each to the lightest part), each part in
-    index order. Deterministic: the same sizes and part count give the same parts."""
-    n_parts = max(1, min(n_parts, len(sizes)))
-    parts: list[list[int]] = [[] for _ in range(n_parts)]
-    totals = [0] * n_parts
-    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
-        k = min(range(n_parts), key=lambda k: (totals[k], k))
-        parts[k].append(i)
-        totals[k] += sizes[i]
-    return [sorted(p) for p in parts if p]
-
-
-def merge_md_reports(reports: list[dict]) -> dict:
-    """One report for MD that ran as parts side by side: counts summed, times the longest
-    part's (the parts ran at once), the workers listed."""
-    workers = sorted({str(r["worker"]) for r in reports if r.get("worker") is not None})
-    return {
-        "thermalise_seconds": max(r.get("thermalise_seconds", 0.0) for r in reports),
-        "produce_seconds": max(r.get("produce_seconds", 0.0) for r in reports),
-        "md_seconds": max(r.get("md_seconds", r.get("thermalise_seconds", 0.0)
-                              + r.get("produce_seconds", 0.0)) for r in reports),
-        "replica_steps": sum(r["replica_steps"] for r in reports),
-        "resumed_frames": sum(r.get("resumed_frames", 0) for r in reports),
-        "stopped": sorted(k for r in reports for k in r.get("stopped", [])),
-        "worker": (workers[0] if len(workers) == 1 else workers) if workers else None,
-        "device": reports[0].get("device", "cpu"), "tasks": len(reports)}
-
-
-def watch_store(futures, store_path, *, total_frames: int, label: str,
-                progress: bool = False):
-    """Wait for the MD tasks (a future or a list) that write a trajectory store, showing the
-    frames committed so far (the store is the progress); returns their results (one result
-    for one future, a list for a list)."""
-    from distributed import wait
-
-    from palirs_data.progress import make_progress
-    from palirs_data.trajectory import TrajectoryStore
-
-    single = not isinstance(futures, (list, tuple))
-    futures = [futures] if single else list(futures)
-    with make_progress() as bar:
-        task = bar.add_task(label, total=total_frames, visible=progress)
-        while not all(f.done() for f in futures):
-            try:
-                wait(futures, timeout=2.0)
-            except TimeoutError:
-                pass
-            try:
-                written = TrajectoryStore(store_path, mode="r")
-                bar.update(task, completed=sum(written[k].n_frames for k in written.keys()))
-            except Exception:  # the worker may not have created the store yet
-                pass
-        bar.update(task, completed=total_frames)
-    results = [f.result() for f in futures]
-    return results[0] if single else results

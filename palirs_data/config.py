@@ -174,7 +174,7 @@ class SampleConfig(Strict):
 
 class InitialData(Strict):
     """A labelled extxyz set added to the initial training data (``palirs import`` reads
-    the same files: :func:`palirs_data.exchange.import_structures`)."""
+    the same files: :func:`palirs_data.xyz.import_structures`)."""
 
     file: str  # under data/user/structures/ (a DVC dep of the label stage)
     level_of_theory: str  # must be the label source's (LabelerConfig.level_of_theory)
@@ -270,7 +270,7 @@ class MaceTrainingConfig(Strict):
     threads: int = Field(2, ge=1)  # torch threads per training process
     # a model to fine-tune: a local .model file (put it in data/user/models/), or a name
     # mace-torch knows (medium_off: MACE-OFF23, ASL licence; medium-mpa-0 ...), fetched once
-    # into ~/.cache/mace (palirs_data.training.foundation_file)
+    # into ~/.cache/mace (palirs_data.foundation.foundation_file)
     foundation_model: str | None = None
     extra_args: list[str] = Field(default_factory=list)  # further mace_run_train flags
 
@@ -543,7 +543,7 @@ class CompareConfig(Strict):
     window_cm1: tuple[float, float] = (500.0, 4000.0)
     step_cm1: float = Field(1.0, gt=0)
     temperature_K: float = Field(300.0, gt=0)  # the MD temperature compared with experiment
-    # the experiment's baseline (spectra.baseline_of, pybaselines): asls or arpls
+    # the experiment's baseline (experiment.baseline_of, pybaselines): asls or arpls
     baseline_method: Literal["asls", "arpls"] = "asls"
     baseline_smoothness: float = Field(1.0e7, gt=0)
     baseline_asymmetry: float = Field(0.001, gt=0, lt=0.5)

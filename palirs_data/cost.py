@@ -16,7 +16,7 @@ pyscf         1.1 s water, 4.5-5.3 s methanol and       s6 = 5.0, p = 2.2 (fits 
 
 A larger basis, a hybrid functional or another code costs more than these rates: the guard
 is then a lower bound, and says so. Any other ASE calculator has no measured rate and is
-not projected (logged). The point of the guard is the case the README warns about: switching
+not projected (logged). The point of the guard is the case docs/dft.md warns about: switching
 ``labeler.method`` to DFT with ``reference_md.enabled`` left on queues some 3 × 21,000 DFT
 gradients per molecule.
 """

@@ -265,7 +265,7 @@ def build_test_set(model_paths, equilibrium: pa.Table, *, species: list[str],
     the first of ``model_paths``; the molecules are divided over the ``executor``'s MD slots
     (:func:`palirs_data.compute.md_slots`; one in this process), one GPU task
     (:func:`test_set_md`) each (one molecule: one task)."""
-    from palirs_data.compute import split_balanced
+    from palirs_data.md_parts import split_balanced
 
     executor = executor or Executor.local()
     minima = structures.from_table(equilibrium)

@@ -8,11 +8,15 @@ obtained through pip, never copied into this repository::
 
 :func:`collect` does exactly that (into a scratch directory), picks the file of each molecule
 (:data:`JCAMP_FILES` maps catalogue names to file names), checks that it reads as an IR
-spectrum (:func:`palirs_data.spectra.read_jcamp`), and copies it into the output directory
+spectrum (:func:`read_jcamp`), and copies it into the output directory
 with ``sources.json`` (molecule → file, origin, title, sha256, and where the measured
 absorbance exceeds ``experiment.saturation_absorbance``). A user's own file
 (``experiment.files``: molecule → path) takes precedence; a molecule with neither is listed as
 missing and is compared with reference MD only.
+
+A measured spectrum is read as absorbance against wavenumber (:func:`read_jcamp`), credited to
+who measured it (:func:`jcamp_credit`), and baseline corrected on a uniform grid
+(:func:`corrected_experiment`, :func:`baseline_of`) before the compare stage scores it.
 """
 
 from __future__ import annotations
@@ -20,17 +24,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from palirs_data.config import ExperimentConfig
+from palirs_data.config import CompareConfig, ExperimentConfig, IrConfig
 from palirs_data.errors import PalirsInputError
 from palirs_data.names import file_stem
+from palirs_data.spectra import Spectrum, convolve_to_md, friction_fwhm_cm1, md_line_fwhm_cm1
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +95,6 @@ def collect(molecules: list[str], config: ExperimentConfig, out_dir: Path, *,
     """Write each molecule's experimental spectrum to ``out_dir/<stem>.jdx`` and
     ``out_dir/sources.json`` (module docstring); returns the sources record."""
     from palirs_data.molecules import check_name
-    from palirs_data.spectra import read_jcamp
 
     for name in config.files:
         check_name(name, where="experiment.files")
@@ -141,7 +147,7 @@ def collect(molecules: list[str], config: ExperimentConfig, out_dir: Path, *,
 def saturation(spectrum, threshold: float) -> dict:
     """Where a measured absorbance spectrum exceeds ``threshold``: its highest absorbance,
     whether it is saturated there, and the wavenumber ranges (cm⁻¹) above the threshold. A
-    spectrum in absorption-coefficient units (:func:`palirs_data.spectra.read_jcamp`) has no
+    spectrum in absorption-coefficient units (:func:`read_jcamp`) has no
     absorbance to judge: ``max_absorbance`` and ``saturated`` are None."""
     units = getattr(spectrum, "units", "absorbance")
     if units != "absorbance":
@@ -175,3 +181,161 @@ def read_sources(directory: Path) -> dict:
     except (ValueError, KeyError, TypeError):
         raise PalirsInputError(f"{path}: not an experiment sources record") from None
     return record
+
+
+# --- reading and correcting a measured spectrum ----------------------------------------
+
+
+def read_jcamp(path) -> Spectrum:
+    """An IR spectrum from a JCAMP-DX file (the ``jcamp`` package reads it) as absorbance
+    against wavenumber (cm⁻¹, ascending). Transmittance T (fraction, or percent when its
+    values exceed 1.5) becomes absorbance −log10(T); wavelengths in micrometres become
+    wavenumbers. The quantitative gas-phase spectra in (µmol/mol)⁻¹ m⁻¹ (base 10) (PNNL's
+    kind: several of the ``jcamp`` sdist's, e.g. acetonitrile, ethylene oxide, acetone) are a
+    decadic absorption coefficient, proportional to absorbance; they are read as they are,
+    with ``units`` saying so. Anything else is a one-line :class:`PalirsInputError` naming
+    the file."""
+    import jcamp
+
+    path = Path(path)
+    if not path.is_file():
+        raise PalirsInputError(f"{path}: no such file")
+    head = path.read_bytes()[:4096]
+    if not head.strip():
+        raise PalirsInputError(f"{path}: empty file, not a JCAMP-DX spectrum")
+    if b"\0" in head or not head.lstrip().startswith(b"##"):
+        raise PalirsInputError(f"{path}: not a JCAMP-DX text file (one starts with '##TITLE=')")
+    try:
+        data = jcamp.readfile(str(path))
+        x = np.asarray(data["x"], dtype=np.float64)
+        y = np.asarray(data["y"], dtype=np.float64)
+    except Exception as exc:  # the reader's own errors vary; the user needs the file name
+        raise PalirsInputError(f"{path}: not a readable JCAMP-DX spectrum "
+                               f"({type(exc).__name__}: {exc})"[:300]) from None
+    if "infrared" not in str(data.get("data type", "")).lower():
+        raise PalirsInputError(f"{path}: DATA TYPE is {data.get('data type')!r}, "
+                               f"not an infrared spectrum")
+    if x.ndim != 1 or x.shape != y.shape or len(x) < 2:
+        raise PalirsInputError(f"{path}: no spectrum (x and y of {x.shape} and {y.shape})")
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    xunits = str(data.get("xunits", "")).strip().upper()
+    if xunits in {"1/CM", "CM-1", "CM^-1"}:
+        wavenumber = x
+    elif xunits in {"MICROMETERS", "MICRONS", "UM"}:
+        if np.any(x <= 0):
+            raise PalirsInputError(f"{path}: non-positive wavelengths")
+        wavenumber = 1e4 / x
+    else:
+        raise PalirsInputError(f"{path}: XUNITS {xunits!r} (expected 1/CM or MICROMETERS)")
+    yunits = str(data.get("yunits", "")).strip().upper()
+    units = "absorbance"
+    if yunits == "TRANSMITTANCE":
+        t = y / 100.0 if np.nanmax(y) > 1.5 else y
+        absorbance = -np.log10(np.clip(t, 1e-6, None))
+    elif yunits == "ABSORBANCE":
+        absorbance = y
+    elif re.fullmatch(r"\(MICROMOL/MOL\)-1\s*M-1\s*\(BASE 10\)", yunits):
+        absorbance, units = y, "absorption coefficient"
+    else:
+        raise PalirsInputError(f"{path}: YUNITS {yunits!r} (expected TRANSMITTANCE, "
+                               f"ABSORBANCE or (MICROMOL/MOL)-1M-1 (BASE 10))")
+    order = np.argsort(wavenumber)
+    return Spectrum(wavenumber[order], absorbance[order], units, jcamp_credit(data))
+
+
+def jcamp_credit(data: dict) -> str:
+    """Who measured a JCAMP-DX spectrum, from its headers: e.g. "Coblentz Society, Coblentz
+    No. 8791 (Dow Chemical Company, 1964), via the NIST Chemistry WebBook"."""
+    def field(key: str) -> str:
+        value = (str(data.get(key, "") or "").strip().splitlines() or [""])[0].strip()
+        return value.title() if value.isupper() else value
+
+    owner, reference = field("owner"), field("source reference")
+    origin, date = field("origin"), field("date")
+    detail = ", ".join(v for v in (origin, date) if v)
+    text = ", ".join(v for v in (owner, reference) if v) + (f" ({detail})" if detail else "")
+    if any(str(k).lower().startswith("$nist") for k in data):
+        text += ", via the NIST Chemistry WebBook"
+    return text.strip(", ")
+
+
+def baseline_of(y: np.ndarray, *, method: str = "asls", smoothness: float = 1e7,
+             asymmetry: float = 0.001, step_cm1: float = 1.0) -> np.ndarray:
+    """Baseline of a spectrum on a uniform grid by penalised least squares from pybaselines
+    (the documented equivalent of the automated baseline correction of van Esch et al.,
+    J. Chem. Theory Comput. 17, 985 (2021)): ``asls``, asymmetric least squares (Eilers and
+    Boelens, 2005; points above the curve pull on it with weight ``asymmetry``, points below
+    with ``1 − asymmetry``, so it runs under the peaks), or ``arpls``, asymmetrically
+    reweighted (Baek et al., 2015; no asymmetry to choose). ``smoothness`` is the
+    second-difference penalty λ: on a 1 cm⁻¹ grid the default bends on a scale of about
+    λ^(1/4) ≈ 56 cm⁻¹."""
+    from pybaselines import Baseline
+
+    y = np.asarray(y, dtype=np.float64)
+    fitter = Baseline(x_data=np.arange(len(y)) * step_cm1)
+    if method == "asls":
+        z, _ = fitter.asls(y, lam=smoothness, p=asymmetry, max_iter=50, tol=1e-3)
+    elif method == "arpls":
+        z, _ = fitter.arpls(y, lam=smoothness, max_iter=50, tol=1e-3)
+    else:
+        raise ValueError(f"unknown baseline method '{method}' (asls, arpls)")
+    return z
+
+
+def corrected_experiment(spectrum: Spectrum, *, step_cm1: float = 1.0, floor: float = 0.01,
+                         **options) -> Spectrum:
+    """An experimental absorbance spectrum on a uniform grid (``step_cm1``), baseline
+    removed (:func:`baseline_of`), and what is left below ``floor`` × the highest band set
+    to zero: a residual offset of a few thousandths, spread over the whole window, would
+    otherwise carry several per cent of the area and shift the Wasserstein distance by tens
+    of cm⁻¹."""
+    x = spectrum.wavenumber_cm1
+    grid = np.arange(np.ceil(x.min()), np.floor(x.max()) + step_cm1 / 2, step_cm1)
+    y = np.interp(grid, x, spectrum.intensity)
+    corrected = y - baseline_of(y, step_cm1=step_cm1, **options)
+    corrected[corrected < floor * corrected.max()] = 0.0
+    return Spectrum(grid, corrected)
+
+
+# --- the experiment as compared ------------------------------------------------------------
+
+@dataclass
+class Experiment:
+    """A measured spectrum: baseline corrected (``corrected``), convolved with the MD line
+    shape (``compared``: what the scores use; the corrected one when convolution is off),
+    and where the measured absorbance is saturated (``sources.json``)."""
+
+    corrected: Spectrum
+    compared: Spectrum
+    measured: Spectrum  # as read: absorbance, before any baseline correction
+    saturated_cm1: list[list[float]]
+    max_absorbance: float | None
+    saturation_absorbance: float | None
+    fwhm_cm1: float | None  # of the lag window's line shape
+    friction_fwhm_cm1: float | None  # of the friction's Lorentzian
+
+
+def experimental_spectra(directory: Path, config: CompareConfig, ir: IrConfig | None = None
+                         ) -> dict[str, Experiment]:
+    """Each molecule's experiment (:class:`Experiment`), convolved with the line shape of
+    ``ir``'s correlation depth when ``config.convolve_experiment``."""
+    sources = read_sources(directory)
+    out = {}
+    for molecule, entry in sources["molecules"].items():
+        raw = read_jcamp(Path(directory) / entry["file"])
+        corrected = corrected_experiment(
+            raw, step_cm1=config.step_cm1, floor=config.baseline_floor,
+            method=config.baseline_method, smoothness=config.baseline_smoothness,
+            asymmetry=config.baseline_asymmetry)
+        ir = ir or IrConfig()
+        compared = convolve_to_md(corrected, ir.max_correlation_fs, ir.friction_fs) \
+            if config.convolve_experiment else corrected
+        out[molecule] = Experiment(corrected, compared, raw, entry.get("saturated_cm1", []),
+                                   entry.get("max_absorbance"),
+                                   entry.get("saturation_absorbance"),
+                                   md_line_fwhm_cm1(ir.max_correlation_fs)
+                                   if config.convolve_experiment else None,
+                                   friction_fwhm_cm1(ir.friction_fs)
+                                   if config.convolve_experiment else None)
+    return out

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from palirs_data.compare import LABELS, PAIRS, Experiment, MdSpectrum, ci_text
+from palirs_data.compare import LABELS, PAIRS, MdSpectrum, ci_text
+from palirs_data.experiment import Experiment
 from palirs_data.config import CompareConfig
 from palirs_data.names import file_stem
 

@@ -1,32 +1,26 @@
-"""Geometry optimisation, harmonic (normal-mode) analysis and normal-mode sampling.
+"""Geometry optimisation and harmonic (normal-mode) analysis.
 
 The ``sample`` stage runs this with the label source; the ``evaluate`` stage runs the same
 functions with a trained model, so that model and reference frequencies are computed in exactly
 the same way.
 
 - Optimisation: ASE BFGS to ``fmax`` (eV/Å).
-- Hessian: central finite differences of the forces (ASE ``Vibrations``, ``nfree=2``).
-- Vibrational modes: all 3N modes of the Hessian minus the 6 (5 for a linear molecule) of
-  smallest magnitude, which are the translations and rotations. Imaginary frequencies are
-  stored as negative numbers.
-- Normal modes: eigenvectors of the mass-weighted Hessian H_ij/sqrt(m_i m_j), unit length in
-  mass-weighted coordinates (eigenvalues λ = ω² in eV/(Å² amu)); stored with the reference
-  frequencies so a model's modes can be matched to them by overlap (:func:`match_modes`).
-- Samples (:func:`normal_mode_samples`), ``frames_per_mode`` × n_vib geometries per molecule:
+- Hessian: central finite differences of the forces (:func:`finite_difference`, every
+  Cartesian coordinate ±``hessian_step_A``, symmetrised); with ``dipole`` also the dipole's
+  derivatives from the same single points (the label source's double-harmonic intensities).
+- Normal modes (:func:`normal_modes`, the one analysis for every Hessian): the mass-weighted
+  Hessian H_ij/sqrt(m_i m_j) with the translations and rotations projected out; its 3N−6
+  (3N−5 for a linear molecule) remaining unit eigenvectors are the vibrations (eigenvalues
+  λ = ω² in eV/(Å² amu)), stored with the reference frequencies so a model's modes can be
+  matched to them by overlap (:func:`match_modes`). Imaginary frequencies are stored as
+  negative numbers.
 
-  - ``thermal`` (default): classical Boltzmann sampling of the harmonic well at T, every mode
-    displaced at once, normal coordinate Q_k ~ N(0, kT/ω_k²); the harmonic potential energy of
-    a sample then averages (3N−6)·kT/2, the potential energy MD at T visits.
-  - ``wigner``: the harmonic Wigner distribution at T, variance (ħω/2)·coth(ħω/2kT)/ω² per
-    mode (zero-point motion included; the classical limit is ``thermal``).
-  - ``ase``: the method's original samples, one mode at a time as ASE animates it
-    (``VibrationsData.iter_animated_mode``: the mode vector times sqrt(kT/|ħω|) times
-    sin(2πk/3F)), the first F of 3F frames, one-sided, minimum included. Its amplitude is
-    3-10× the classical thermal one at 300 K (not a physical distribution).
+The normal-mode samples drawn from an analysis are in :mod:`palirs_data.sampling`.
 
 The double-harmonic IR spectrum of a committee (:func:`double_harmonic`, :func:`harmonic_table`)
-is the same analysis by automatic differentiation of the models: the Hessian of the
-committee-mean energy and the derivatives of the dipole model, at the committee's own minimum.
+is the same :func:`normal_modes` on a Hessian by automatic differentiation of the models: the
+Hessian of the committee-mean energy and the derivatives of the dipole model, at the
+committee's own minimum.
 Torch is imported only there, so the ``sample`` stage starts without it.
 """
 
@@ -34,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +36,6 @@ import pyarrow as pa
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.optimize import BFGS
-from ase.vibrations import Vibrations, VibrationsData
 
 from palirs_data import units
 from palirs_data.errors import StageFailed
@@ -57,6 +49,7 @@ if TYPE_CHECKING:  # torch only where a model is differentiated (the sample stag
     from palirs_data.structures import Structure
 
 log = logging.getLogger(__name__)
+
 
 def _validate_frequencies(table: pa.Table, where: str) -> pa.Table:
     from palirs_data.errors import PalirsInputError
@@ -77,38 +70,139 @@ def read_frequencies(path) -> pa.Table:
 
 
 @dataclass
+class NormalModes:
+    """Vibrations of one geometry from its Hessian: ``frequencies_cm1`` (n_vib,) ascending,
+    negative = imaginary; ``eigenvalues`` (n_vib,) ω², eV/(Å² amu), and ``modes`` (n_vib, 3N)
+    the unit eigenvectors of the mass-weighted Hessian, in the same order; ``masses_amu`` (N,);
+    ``rigid_max_cm1`` the largest |frequency| the Hessian gives a translation or rotation before
+    they are projected out (a loose optimisation or a noisy Hessian shows here)."""
+
+    frequencies_cm1: np.ndarray
+    eigenvalues: np.ndarray
+    modes: np.ndarray
+    masses_amu: np.ndarray
+    rigid_max_cm1: float
+
+    @property
+    def displacements(self) -> np.ndarray:
+        """Cartesian displacement of each mode per unit normal coordinate, (n_vib, 3N),
+        Å/(Å amu^½)."""
+        return self.modes / np.sqrt(np.repeat(self.masses_amu, 3))[None, :]
+
+    def intensities_km_mol(self, dipole_jacobian_eA_per_A: np.ndarray) -> np.ndarray:
+        """Double-harmonic IR intensity of each mode, km/mol, from the dipole's Jacobian
+        (3, 3N), e·Å per Å: |dμ/dQ|²."""
+        dmu_dq = np.asarray(dipole_jacobian_eA_per_A) @ self.displacements.T
+        return (dmu_dq ** 2).sum(0) / units.DEBYE_EA ** 2 * units.KM_MOL_PER_D2_A2_AMU
+
+
+def wavenumber_cm1(eigenvalues: np.ndarray) -> np.ndarray:
+    """Signed wavenumber of mass-weighted Hessian eigenvalues ω², eV/(Å² amu): ν̃ = ω/(2πc),
+    negative for a negative curvature (an imaginary frequency)."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    omega = np.sign(lam) * np.sqrt(np.abs(lam) * units.ACCEL_EV_A_AMU_IN_A_FS2)  # rad/fs
+    return omega / (2 * np.pi * units.SPEED_OF_LIGHT_CM_FS)
+
+
+def _rigid_body_basis(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (3N, 6; 5 for a linear molecule, 3 for an atom) of the mass-weighted
+    translations and rotations. A rotation counts about each principal axis whose moment of
+    inertia exceeds 1e-3 of the largest (a linear molecule has one moment of ~0)."""
+    sqrt_m = np.sqrt(np.repeat(masses, 3))
+    r = positions - (masses[:, None] * positions).sum(0) / masses.sum()
+    inertia = np.einsum("i,ij,ik->jk", masses, r, r)
+    inertia = np.trace(inertia) * np.eye(3) - inertia
+    moments, axes = np.linalg.eigh(inertia)
+    vectors = [np.tile(axis, len(masses)) * sqrt_m for axis in np.eye(3)]
+    vectors += [np.cross(axis, r).ravel() * sqrt_m
+                for moment, axis in zip(moments, axes.T) if moment > 1e-3 * moments.max()]
+    q, _ = np.linalg.qr(np.array(vectors).T)
+    return q
+
+
+def normal_modes(hessian_eV_A2: np.ndarray, positions_A: np.ndarray,
+                 masses_amu: np.ndarray) -> NormalModes:
+    """The one normal-mode analysis, whatever made the Hessian (finite differences of a label
+    source's forces, or a model's automatic differentiation): the symmetrised Hessian is
+    mass-weighted, the translations and rotations of ``positions_A`` are projected out, and the
+    3N−6 (3N−5 for a linear molecule) remaining eigenvectors are the vibrations."""
+    masses = np.asarray(masses_amu, dtype=np.float64)
+    hessian = np.asarray(hessian_eV_A2, dtype=np.float64)
+    sqrt_m = np.sqrt(np.repeat(masses, 3))
+    weighted = 0.5 * (hessian + hessian.T) / np.outer(sqrt_m, sqrt_m)
+    rigid = _rigid_body_basis(np.asarray(positions_A, dtype=np.float64), masses)
+    rigid_max = float(np.abs(wavenumber_cm1(np.linalg.eigvalsh(rigid.T @ weighted @ rigid)))
+                      .max())
+    projector = np.eye(len(sqrt_m)) - rigid @ rigid.T
+    values, vectors = np.linalg.eigh(projector @ weighted @ projector)
+    # the vibrations: the eigenvectors lying outside the projected-out space (ascending)
+    n_vib = len(sqrt_m) - rigid.shape[1]
+    vibrational = np.sort(np.argsort(np.linalg.norm(rigid.T @ vectors, axis=0))[:n_vib])
+    values, vectors = values[vibrational], vectors[:, vibrational]
+    return NormalModes(wavenumber_cm1(values), values, vectors.T.copy(), masses, rigid_max)
+
+
+def n_vibrational_modes(atoms: Atoms) -> int:
+    """3N−6, or 3N−5 for a linear molecule (the rank of the rigid-body space decides, as in
+    :func:`normal_modes`)."""
+    rigid = _rigid_body_basis(atoms.positions.astype(np.float64), atoms.get_masses())
+    return 3 * len(atoms) - rigid.shape[1]
+
+
+def finite_difference(atoms: Atoms, calc: Calculator, *, step_A: float, dipole: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Hessian (3N, 3N), eV/Å², by central differences of the forces of ``calc`` (every
+    Cartesian coordinate displaced by ±``step_A``), and with ``dipole`` the dipole's Jacobian
+    (3, 3N), e·Å per Å, from the same 6N single points."""
+    x0 = np.asarray(atoms.positions, dtype=np.float64)
+    work = Atoms(numbers=atoms.numbers, positions=x0)
+    work.calc = calc
+    n3 = x0.size
+    hessian = np.empty((n3, n3))
+    jacobian = np.empty((3, n3)) if dipole else None
+    for i in range(n3):
+        points = []
+        for sign in (1.0, -1.0):
+            x = x0.copy()
+            x.flat[i] += sign * step_A
+            work.positions = x
+            points.append((work.get_forces().ravel().copy(),
+                           np.asarray(work.get_dipole_moment()) if dipole else None))
+        hessian[i] = -(points[0][0] - points[1][0]) / (2 * step_A)
+        if jacobian is not None:
+            jacobian[:, i] = (points[0][1] - points[1][1]) / (2 * step_A)
+    return 0.5 * (hessian + hessian.T), jacobian
+
+
+@dataclass
 class HarmonicResult:
     """Optimised geometry and its harmonic analysis.
 
-    ``frequencies_cm1`` (n_vib,) ascending, negative = imaginary; ``mode_indices`` (n_vib,)
-    index each vibrational mode in ``vibrations`` (ASE's full 3N list); ``modes`` (n_vib, 3N)
-    the unit eigenvectors of the mass-weighted Hessian and ``eigenvalues`` (n_vib,) its
-    eigenvalues ω², eV/(Å² amu), in the same order; ``energy_eV`` of the optimised geometry;
-    ``optimisation_steps`` taken by BFGS.
+    ``modes`` holds the frequencies (ascending, negative = imaginary), the mass-weighted
+    eigenvectors and eigenvalues (:class:`NormalModes`); ``hessian_eV_A2`` (3N, 3N) the
+    finite-difference Hessian; ``energy_eV`` of the optimised geometry; ``optimisation_steps``
+    taken by BFGS; ``intensities_km_mol`` the double-harmonic intensities where the dipole's
+    derivatives were asked for, else None.
     """
 
     atoms: Atoms
     energy_eV: float
-    frequencies_cm1: np.ndarray
-    mode_indices: np.ndarray
-    vibrations: VibrationsData
+    normal: NormalModes
+    hessian_eV_A2: np.ndarray
     optimisation_steps: int
-    dropped_max_cm1: float  # largest |frequency| among the dropped translations/rotations
-    modes: np.ndarray | None = None
-    eigenvalues: np.ndarray | None = None
+    intensities_km_mol: np.ndarray | None = None
 
+    @property
+    def frequencies_cm1(self) -> np.ndarray:
+        return self.normal.frequencies_cm1
 
-def is_linear(atoms: Atoms, *, tol: float = 1e-3) -> bool:
-    """Linear if the smallest principal moment of inertia is ~0 relative to the largest."""
-    if len(atoms) < 3:
-        return True
-    moments = np.sort(atoms.get_moments_of_inertia())
-    return bool(moments[0] < tol * moments[-1])
+    @property
+    def modes(self) -> np.ndarray:
+        return self.normal.modes
 
-
-def n_vibrational_modes(atoms: Atoms) -> int:
-    """3N-6, or 3N-5 for a linear molecule."""
-    return 3 * len(atoms) - (5 if is_linear(atoms) else 6)
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        return self.normal.eigenvalues
 
 
 def optimise(atoms: Atoms, calc: Calculator, *, fmax_eVA: float, max_steps: int,
@@ -132,44 +226,23 @@ def optimise(atoms: Atoms, calc: Calculator, *, fmax_eVA: float, max_steps: int,
 
 
 def harmonic_analysis(atoms: Atoms, calc: Calculator, *, fmax_eVA: float, max_steps: int,
-                      hessian_step_A: float, name: str,
-                      require_convergence: bool = True) -> HarmonicResult:
-    """Optimise ``atoms`` with ``calc`` and compute its harmonic frequencies and modes."""
+                      hessian_step_A: float, name: str, require_convergence: bool = True,
+                      dipole: bool = False) -> HarmonicResult:
+    """Optimise ``atoms`` with ``calc``, then its finite-difference Hessian (and with
+    ``dipole`` the double-harmonic intensities) and :func:`normal_modes`."""
     opt_atoms, steps = optimise(atoms, calc, fmax_eVA=fmax_eVA, max_steps=max_steps, name=name,
                                 require_convergence=require_convergence)
     energy = float(opt_atoms.get_potential_energy())
-    with tempfile.TemporaryDirectory(prefix="palirs-vib-") as tmp:
-        vib = Vibrations(opt_atoms, name=f"{tmp}/vib", delta=hessian_step_A, nfree=2)
-        vib.run()
-        data = vib.get_vibrations()
-    mode_energies = data.get_energies()  # complex, eV; imaginary part for negative curvature
-    signed = np.where(np.abs(mode_energies.imag) > np.abs(mode_energies.real),
-                      -np.abs(mode_energies.imag), mode_energies.real) / units.INVCM_EV
-    n_vib = n_vibrational_modes(opt_atoms)
-    order = np.argsort(np.abs(signed))
-    keep = np.sort(order[len(signed) - n_vib:])
-    dropped = order[: len(signed) - n_vib]
-    dropped_max = float(np.abs(signed[dropped]).max()) if dropped.size else 0.0
-    keep = keep[np.argsort(signed[keep])]
-    freqs = signed[keep]
-    if dropped_max > 50.0:
+    hessian, jacobian = finite_difference(opt_atoms, calc, step_A=hessian_step_A, dipole=dipole)
+    normal = normal_modes(hessian, opt_atoms.positions, opt_atoms.get_masses())
+    if normal.rigid_max_cm1 > 50.0:
         log.warning("molecule '%s': translations/rotations reach %.1f cm-1 (loose optimisation?)",
-                    name, dropped_max)
-    if (freqs < 0).any():
+                    name, normal.rigid_max_cm1)
+    if (normal.frequencies_cm1 < 0).any():
         log.warning("molecule '%s': %d imaginary frequencies; not a minimum", name,
-                    int((freqs < 0).sum()))
-    values, vectors = mass_weighted_modes(data)
-    return HarmonicResult(opt_atoms, energy, freqs, keep, data, steps, dropped_max,
-                          modes=vectors[:, keep].T.copy(), eigenvalues=values[keep])
-
-
-def mass_weighted_modes(data: VibrationsData) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (3N,), eV/(Å² amu), and unit eigenvectors (3N, 3N, as columns) of the
-    mass-weighted Hessian, in ASE's order (ascending eigenvalue, as ``get_energies``)."""
-    sqrt_m = np.sqrt(np.repeat(data.get_atoms().get_masses(), 3))
-    hessian = data.get_hessian_2d()
-    weighted = hessian / np.outer(sqrt_m, sqrt_m)
-    return np.linalg.eigh(0.5 * (weighted + weighted.T))
+                    int((normal.frequencies_cm1 < 0).sum()))
+    intensities = None if jacobian is None else normal.intensities_km_mol(jacobian)
+    return HarmonicResult(opt_atoms, energy, normal, hessian, steps, intensities)
 
 
 def match_modes(reference: np.ndarray, model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,56 +261,6 @@ def match_modes(reference: np.ndarray, model: np.ndarray) -> tuple[np.ndarray, n
     order = np.empty(len(rows), dtype=np.int64)
     order[rows] = cols
     return order, overlap[rows, cols][np.argsort(rows)]
-
-
-#: normal-mode samplers (module docstring)
-SAMPLERS = ("thermal", "wigner", "ase")
-
-
-def mode_variances(result: HarmonicResult, *, temperature_K: float, sampler: str) -> np.ndarray:
-    """Variance of each vibrational normal coordinate, Å² amu: kT/ω² (``thermal``) or
-    (ħω/2)·coth(ħω/2kT)/ω² (``wigner``); |ω²| for an imaginary mode."""
-    kT = units.KB_EV_PER_K * temperature_K
-    lam = np.abs(result.eigenvalues)
-    if sampler == "thermal":
-        return kT / lam
-    if sampler == "wigner":
-        hw = np.abs(result.frequencies_cm1) * units.INVCM_EV  # ħω, eV
-        return 0.5 * hw / np.tanh(hw / (2 * kT)) / lam
-    raise ValueError(f"no variance for sampler {sampler!r}; choose one of: thermal, wigner")
-
-
-def normal_mode_samples(result: HarmonicResult, *, temperature_K: float, frames_per_mode: int,
-                        sampler: str = "thermal", rng: np.random.Generator | None = None
-                        ) -> list[tuple[int | None, Atoms]]:
-    """``frames_per_mode`` × n_vib displaced geometries of the minimum in ``result``.
-
-    Returns ``(mode_index, atoms)`` pairs; ``mode_index`` counts vibrational modes in ascending
-    frequency (as in the frequency table) for ``ase`` samples, which displace one mode each,
-    and is None for ``thermal`` and ``wigner`` samples, which displace all modes at once
-    (module docstring). ``rng`` draws the normal coordinates of those two.
-    """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    if sampler == "ase":
-        kT = units.KB_EV_PER_K * temperature_K
-        samples: list[tuple[int | None, Atoms]] = []
-        for vib_index, full_index in enumerate(result.mode_indices):
-            frames = list(result.vibrations.iter_animated_mode(
-                int(full_index), temperature=kT, frames=3 * frames_per_mode))
-            for frame in frames[:frames_per_mode]:
-                samples.append((vib_index, Atoms(numbers=frame.numbers,
-                                                 positions=frame.positions)))
-        return samples
-    rng = rng if rng is not None else np.random.default_rng(0)
-    sigma = np.sqrt(mode_variances(result, temperature_K=temperature_K, sampler=sampler))
-    n_samples = frames_per_mode * len(sigma)
-    q = rng.standard_normal((n_samples, len(sigma))) * sigma  # normal coordinates, Å amu^½
-    inv_sqrt_m = 1.0 / np.sqrt(np.repeat(result.atoms.get_masses(), 3))
-    displacements = (q @ result.modes) * inv_sqrt_m  # (n_samples, 3N), Å
-    x0 = result.atoms.positions
-    return [(None, Atoms(numbers=result.atoms.numbers, positions=x0 + d.reshape(x0.shape)))
-            for d in displacements]
 
 
 # --- the double-harmonic spectrum of a committee and its dipole model ----------------------
@@ -260,24 +283,11 @@ class HarmonicIr:
         return lines @ self.intensities_km_mol
 
 
-def _rigid_body_basis(positions: np.ndarray, masses: np.ndarray) -> np.ndarray:
-    """Orthonormal basis (3N, 5 or 6) of translations and rotations, mass-weighted."""
-    sqrt_m = np.sqrt(np.repeat(masses, 3))
-    r = positions - (masses[:, None] * positions).sum(0) / masses.sum()
-    vectors = []
-    for axis in np.eye(3):
-        vectors.append(np.tile(axis, len(masses)) * sqrt_m)
-        vectors.append(np.cross(axis, r).ravel() * sqrt_m)
-    q, rr = np.linalg.qr(np.array(vectors).T)
-    return q[:, np.abs(np.diag(rr)) > 1e-6 * np.abs(np.diag(rr)).max()]
-
-
 def double_harmonic(committee: Committee, dipole_model: torch.nn.Module,
                     s: Structure) -> HarmonicIr:
     """Harmonic frequencies from the Hessian of the committee-mean energy and intensities
     from the dipole model's derivatives, both by automatic differentiation, at the geometry
-    of ``s`` (give a minimum of the committee). Translations and rotations are projected out
-    of the mass-weighted Hessian before it is diagonalised."""
+    of ``s`` (give a minimum of the committee), analysed by :func:`normal_modes`."""
     import torch
     from ase.data import atomic_masses
 
@@ -297,25 +307,12 @@ def double_harmonic(committee: Committee, dipole_model: torch.nn.Module,
     n = len(s.numbers)
     hessian = torch.autograd.functional.hessian(energy, x0.clone()).reshape(3 * n, 3 * n)
     jacobian = torch.autograd.functional.jacobian(dipole, x0.clone()).reshape(3, 3 * n)
-    hessian = hessian.detach().cpu().numpy().astype(np.float64)
-    jacobian = jacobian.detach().cpu().numpy().astype(np.float64)
-    hessian = 0.5 * (hessian + hessian.T)
-    masses = atomic_masses[np.asarray(s.numbers)]
-    sqrt_m = np.sqrt(np.repeat(masses, 3))
-    rigid = _rigid_body_basis(np.asarray(s.positions_A, dtype=np.float64), masses)
-    projector = np.eye(3 * n) - rigid @ rigid.T
-    weighted = projector @ (hessian / np.outer(sqrt_m, sqrt_m)) @ projector
-    values, vectors = np.linalg.eigh(weighted)
-    # drop the rigid-body modes: the eigenvectors lying in the projected-out space
-    vibrational = np.argsort(np.linalg.norm(rigid.T @ vectors, axis=0))[:3 * n - rigid.shape[1]]
-    vibrational = np.sort(vibrational)
-    values, vectors = values[vibrational], vectors[:, vibrational]
-    omega = np.sign(values) * np.sqrt(np.abs(values) * units.ACCEL_EV_A_AMU_IN_A_FS2)  # rad/fs
-    frequencies = omega / (2 * np.pi * units.SPEED_OF_LIGHT_CM_FS)
-    displacements = vectors / sqrt_m[:, None]
-    dmu_dq = jacobian @ displacements  # e·Å per (Å amu^½)
-    intensities = (dmu_dq ** 2).sum(0) / units.DEBYE_EA ** 2 * units.KM_MOL_PER_D2_A2_AMU
-    return HarmonicIr(frequencies, intensities, displacements.T.reshape(-1, n, 3))
+    normal = normal_modes(hessian.detach().cpu().numpy().astype(np.float64),
+                          np.asarray(s.positions_A, dtype=np.float64),
+                          atomic_masses[np.asarray(s.numbers)])
+    intensities = normal.intensities_km_mol(jacobian.detach().cpu().numpy().astype(np.float64))
+    return HarmonicIr(normal.frequencies_cm1, intensities,
+                      normal.displacements.reshape(-1, n, 3))
 
 
 def harmonic_table(committee: Committee, dipole_model: torch.nn.Module,

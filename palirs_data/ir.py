@@ -206,24 +206,20 @@ def _ml_md(paths: list[Path], dipole_path, minima: list[Structure], config: IrCo
     with the wall time from submission to the last task's end."""
     import time
 
-    from palirs_data.compute import merge_md_reports, split_balanced, watch_store
+    from palirs_data.md_parts import md_in_parts
 
     t_md = time.perf_counter()
     replicas = ir_replicas(minima, config)
-    parts = split_balanced([len(r.numbers) for r in replicas], executor.md_slots())
-    store.require_parents([r.key for r in replicas])
-    store_path = str(Path(store.path).resolve())
-    stamp = time.time_ns()
-    # in this process the task shows its own progress; on workers, the store is the progress
-    futures = [executor.submit(ml_md_task, [str(Path(p).resolve()) for p in paths],
-                               str(Path(dipole_path).resolve()), [replicas[i] for i in part],
-                               config, store_path, progress and not executor.distributed,
-                               guard, gpu=True, key=f"ir-md-{k}-{stamp}")
-               for k, part in enumerate(parts)]
-    report = merge_md_reports(watch_store(
-        futures, store_path, label=f"md ({len(parts)} tasks)",
-        progress=progress and executor.distributed,
-        total_frames=len(replicas) * (config.produce_steps // config.write_every)))
+    models = [str(Path(p).resolve()) for p in paths]
+    store_path, stamp = str(Path(store.path).resolve()), time.time_ns()
+
+    def submit(k: int, part: list[Replica], task_progress: bool):
+        return executor.submit(ml_md_task, models, str(Path(dipole_path).resolve()), part,
+                               config, store_path, task_progress, guard, gpu=True,
+                               key=f"ir-md-{k}-{stamp}")
+
+    report = md_in_parts(executor, replicas, store, submit, progress=progress,
+                         total_frames=len(replicas) * (config.produce_steps // config.write_every))
     return {**report, "wall_seconds": time.perf_counter() - t_md}
 
 

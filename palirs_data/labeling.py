@@ -15,11 +15,12 @@ If the failed fraction exceeds ``label.max_failure_ratio`` the result is refused
 
 Faults of the label source itself:
 
-- **hang**: each single point runs in a watchdog thread; past ``label.timeout_s`` it is
-  abandoned and recorded as timed out (then retried once with safer settings). A thread stuck
-  in native code cannot be stopped from Python, so the chunk reports it and the process that
-  collects results restarts that Dask worker (``Client.restart_workers``; workers under a
-  nanny, the default) once the chunk is in, freeing the core it would otherwise burn.
+- **hang**: each single point runs in a watchdog thread (:mod:`palirs_data.watchdog`); past
+  ``label.timeout_s`` it is abandoned and recorded as timed out (then retried once with safer
+  settings). A thread stuck in native code cannot be stopped from Python, so the chunk reports
+  it and the process that collects results restarts that Dask worker
+  (``Client.restart_workers``; workers under a nanny, the default) once the chunk is in,
+  freeing the core it would otherwise burn.
 - **crash** (segfault, ``os._exit``, out of memory): the worker process dies with the chunk.
   Dask re-runs the chunk on another worker up to ``distributed.scheduler.allowed-failures``
   times (Dask's default 3), then gives up on it (``KilledWorker``); the chunk is then split into
@@ -32,11 +33,9 @@ Faults of the label source itself:
 from __future__ import annotations
 
 import hashlib
-import math
 import logging
-import queue
+import math
 import shutil
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -54,66 +53,9 @@ from palirs_data.errors import StageFailed
 from palirs_data.labelers import Labeler, make_labeler
 from palirs_data.progress import make_progress
 from palirs_data.structures import Structure
+from palirs_data.watchdog import LabelTimeout, call_with_timeout
 
 log = logging.getLogger(__name__)
-
-
-class LabelTimeout(Exception):
-    """A single point gave no answer within ``label.timeout_s``."""
-
-
-class _Runner:
-    """One long-lived daemon thread that runs calls for one calling thread. Long-lived, so
-    the label code's per-thread state (its OpenMP thread team and limit) is set up once, not
-    per single point (a new thread per point made xTB labelling 5.6x slower)."""
-
-    def __init__(self) -> None:
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._loop, name="palirs-single-point",
-                                       daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            fn, box, done = self._calls.get()
-            try:
-                box["value"] = fn()
-            except BaseException as exc:  # handed to the caller's thread
-                box["error"] = exc
-            done.set()
-
-    def call(self, fn, timeout_s: float):
-        box: dict = {}
-        done = threading.Event()
-        self._calls.put((fn, box, done))
-        if not done.wait(timeout_s):
-            raise LabelTimeout(f"no result within label.timeout_s = {timeout_s:g} s")
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-
-
-_runners = threading.local()
-#: the name a runner thread gets when it is abandoned after a timeout
-ABANDONED = "palirs-abandoned-single-point"
-
-
-def call_with_timeout(fn, timeout_s: float | None):
-    """``fn()`` on this thread's runner thread, waited on for at most ``timeout_s`` seconds
-    (None: called directly). Raises :class:`LabelTimeout` when it does not finish in time;
-    the runner is then abandoned (a thread cannot be stopped: it runs on until ``fn``
-    returns or its process ends) and the next call starts a new one."""
-    if timeout_s is None:
-        return fn()
-    runner = getattr(_runners, "runner", None)
-    if runner is None:
-        runner = _runners.runner = _Runner()
-    try:
-        return runner.call(fn, timeout_s)
-    except LabelTimeout:
-        runner.thread.name = ABANDONED  # found by its name while it is still alive
-        _runners.runner = None
-        raise
 
 
 def label_one(labeler: Labeler, s: Structure, *, retry: bool, timeout_s: float | None = None

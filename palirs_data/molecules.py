@@ -236,7 +236,7 @@ def _atoms_from_smiles(molecule: Molecule, *, seed: int) -> Atoms:
 
 
 def _atoms_from_xyz(molecule: Molecule) -> Atoms:
-    from palirs_data.structures import read_structures_file
+    from palirs_data.xyz import read_structures_file
 
     table = read_structures_file(molecule.xyz, molecule=molecule.name)  # type: ignore[arg-type]
     numbers = np.asarray(table.column("numbers")[0].as_py())

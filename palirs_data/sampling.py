@@ -2,9 +2,21 @@
 
 :func:`sample_molecules` is the ``sample`` stage's one library call. For every molecule it
 builds a 3D geometry, optimises it with the label source, runs the harmonic analysis and
-draws ``frames_per_mode`` × n_vib displaced geometries with ``sample.sampler`` (thermal,
-Wigner or ASE's animation; see :mod:`palirs_data.harmonic`). The minima are labelled on the spot (they are needed as the
-reference for the model's harmonic analysis); the samples are left for the ``label`` stage.
+draws displaced geometries with ``sample.sampler``. The minima are labelled on the spot (they
+are needed as the reference for the model's harmonic analysis); the samples are left for the
+``label`` stage.
+
+Samples (:func:`normal_mode_samples`), ``frames_per_mode`` × n_vib geometries per molecule:
+
+  - ``thermal`` (default): classical Boltzmann sampling of the harmonic well at T, every mode
+    displaced at once, normal coordinate Q_k ~ N(0, kT/ω_k²); the harmonic potential energy of
+    a sample then averages (3N−6)·kT/2, the potential energy MD at T visits.
+  - ``wigner``: the harmonic Wigner distribution at T, variance (ħω/2)·coth(ħω/2kT)/ω² per
+    mode (zero-point motion included; the classical limit is ``thermal``).
+  - ``ase``: the method's original samples, one mode at a time as ASE animates it
+    (as ``VibrationsData.iter_animated_mode``: the Cartesian mode times sqrt(kT/|ħω|) times
+    sin(2πk/3F)), the first F of 3F frames, one-sided, minimum included. Its amplitude is
+    3-10× the classical thermal one at 300 K (not a physical distribution).
 """
 
 from __future__ import annotations
@@ -14,8 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from ase import Atoms
 
-from palirs_data import harmonic, molecules, structures
+from palirs_data import harmonic, molecules, structures, units
 from palirs_data.config import SampleConfig
 from palirs_data.labelers import Labeler
 from palirs_data.progress import progress
@@ -58,7 +71,7 @@ def sample_molecules(mols: list[molecules.Molecule], labeler: Labeler, config: S
                                   structure_id=minimum.structure_id,
                                   label_method=labeler.method, label_settings=settings,
                                   mode_vector=result.modes[k].tolist()))
-        displaced = harmonic.normal_mode_samples(
+        displaced = normal_mode_samples(
             result, temperature_K=config.temperature_K, frames_per_mode=config.frames_per_mode,
             sampler=config.sampler, rng=np.random.default_rng([config.seed, index]))
         for mode_index, frame in displaced:
@@ -73,4 +86,60 @@ def sample_molecules(mols: list[molecules.Molecule], labeler: Labeler, config: S
                  config.temperature_K)
     freqs = pa.Table.from_pylist(freq_rows, schema=harmonic.FREQUENCY_SCHEMA)
     # ase's one-sided frames all start at the minimum: keep it once
-    return SampleResult(structures.to_table(structures.dedupe(sample_rows)), structures.to_table(minima), freqs)
+    return SampleResult(structures.to_table(structures.dedupe(sample_rows)),
+                        structures.to_table(minima), freqs)
+
+
+#: normal-mode samplers (module docstring)
+SAMPLERS = ("thermal", "wigner", "ase")
+
+
+def mode_variances(result: harmonic.HarmonicResult, *, temperature_K: float,
+                   sampler: str) -> np.ndarray:
+    """Variance of each vibrational normal coordinate, Å² amu: kT/ω² (``thermal``) or
+    (ħω/2)·coth(ħω/2kT)/ω² (``wigner``); |ω²| for an imaginary mode."""
+    kT = units.KB_EV_PER_K * temperature_K
+    lam = np.abs(result.eigenvalues)
+    if sampler == "thermal":
+        return kT / lam
+    if sampler == "wigner":
+        hw = np.abs(result.frequencies_cm1) * units.INVCM_EV  # ħω, eV
+        return 0.5 * hw / np.tanh(hw / (2 * kT)) / lam
+    raise ValueError(f"no variance for sampler {sampler!r}; choose one of: thermal, wigner")
+
+
+def normal_mode_samples(result: harmonic.HarmonicResult, *, temperature_K: float,
+                        frames_per_mode: int, sampler: str = "thermal",
+                        rng: np.random.Generator | None = None
+                        ) -> list[tuple[int | None, Atoms]]:
+    """``frames_per_mode`` × n_vib displaced geometries of the minimum in ``result``.
+
+    Returns ``(mode_index, atoms)`` pairs; ``mode_index`` counts vibrational modes in ascending
+    frequency (as in the frequency table) for ``ase`` samples, which displace one mode each,
+    and is None for ``thermal`` and ``wigner`` samples, which displace all modes at once
+    (module docstring). ``rng`` draws the normal coordinates of those two.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+    if sampler == "ase":
+        # ASE's VibrationsData.iter_animated_mode: the Cartesian mode times sqrt(kT/|ħω|)
+        # times sin(2πk/3F), k < F (the first F of 3F frames)
+        kT = units.KB_EV_PER_K * temperature_K
+        hw = np.abs(result.frequencies_cm1) * units.INVCM_EV
+        phases = np.sin(2 * np.pi * np.arange(frames_per_mode) / (3 * frames_per_mode))
+        x0 = result.atoms.positions
+        samples: list[tuple[int | None, Atoms]] = []
+        for k, mode in enumerate(result.normal.displacements):
+            amplitude = mode.reshape(x0.shape) * np.sqrt(kT / hw[k])
+            samples += [(k, Atoms(numbers=result.atoms.numbers, positions=x0 + p * amplitude))
+                        for p in phases]
+        return samples
+    rng = rng if rng is not None else np.random.default_rng(0)
+    sigma = np.sqrt(mode_variances(result, temperature_K=temperature_K, sampler=sampler))
+    n_samples = frames_per_mode * len(sigma)
+    q = rng.standard_normal((n_samples, len(sigma))) * sigma  # normal coordinates, Å amu^½
+    inv_sqrt_m = 1.0 / np.sqrt(np.repeat(result.atoms.get_masses(), 3))
+    displacements = (q @ result.modes) * inv_sqrt_m  # (n_samples, 3N), Å
+    x0 = result.atoms.positions
+    return [(None, Atoms(numbers=result.atoms.numbers, positions=x0 + d.reshape(x0.shape)))
+            for d in displacements]

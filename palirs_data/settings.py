@@ -3,14 +3,14 @@
 ``python -m palirs_data.campaign experiments --setting multi-molecule`` runs the campaign with
 ``params.yaml`` changed as :data:`SETTINGS` says (the experiments record the changed file, so
 ``dvc exp show`` lists its parameters); ``params.yaml`` itself is left as it was. Each value's
-reason is beside it; the README ("Many molecules") gives the measured wall times.
+reason is beside it; docs/molecules.md ("The multi-molecule setting") gives the measured wall times.
 
 - ``multi-molecule``: six training molecules that span the functional groups and have
   gas-phase experiments (O–H, C–O, C=C, C≡N, a strained ether ring), two transfer molecules
   with experiments whose groups the training set covers (isopropyl alcohol: ethanol's;
   1,3-butadiene: ethene's), sized to run end to end on two cores.
 - ``full``: the method's 24 + 8 molecules at its settings (128 channels, 50 ps spectra,
-  to 40 iterations): for a GPU cluster (README: "The full setting").
+  to 40 iterations): for a GPU cluster (docs/molecules.md: "The full setting, planned").
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ SETTINGS: dict[str, dict] = {
                       "acetonitrile"],
             "transfer": ["isopropyl alcohol", "1,3-butadiene"],
         },
-        # sized to run end to end in about 75 min on two cores (README "Many molecules"):
+        # sized to run end to end in about 75 min on two cores (docs/molecules.md):
         # committee training grows with structures x atom pairs (the six molecules' normal-mode
         # samples are ~2.7x methanol's per frame per mode), the IR MD with atoms x runs
         "sample": {"frames_per_mode": 2},  # 150 structures; the campaign adds the rest

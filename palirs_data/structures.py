@@ -54,7 +54,6 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
-from palirs_data.atomic import atomic_path
 from palirs_data.errors import PalirsInputError
 from palirs_data.tables import STRUCTURE_SCHEMA, check_schema, read_parquet, write_parquet
 
@@ -355,125 +354,6 @@ def concat_tables(tables: Sequence[pa.Table]) -> pa.Table:
     if not tables:
         return empty_table()
     return validate_table(pa.concat_tables(tables), where="<concatenated>")
-
-
-# --- extxyz -------------------------------------------------------------------------------
-
-#: Keys under which extxyz files carry reference labels (mace-torch's ``--energy_key`` etc.).
-EXTXYZ_KEYS = {"energy": "REF_energy", "forces": "REF_forces", "dipole": "REF_dipole"}
-
-
-def write_extxyz(table: pa.Table, path: str | Path, *, only_labelled: bool = True) -> int:
-    """Write structures as extxyz with labels under :data:`EXTXYZ_KEYS` (mace-torch's keys).
-
-    Returns the number of structures written.
-    """
-    from ase.io import write
-
-    images = []
-    for s in from_table(table):
-        if only_labelled and s.label_status != "ok":
-            continue
-        atoms = s.to_atoms()
-        atoms.calc = None  # labels go under mace-torch's keys, not as calculator results
-        atoms.info["config_type"] = s.molecule
-        if s.label_status == "ok":
-            atoms.info[EXTXYZ_KEYS["energy"]] = s.energy_eV
-            atoms.info[EXTXYZ_KEYS["dipole"]] = np.asarray(s.dipole_eA)
-            atoms.arrays[EXTXYZ_KEYS["forces"]] = np.asarray(s.forces_eVA)
-        images.append(atoms)
-    with atomic_path(path) as tmp:
-        write(tmp, images, format="extxyz")
-    return len(images)
-
-
-def read_structures_file(
-    path: str | Path, *, molecule: str | None = None, source: str = "user"
-) -> pa.Table:
-    """Read an XYZ/extxyz file (one or many frames) into a structure table.
-
-    Labels are taken from :data:`EXTXYZ_KEYS` or from plain ``energy``/``forces``/``dipole``
-    properties when all three are present. The molecule name comes from ``molecule``, the
-    frame's ``molecule`` info key, or the chemical formula, in that order.
-    """
-    from ase.io import read
-
-    path = Path(path)
-    check_xyz_file(path)
-    try:
-        images = read(path, index=":", format="extxyz")
-    except KeyError as exc:  # ASE's symbol lookup
-        raise PalirsInputError(f"{path}: unknown element {exc.args[0]!r}") from None
-    except Exception as exc:  # ASE raises many types for malformed files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PalirsInputError(f"{path}: malformed XYZ file ({reason})") from None
-    if not images:
-        raise PalirsInputError(f"{path}: contains no structures")
-    rows = []
-    for k, atoms in enumerate(images):
-        check_frame(path, k, atoms)
-        name = molecule or atoms.info.get("molecule") or atoms.get_chemical_formula()
-        s = Structure.from_atoms(atoms, molecule=str(name), source=source)
-        labels = _labels_from_atoms(atoms)
-        if labels is not None:
-            s.energy_eV, s.forces_eVA, s.dipole_eA = labels
-            s.label_status, s.label_method = "ok", str(atoms.info.get("label_method", "user"))
-            s.__post_init__()
-        rows.append(s)
-    return to_table(dedupe(rows))
-
-
-def check_frame(path: Path, k: int, atoms: Atoms) -> None:
-    """Frame ``k`` of an XYZ file: atoms, known elements, finite and bounded coordinates."""
-    if len(atoms) == 0:
-        raise PalirsInputError(f"{path}: frame {k} has no atoms")
-    if (atoms.numbers < 1).any():
-        raise PalirsInputError(f"{path}: frame {k} has an unknown element")
-    if not np.isfinite(atoms.positions).all():
-        raise PalirsInputError(f"{path}: frame {k} has NaN or infinite coordinates")
-    if (np.abs(atoms.positions) > MAX_COORDINATE_A).any():
-        raise PalirsInputError(f"{path}: frame {k} has a coordinate beyond "
-                               f"{MAX_COORDINATE_A:g} Å")
-
-
-def check_xyz_file(path: Path) -> None:
-    """Check an XYZ file before ASE reads it: it exists, and every frame starts with a
-    positive atom count that the lines after it can hold (a count of a billion would otherwise
-    have the reader allocate for it)."""
-    if not path.is_file():
-        raise PalirsInputError(f"{path}: no such file")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise PalirsInputError(f"{path}: not a text file (XYZ is text)") from None
-    while lines and not lines[-1].strip():
-        lines.pop()
-    i, frame = 0, 0
-    while i < len(lines):
-        head = lines[i].strip()
-        try:
-            n = int(head)
-        except ValueError:
-            raise PalirsInputError(f"{path}: line {i + 1}: expected the atom count of frame "
-                                   f"{frame}, got {head[:40]!r}") from None
-        if n < 1:
-            raise PalirsInputError(f"{path}: frame {frame} has no atoms (count {n})")
-        if i + 2 + n > len(lines):  # count line, comment line, n atom lines
-            raise PalirsInputError(f"{path}: frame {frame} declares {n} atoms but only "
-                                   f"{max(0, len(lines) - i - 2)} atom lines follow")
-        i += 2 + n
-        frame += 1
-
-
-def _labels_from_atoms(atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray] | None:
-    info, arrays = atoms.info, atoms.arrays
-    keys = EXTXYZ_KEYS
-    if keys["energy"] in info and keys["forces"] in arrays and keys["dipole"] in info:
-        return float(info[keys["energy"]]), arrays[keys["forces"]], np.asarray(info[keys["dipole"]])
-    calc = atoms.calc
-    if calc is not None and {"energy", "forces", "dipole"} <= set(calc.results):
-        return float(calc.results["energy"]), calc.results["forces"], calc.results["dipole"]
-    return None
 
 
 def dedupe(rows: list[Structure]) -> list[Structure]:

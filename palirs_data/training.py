@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from ase.data import atomic_numbers
 
-from palirs_data import structures
+from palirs_data import foundation, xyz
 from palirs_data.compute import Executor
 from palirs_data.config import (CommitteeConfig, DipoleConfig, MaceModelConfig,
                                 MaceTrainingConfig)
@@ -88,9 +88,9 @@ def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[
         "--name", name, "--seed", str(seed), "--work_dir", str(work_dir),
         "--train_file", str(train_file), "--valid_file", str(valid_file),
         "--E0s", repr({zz: e0s[zz] for zz in z}), "--atomic_numbers", repr(z),
-        "--energy_key", structures.EXTXYZ_KEYS["energy"],
-        "--forces_key", structures.EXTXYZ_KEYS["forces"],
-        "--dipole_key", structures.EXTXYZ_KEYS["dipole"], *KIND_FLAGS[kind],
+        "--energy_key", xyz.MACE_KEYS["energy"],
+        "--forces_key", xyz.MACE_KEYS["forces"],
+        "--dipole_key", xyz.MACE_KEYS["dipole"], *KIND_FLAGS[kind],
         "--num_channels", str(m.num_channels), "--max_L", str(m.max_L),
         "--r_max", str(m.r_max_A), "--num_interactions", str(m.num_interactions),
         "--correlation", str(m.correlation), "--num_radial_basis", str(m.num_radial_basis),
@@ -102,72 +102,12 @@ def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[
     ]
     if t.ema:
         args += ["--ema", "--ema_decay", "0.99"]
-    if t.foundation_model is not None:  # a local file (with_foundation_file)
+    if t.foundation_model is not None:  # a local file (foundation.with_foundation_file)
         if not Path(t.foundation_model).is_file():
             raise PalirsInputError(f"committee.training.foundation_model: "
                                    f"{t.foundation_model}: no such file")
         args += ["--foundation_model", str(Path(t.foundation_model).resolve())]
     return args + list(t.extra_args)
-
-
-def foundation_url(name: str) -> str | None:
-    """The download address of a foundation model mace-torch knows by ``name``: MACE-OFF23
-    (``small_off``, ``medium_off``, ``large_off``; organic molecules, Academic Software
-    Licence) or a MACE-MP model (``medium-mpa-0``, ``small`` ...; materials, MIT or ASL as
-    mace-torch states). None: not a name it knows."""
-    from mace.calculators.foundations_models import mace_mp_urls, mace_off_urls
-
-    if name.endswith("_off") and name[:-4] in mace_off_urls:
-        return mace_off_urls[name[:-4]]
-    return mace_mp_urls.get(name)
-
-
-def foundation_file(value: str, *, key: str, timeout_s: float = 60.0) -> Path:
-    """The local file of a ``foundation_model`` setting: the file itself, or a model named as
-    mace-torch names it, fetched once into mace-torch's cache (``~/.cache/mace``, or
-    ``$XDG_CACHE_HOME/mace``) and taken from there after; a name that is neither cached nor
-    reachable (an offline machine) is refused in one line that says where to put the file."""
-    import urllib.request
-
-    from mace.tools.utils import get_cache_dir
-
-    from palirs_data.config import is_model_file
-
-    path = Path(value)
-    if is_model_file(value) or path.is_file():
-        if not path.is_file():
-            raise PalirsInputError(f"{key}: {value}: no such file")
-        return path.resolve()
-    url = foundation_url(value)
-    if url is None:
-        raise PalirsInputError(f"{key}: '{value}' is neither a file nor a model mace-torch "
-                               "knows by name (e.g. small_off, medium_off, medium-mpa-0)")
-    cached = Path(get_cache_dir()) / Path(url).name
-    if not cached.is_file():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        part = cached.with_name(f"{cached.name}.{os.getpid()}.part")
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response, \
-                    open(part, "wb") as out:
-                shutil.copyfileobj(response, out)
-            os.replace(part, cached)
-        except OSError as exc:
-            part.unlink(missing_ok=True)
-            raise PalirsInputError(
-                f"{key}: '{value}' is not in {cached.parent} and cannot be fetched "
-                f"({type(exc).__name__}: {str(exc)[:80]}); download {url} into "
-                f"{cached.parent}/ on a machine with internet, or give a local file") from None
-        log.info("%s: fetched %s into %s", key, value, cached)
-    return cached
-
-
-def with_foundation_file(training: MaceTrainingConfig, key: str) -> MaceTrainingConfig:
-    """``training`` with its foundation model (if any) as a local file (:func:`foundation_file`),
-    resolved once in the submitting process so that the members never race to fetch it."""
-    if training.foundation_model is None:
-        return training
-    path = foundation_file(training.foundation_model, key=key)
-    return training.model_copy(update={"foundation_model": str(path)})
 
 
 @dataclass
@@ -314,8 +254,8 @@ def write_split(table: pa.Table, *, elements: Sequence[str], valid_fraction: flo
                                          valid_fraction, split_seed)
     data_dir.mkdir(parents=True, exist_ok=True)
     train_file, valid_file = data_dir / "train.extxyz", data_dir / "valid.extxyz"
-    structures.write_extxyz(labelled.take(train_idx), train_file)
-    structures.write_extxyz(labelled.take(valid_idx), valid_file)
+    xyz.write_structures(labelled.take(train_idx), train_file, keys=xyz.MACE_KEYS)
+    xyz.write_structures(labelled.take(valid_idx), valid_file, keys=xyz.MACE_KEYS)
     return train_file, valid_file, len(train_idx), len(valid_idx)
 
 
@@ -330,7 +270,8 @@ def member_training(config: CommitteeConfig, k: int, previous: Path | None
         if start.is_file():
             return config.training.model_copy(update={"foundation_model": str(start),
                                                       "max_num_epochs": config.continue_epochs})
-    return with_foundation_file(config.training, "committee.training.foundation_model")
+    return foundation.with_foundation_file(config.training,
+                                           "committee.training.foundation_model")
 
 
 def train_committee(table: pa.Table, *, e0s: dict[int, float], config: CommitteeConfig,
@@ -396,7 +337,8 @@ def train_dipole_model(table: pa.Table, *, e0s: dict[int, float], elements: Sequ
     (report,) = train_members([dict(
         name="dipole", train_file=train_file, valid_file=valid_file, e0s=e0s,
         elements=list(elements), model=config.model,
-        training=with_foundation_file(config.training, "dipole.training.foundation_model"),
+        training=foundation.with_foundation_file(config.training,
+                                                 "dipole.training.foundation_model"),
         seed=config.seed, work_dir=work_dir / "dipole", kind="dipole")], executor)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(report.model, out_file)

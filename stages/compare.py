@@ -14,9 +14,9 @@ import typer
 
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.compare import (add_committee_spread, compare, experimental_spectra, md_runs,
-                                 spectra_by_key, summary_csv)
+from palirs_data.compare import add_committee_spread, compare, md_runs, spectra_by_key, summary_csv
 from palirs_data.config import load_params
+from palirs_data.experiment import experimental_spectra
 from palirs_data.figures import (comparison_figure, convergence_figure, empty_figure,
                                  figure_name, molecules_figure, summary_figure,
                                  temperature_figure, temperature_series_figure)

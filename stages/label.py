@@ -16,7 +16,7 @@ from palirs_data.atomic import write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.compute import executor
 from palirs_data.config import load_params
-from palirs_data.exchange import initial_data
+from palirs_data.xyz import initial_data
 from palirs_data.labeling import clear_checkpoint, label_table
 
 STAGE_PARAMS = ("labeler", "label")

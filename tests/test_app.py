@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from palirs_data import exchange, structures
+from palirs_data import exchange, structures, xyz
 from palirs_data.app import app
 from palirs_data.errors import PalirsInputError
 from palirs_data.tables import SPECTRUM_SCHEMA, write_spectra
@@ -27,8 +27,7 @@ def test_every_subcommand_has_help(words):
     assert "Usage:" in result.output
 
 
-@pytest.mark.parametrize("module", ["palirs_data.compare", "palirs_data.campaign",
-                                    "palirs_data.spectrum"])
+@pytest.mark.parametrize("module", ["palirs_data.campaign", "palirs_data.spectrum"])
 def test_help_of_the_library_entry_points(module):
     proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                           text=True, timeout=120)
@@ -62,11 +61,11 @@ def test_structures_export_and_import_keep_labels_bit_for_bit(water, tmp_path):
 
     table = _labelled_table(water)
     path = tmp_path / "out.extxyz"
-    assert exchange.export_structures(table, path) == 3
+    assert xyz.write_structures(table, path) == 3
     first = read(path, index=0)
     assert first.get_potential_energy() == table.column("energy_eV")[0].as_py()
     assert first.info["label_method"] == "PBE/def2-SVP"
-    back = exchange.import_structures(path)
+    back = xyz.import_structures(path)
     for name in ("energy_eV", "forces_eVA", "dipole_eA", "positions_A", "structure_id"):
         assert back.column(name).to_pylist() == table.column(name).to_pylist(), name
     assert set(back.column("label_method").to_pylist()) == {"PBE/def2-SVP"}
@@ -75,14 +74,14 @@ def test_structures_export_and_import_keep_labels_bit_for_bit(water, tmp_path):
 
 def test_import_refuses_a_frame_without_a_label_naming_it(water, tmp_path):
     path = tmp_path / "set.extxyz"
-    exchange.export_structures(_labelled_table(water), path)
+    xyz.write_structures(_labelled_table(water), path)
     text = path.read_text().splitlines()
     # frame 1 (lines 5-9): its dipole removed
     text[6] = text[6].split(" dipole=")[0] + ' pbc="F F F"' \
         if " dipole=" in text[6] else text[6]
     path.write_text("\n".join(text) + "\n")
     with pytest.raises(PalirsInputError) as info:
-        exchange.import_structures(path)
+        xyz.import_structures(path)
     message = str(info.value)
     assert message.startswith(f"{path}: frame 1 has no dipole") and "\n" not in message
     # a set with no level of theory at all is refused too (the command line names it)
@@ -96,11 +95,11 @@ def test_initial_data_must_share_the_label_source(water, tmp_path):
     from palirs_data.config import InitialData
 
     path = tmp_path / "set.extxyz"
-    exchange.export_structures(_labelled_table(water), path)
+    xyz.write_structures(_labelled_table(water), path)
     entry = InitialData(file=str(path), level_of_theory="PBE/def2-SVP")
-    assert exchange.initial_data([entry], "PBE/def2-SVP").num_rows == 3
+    assert xyz.initial_data([entry], "PBE/def2-SVP").num_rows == 3
     with pytest.raises(PalirsInputError, match="never mixes levels of theory"):
-        exchange.initial_data([entry], "GFN2-xTB")
+        xyz.initial_data([entry], "GFN2-xTB")
 
 
 def test_spectra_as_jcamp_dx_read_back_by_jcamp(tmp_path):

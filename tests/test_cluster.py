@@ -1,7 +1,8 @@
 """The compute layer on a real Dask cluster: a scheduler and two workers started as separate
 processes on 127.0.0.1, one offering the resource GPU=1. GPU-annotated work (committee
-training, the MD of acquire, test-set and ir) runs only there; single points go anywhere; a worker killed while labelling has
-its tasks re-run on the other and every structure ends labelled exactly once."""
+training, the MD of acquire, test-set and ir) runs only there; single points go anywhere; a
+worker killed while labelling has its tasks re-run on the other and every structure ends
+labelled exactly once."""
 
 from __future__ import annotations
 
@@ -262,7 +263,7 @@ def test_jobqueue_cluster_renders_the_batch_script():
 
 
 def test_replicas_are_divided_into_balanced_deterministic_parts():
-    from palirs_data.compute import split_balanced
+    from palirs_data.md_parts import split_balanced
 
     assert split_balanced([6] * 12, 2) == [list(range(0, 12, 2)), list(range(1, 12, 2))]
     parts = split_balanced([12, 3, 3, 3, 3, 6, 6], 2)

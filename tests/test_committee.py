@@ -195,7 +195,7 @@ def test_a_foundation_model_by_name_is_fetched_once_or_refused_in_one_line(tmp_p
     import urllib.request
 
     from palirs_data.errors import PalirsInputError
-    from palirs_data.training import foundation_file, foundation_url
+    from palirs_data.foundation import foundation_file, foundation_url
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 

@@ -10,13 +10,14 @@ import pyarrow as pa
 import pytest
 
 from conftest import run_stage, write_params
-from palirs_data.compare import (MdRuns, compare, experimental_spectra, report, score,
-                                 spectra_by_key, summary_csv)
+from palirs_data.app import spectra_text
+from palirs_data.compare import MdRuns, compare, score, spectra_by_key, summary_csv
 from palirs_data.config import CompareConfig, ExperimentConfig, IrConfig
 from palirs_data.errors import PalirsInputError
-from palirs_data.experiment import collect
+from palirs_data.experiment import collect, experimental_spectra
 from palirs_data.names import file_stem
-from palirs_data.spectra import Spectrum, read_jcamp
+from palirs_data.experiment import read_jcamp
+from palirs_data.spectra import Spectrum
 from palirs_data.tables import (HARMONIC_IR_SCHEMA, SPECTRUM_SCHEMA, write_harmonic,
                                 write_spectra)
 from palirs_data.units import SPEED_OF_LIGHT_CM_FS
@@ -275,12 +276,14 @@ def test_compare_stage_writes_metrics_table_and_figures(tmp_path):
     summary = (tmp_path / "m/fig/summary.svg").read_text()
     assert "higher is better" in summary and "lower is better" in summary
 
-    printed = report(tmp_path / "m/compare.json", tmp_path / "m/fig").splitlines()
-    assert printed[2].split()[:4] == ["methanol", "ML", "vs", "reference"]
-    assert float(printed[2].split()[-1]) == pytest.approx(5.0 / 3500, abs=2e-4)
-    assert printed[-1] == f"figure: {tmp_path / 'm/fig/summary.png'}"
+    printed = spectra_text(tmp_path / "m/compare.json", tmp_path / "m/fig").splitlines()
+    assert printed[3].split()[:4] == ["methanol", "ML", "vs", "reference"]
+    assert float(printed[3].split()[-1]) == pytest.approx(5.0 / 3500, abs=2e-4)
+    assert printed[-2] == f"figures (PNG and SVG) in {tmp_path / 'm/fig'}/:"
+    assert printed[-1] == ("  methanol, methanol_convergence, methanol_temperatures, molecules, "
+                           "summary")
     with pytest.raises(PalirsInputError, match="nothing.json: no comparison metrics"):
-        report(tmp_path / "nothing.json")
+        spectra_text(tmp_path / "nothing.json")
 
     # a broken ML table: one error line naming it, and nothing written
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")

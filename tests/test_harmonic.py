@@ -7,8 +7,9 @@ import pytest
 from ase import Atoms
 from ase import units as ase_units
 from ase.calculators.morse import MorsePotential
+from ase.vibrations import VibrationsData
 
-from palirs_data import harmonic, molecules
+from palirs_data import harmonic, molecules, sampling
 from palirs_data.config import LabelerConfig, SampleConfig
 from palirs_data.labelers import make_labeler
 from palirs_data.sampling import sample_molecules
@@ -40,22 +41,22 @@ def test_morse_ase_samples_are_the_methods_one_sided_animation():
     result = harmonic.harmonic_analysis(
         atoms, MorsePotential(epsilon=eps, rho0=rho0, r0=r0), fmax_eVA=1e-4, max_steps=200,
         hessian_step_A=0.005, name="CO")
-    samples = harmonic.normal_mode_samples(result, temperature_K=300.0, frames_per_mode=10,
+    samples = sampling.normal_mode_samples(result, temperature_K=300.0, frames_per_mode=10,
                                            sampler="ase")
     bonds = np.array([a.get_distance(0, 1) for _, a in samples])
-    # ASE's animation: mode vector * sqrt(kT/|hw|) * sin(2 pi k / 30), the first 10 of 30
-    # frames: one-sided, the minimum (k = 0) included
-    mode = result.vibrations.get_modes(all_atoms=True)[result.mode_indices[0]]
-    hw = abs(result.vibrations.get_energies()[result.mode_indices[0]])
-    amplitude = np.linalg.norm(mode[1] - mode[0]) * np.sqrt(ase_units.kB * 300.0 / hw)
-    np.testing.assert_allclose(np.abs(bonds - r0),
-                               amplitude * np.sin(2 * np.pi * np.arange(10) / 30), atol=1e-6)
+    # ASE's animation of the same Hessian: mode vector * sqrt(kT/|hw|) * sin(2 pi k / 30),
+    # the first 10 of 30 frames: one-sided, the minimum (k = 0) included
+    data = VibrationsData.from_2d(result.atoms, result.hessian_eV_A2)
+    animated = list(data.iter_animated_mode(5, temperature=ase_units.kB * 300.0, frames=30))
+    expected = np.array([a.get_distance(0, 1) for a in animated[:10]])
+    np.testing.assert_allclose(np.abs(bonds - r0), np.abs(expected - r0), atol=1e-9)
     assert bonds[0] == pytest.approx(result.atoms.get_distance(0, 1), abs=1e-9)
+    assert np.abs(bonds - r0).max() > 0.02  # ~9x the classical thermal amplitude
 
 
 def _harmonic_energy_eV(result, samples) -> np.ndarray:
     """Energy of each sample in the harmonic well of ``result``: ½ dxᵀ H dx."""
-    hessian = result.vibrations.get_hessian_2d()
+    hessian = result.hessian_eV_A2
     dx = np.array([a.positions - result.atoms.positions for _, a in samples]).reshape(
         len(samples), -1)
     return 0.5 * np.einsum("si,ij,sj->s", dx, hessian, dx)
@@ -71,7 +72,7 @@ def test_thermal_samples_carry_the_equipartition_energy(methanol_sample):
                                         fmax_eVA=1e-3, max_steps=50, hessian_step_A=0.01,
                                         name="methanol")
     for temperature in (100.0, 300.0):
-        samples = harmonic.normal_mode_samples(result, temperature_K=temperature,
+        samples = sampling.normal_mode_samples(result, temperature_K=temperature,
                                                frames_per_mode=400, sampler="thermal",
                                                rng=np.random.default_rng(3))
         assert len(samples) == 400 * 12 and all(k is None for k, _ in samples)
@@ -96,17 +97,17 @@ def test_wigner_samples_hold_zero_point_motion(methanol_sample):
     result = harmonic.harmonic_analysis(eq.to_atoms(), make_labeler(LabelerConfig()).calculator(),
                                         fmax_eVA=1e-3, max_steps=50, hessian_step_A=0.01,
                                         name="methanol")
-    thermal = harmonic.mode_variances(result, temperature_K=300.0, sampler="thermal")
-    wigner = harmonic.mode_variances(result, temperature_K=300.0, sampler="wigner")
+    thermal = sampling.mode_variances(result, temperature_K=300.0, sampler="thermal")
+    wigner = sampling.mode_variances(result, temperature_K=300.0, sampler="wigner")
     hw = result.frequencies_cm1 * ase_units.invcm
     assert np.all(wigner > thermal)
     np.testing.assert_allclose(wigner[-1] / thermal[-1], hw[-1] / (2 * ase_units.kB * 300.0),
                                rtol=1e-3)  # O-H stretch: coth -> 1
-    hot = harmonic.mode_variances(result, temperature_K=1e6, sampler="wigner")
-    np.testing.assert_allclose(hot, harmonic.mode_variances(result, temperature_K=1e6,
+    hot = sampling.mode_variances(result, temperature_K=1e6, sampler="wigner")
+    np.testing.assert_allclose(hot, sampling.mode_variances(result, temperature_K=1e6,
                                                             sampler="thermal"), rtol=1e-3)
     with pytest.raises(ValueError, match="choose one of: thermal, wigner, ase"):
-        harmonic.normal_mode_samples(result, temperature_K=300.0, frames_per_mode=1,
+        sampling.normal_mode_samples(result, temperature_K=300.0, frames_per_mode=1,
                                      sampler="wignr")
 
 

@@ -93,7 +93,8 @@ def xyz_text(draw):
 @SETTINGS
 @given(text=xyz_text())
 def test_xyz_files(text):
-    from palirs_data.structures import read_structures_file, validate_table
+    from palirs_data.structures import validate_table
+    from palirs_data.xyz import read_structures_file
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "input.xyz"
@@ -156,7 +157,7 @@ def jcamp_text(draw):
 @SETTINGS
 @given(text=jcamp_text())
 def test_jcamp_files(text):
-    from palirs_data.spectra import read_jcamp
+    from palirs_data.experiment import read_jcamp
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "input.jdx"
@@ -178,7 +179,7 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + bytes(range(256))
 def test_empty_and_binary_jcamp_files(data):
     """Empty files, images and random bytes given as JCAMP-DX: a one-line error naming the
     file and what it is not, never the reader's own message about a missing DATA TYPE."""
-    from palirs_data.spectra import read_jcamp
+    from palirs_data.experiment import read_jcamp
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "input.jdx"

@@ -205,7 +205,7 @@ def _faulty(table, **faults) -> tuple[LabelerConfig, list[float]]:
 def _abandoned_threads() -> int:
     import threading
 
-    from palirs_data.labeling import ABANDONED
+    from palirs_data.watchdog import ABANDONED
 
     return sum(t.name == ABANDONED and t.is_alive() for t in threading.enumerate())
 

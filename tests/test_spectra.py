@@ -119,7 +119,7 @@ def _jcamp(path, x, y, *, xunits, yunits, data_type="INFRARED SPECTRUM"):
 
 
 def test_jcamp_transmittance_in_percent_and_micrometres_becomes_absorbance_per_cm(tmp_path):
-    from palirs_data.spectra import read_jcamp
+    from palirs_data.experiment import read_jcamp
 
     microns = np.linspace(2.5, 20.0, 300)  # 4000 .. 500 cm-1
     percent = np.full_like(microns, 90.0)
@@ -140,7 +140,7 @@ def test_jcamp_absorption_coefficient_spectra_are_read_and_never_called_saturate
     absorbance: read as they are, their units kept, no saturation verdict (the first
     multi-molecule run stopped at ethylene oxide's file)."""
     from palirs_data.experiment import saturation
-    from palirs_data.spectra import read_jcamp
+    from palirs_data.experiment import read_jcamp
 
     x = np.linspace(500, 4000, 200)
     y = 1e-3 * np.exp(-((x - 1050) / 20) ** 2) + 1e-5
@@ -158,7 +158,7 @@ def test_jcamp_absorption_coefficient_spectra_are_read_and_never_called_saturate
 
 def test_jcamp_errors_name_the_file(tmp_path):
     from palirs_data.errors import PalirsInputError
-    from palirs_data.spectra import read_jcamp
+    from palirs_data.experiment import read_jcamp
 
     x = np.linspace(500, 4000, 50)
     with pytest.raises(PalirsInputError, match="XUNITS"):
@@ -176,7 +176,8 @@ def test_baseline_correction_recovers_bands_on_a_curved_baseline(method, noise):
     """Both pybaselines methods find the bands under a sloping, curved baseline. arPLS
     estimates the noise from the points below the curve: it needs some (a measured spectrum
     always has it; on noise-free data its baseline rises into the bands, WD ~80 cm⁻¹)."""
-    from palirs_data.spectra import Spectrum, corrected_experiment
+    from palirs_data.experiment import corrected_experiment
+    from palirs_data.spectra import Spectrum
 
     grid = np.arange(500.0, 4001.0)
     bands = _gaussian(grid, 1050, 15) + 0.6 * _gaussian(grid, 1450, 25) \
