@@ -21,10 +21,9 @@ import numpy as np
 
 from palirs_data import structures
 from palirs_data.compare import md_runs, score
-from palirs_data.experiment import experimental_spectra
-from palirs_data.config import load_params
 from palirs_data.compute import Executor, dask_client
-from palirs_data.config import LabelerConfig
+from palirs_data.config import LabelerConfig, load_params
+from palirs_data.experiment import experimental_spectra
 from palirs_data.ir import ml_ir
 from palirs_data.reference_md import reference_ir
 from palirs_data.md_analysis import kinetic_temperatures
