@@ -45,6 +45,7 @@ VARIANTS = {
     "r4": ({"r_max_A": 4.0}, {}, {}),
     "r5": ({"r_max_A": 5.0}, {}, {}),
     # the params.yaml settings trained three times as long: is the shared bias under-training?
+    "r4_e240": ({"r_max_A": 4.0}, {"max_num_epochs": 240}, {}),
     "r4_e360": ({"r_max_A": 4.0}, {"max_num_epochs": 360}, {}),
 }
 #: name: (changes to dipole.model, to dipole.training)
