@@ -14,7 +14,8 @@ clone of this repository (the committed code and params.yaml) with
 and any further ``-S key=value`` overrides (as ``dvc exp run -S``). It prints, per seed and
 iteration, the labels per molecule, the committee-mean harmonic-frequency MAE (cm⁻¹) with the
 members' spread, the test-set errors, the pooled acquisition temperatures, the iteration at
-which the stop rule (MAE < active_learning.stop_mae_cm1) first holds and the wall time; then
+which the stop rule (MAE < active_learning.stop_mae_cm1, from iteration
+active_learning.min_iterations on) first holds and the wall time; then
 mean ± std over seeds of the final MAE. The clones are deleted unless --keep is given.
 """
 
@@ -72,7 +73,7 @@ def run_seed(seed: int, *, iterations: int, overrides: list[str], root: Path) ->
     return {"seed": seed, "rows": rows, "summary": summary, "wall_s": wall}
 
 
-def report(results: list[dict], stop: float) -> None:
+def report(results: list[dict]) -> None:
     print(f"{'seed':>4} {'iter':>4} {'labels':>6} {'MAE':>6} {'members':>13} {'sorted':>6} "
           f"{'E RMSE':>7} {'F RMSE':>7}")
     print(f"{'':>4} {'':>4} {'/mol':>6} {'cm-1':>6} {'mean ± std':>13} {'cm-1':>6} "
@@ -89,7 +90,7 @@ def report(results: list[dict], stop: float) -> None:
     print()
     for res in results:
         s = res["summary"]
-        reached = next((r for r in res["rows"] if r["frequency_mae_cm1"] < stop), None)
+        reached = (res["rows"][s["converged_at"]] if s["converged"] else None)
         where = (f"stop rule at iteration {reached['iteration']} with "
                  f"{min(reached['labels_per_molecule'].values())} labels/molecule"
                  if reached else "stop rule not reached")
@@ -121,8 +122,7 @@ def main() -> None:
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
-    stop = yaml.safe_load((REPO / "params.yaml").read_text())["active_learning"]["stop_mae_cm1"]
-    report(results, stop)
+    report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
 

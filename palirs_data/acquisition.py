@@ -5,9 +5,11 @@ training table, the committee, the trajectory store and the evaluation of that i
 
 1. The stop rule, per molecule: a molecule whose committee-mean harmonic-frequency MAE in
    ``iterP``'s evaluation is below ``active_learning.stop_mae_cm1`` has converged and gets no
-   new data this iteration, while the others go on. When every molecule has, the campaign has
-   converged: the table passes through unchanged and no MD runs. (A molecule is judged
-   afresh each iteration: if a retrained committee lifts it above the rule again, it acquires
+   new data this iteration, while the others go on; not before ``iterP`` is iteration
+   ``active_learning.min_iterations`` (the frequencies see only the well's curvature: with 1,
+   the committee has been trained on frames of its own MD before the rule can stop it).
+   When every molecule has, the campaign has converged: the table passes through unchanged
+   and no MD runs. (A molecule is judged afresh each iteration: if a retrained committee lifts it above the rule again, it acquires
    again, from its minimum when the previous iteration ran no MD for it.)
 2. Otherwise every molecule still acquiring runs committee MD (forces = committee mean,
    BAOAB Langevin) at each temperature, all of them in one batch
@@ -313,7 +315,7 @@ def acquire(*, iteration: int, previous_dir: Path, equilibrium: pa.Table,
     mae = previous_eval.frequency_mae_cm1
     all_minima = structures.from_table(equilibrium)
     by_molecule = previous_eval.molecule_maes([m.molecule for m in all_minima])
-    done = sorted(n for n, v in by_molecule.items() if v < config.stop_mae_cm1)
+    done = sorted(n for n, v in by_molecule.items() if config.stop_rule_holds(iteration - 1, v))
     minima = [m for m in all_minima if m.molecule not in done]
     metrics: dict = {"iteration": iteration, "previous_frequency_mae_cm1": mae,
                      "previous_frequency_mae_per_molecule_cm1": {

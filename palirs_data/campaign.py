@@ -91,16 +91,15 @@ def iteration_record(directory: Path) -> dict:
 
 def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[dict], dict]:
     """Records of every iteration and the campaign summary: the last iteration's figures (what
-    ``dvc exp show`` lists per experiment), whether and where the frequency MAE fell below
-    ``stop_mae_cm1``."""
+    ``dvc exp show`` lists per experiment), whether and where the stop rule first held
+    (:meth:`~palirs_data.config.ActiveLearningConfig.stop_rule_holds`)."""
     rows = [iteration_record(campaign_dir / name) for name in iteration_names(config)]
-    stop = config.stop_mae_cm1
-    below = [r["iteration"] for r in rows if _all_below(r, stop)]
+    below = [r["iteration"] for r in rows if _all_below(r, config)]
     last = rows[-1]
     summary = {
         "iterations": last["iteration"], "converged": bool(below),
         "converged_at": below[0] if below else None,
-        "molecules": molecule_summary(rows, stop),
+        "molecules": molecule_summary(rows, config),
         **molecule_mean(last),
         **{k: last[k] for k in ("n_train", "labels_per_molecule", "frequency_mae_cm1",
                                 "frequency_member_mae_std_cm1", "frequency_mae_sorted_cm1",
@@ -115,21 +114,21 @@ def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[di
     return rows, summary
 
 
-def _all_below(row: dict, stop: float) -> bool:
-    """The campaign's stop rule on one iteration: every molecule's committee-mean MAE below
-    ``stop`` (the overall MAE where the evaluation has no per-molecule figures)."""
-    if row["molecules"]:
-        return all(m["frequency_mae_cm1"] < stop for m in row["molecules"].values())
-    return row["frequency_mae_cm1"] < stop
+def _all_below(row: dict, config: ActiveLearningConfig) -> bool:
+    """The campaign's stop rule on one iteration: it holds for every molecule (for the overall
+    MAE where the evaluation has no per-molecule figures)."""
+    maes = ([m["frequency_mae_cm1"] for m in row["molecules"].values()] if row["molecules"]
+            else [row["frequency_mae_cm1"]])
+    return all(config.stop_rule_holds(row["iteration"], mae) for mae in maes)
 
 
-def molecule_summary(rows: list[dict], stop: float) -> dict[str, dict]:
+def molecule_summary(rows: list[dict], config: ActiveLearningConfig) -> dict[str, dict]:
     """Per molecule: its last MAE (with the members' spread), its labels, the first iteration
     at which it met the stop rule and its labels then (``labels_at_stop``; None: not yet)."""
     out: dict[str, dict] = {}
     for name, last in rows[-1]["molecules"].items():
-        hit = next((r for r in rows if name in r["molecules"]
-                    and r["molecules"][name]["frequency_mae_cm1"] < stop), None)
+        hit = next((r for r in rows if name in r["molecules"] and config.stop_rule_holds(
+                    r["iteration"], r["molecules"][name]["frequency_mae_cm1"])), None)
         out[name] = {"frequency_mae_cm1": round(last["frequency_mae_cm1"], 3),
                      "frequency_member_mae_std_cm1": (
                          None if last["frequency_member_mae_std_cm1"] is None
@@ -151,18 +150,19 @@ def molecule_mean(row: dict) -> dict:
                                                if len(values) > 1 else None)}
 
 
-def molecule_curve_csv(rows: list[dict], stop: float) -> str:
+def molecule_curve_csv(rows: list[dict], config: ActiveLearningConfig) -> str:
     """The learning curve per molecule (long format: one row per iteration and molecule;
-    ``below_stop``: the molecule meets the stop rule after this iteration, so the next one
+    ``below_stop``: the stop rule holds for the molecule after this iteration, so the next one
     adds no data for it)."""
     lines = ["iteration,molecule,labels,frequency_mae_cm1,frequency_member_mae_std_cm1,"
              "below_stop"]
     for r in rows:
         for name, m in sorted(r["molecules"].items()):
             std = m["frequency_member_mae_std_cm1"]
+            holds = config.stop_rule_holds(r["iteration"], m["frequency_mae_cm1"])
             lines.append(f'{r["iteration"]},"{name}",{m["labels"]},'
                          f'{m["frequency_mae_cm1"]:.4f},{"" if std is None else f"{std:.4f}"},'
-                         f'{int(m["frequency_mae_cm1"] < stop)}')
+                         f'{int(holds)}')
     return "\n".join(lines) + "\n"
 
 

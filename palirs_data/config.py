@@ -447,6 +447,9 @@ class ActiveLearningConfig(Strict):
     iterations: dict[str, str] = Field(
         default_factory=lambda: {"iter1": "iter0", "iter2": "iter1", "iter3": "iter2"})
     stop_mae_cm1: float = Field(5.0, gt=0)  # converged below this harmonic-frequency MAE
+    # the stop rule holds from this iteration on (0: the method; 1: the committee has been
+    # trained on frames of its own MD at least once, as the spectra need; docs/method.md)
+    min_iterations: int = Field(0, ge=0)
     acquire: AcquireConfig = AcquireConfig()
 
     @field_validator("iterations")
@@ -458,6 +461,12 @@ class ActiveLearningConfig(Strict):
                                  f"'{name}: {previous}' (iterations run in order, each "
                                  f"continuing the one before)")
         return v
+
+    def stop_rule_holds(self, iteration: int, mae_cm1: float) -> bool:
+        """The stop rule for one molecule after iteration ``iteration``: its committee-mean
+        harmonic-frequency MAE is below ``stop_mae_cm1`` and at least ``min_iterations``
+        acquisitions have added frames of the committee's own MD."""
+        return iteration >= self.min_iterations and mae_cm1 < self.stop_mae_cm1
 
 
 def iteration_number(name: str) -> int:

@@ -26,7 +26,8 @@ from palirs_data.trajectory import TrajectoryStore
 
 #: label.*: the settings that change which single points fail (chunk size and checkpoint
 #: directory only say how the work is cut and where it resumes)
-STAGE_PARAMS = ("active_learning.stop_mae_cm1", "active_learning.acquire", "guard", "labeler",
+STAGE_PARAMS = ("active_learning.stop_mae_cm1", "active_learning.min_iterations",
+                "active_learning.acquire", "guard", "labeler",
                 "label.max_failure_ratio", "label.retry_failed", "label.timeout_s")
 RUNTIME_PARAMS = ("label", "compute")
 

@@ -20,7 +20,8 @@ from palirs_data.cli import run_stage
 from palirs_data.config import load_params
 from palirs_data.figures import learning_curve_figure
 
-STAGE_PARAMS = ("active_learning.iterations", "active_learning.stop_mae_cm1")
+STAGE_PARAMS = ("active_learning.iterations", "active_learning.stop_mae_cm1",
+                "active_learning.min_iterations")
 RUNTIME_PARAMS: tuple[str, ...] = ()
 
 app = typer.Typer(add_completion=False)
@@ -59,10 +60,10 @@ def main(
             shutil.copyfile(last / "frequencies.csv", tmp)
         write_text_atomic(metrics, json.dumps(summary, indent=2) + "\n")
         write_text_atomic(curve, curve_csv(rows))
-        stop = p.active_learning.stop_mae_cm1
-        write_text_atomic(molecule_curve, molecule_curve_csv(rows, stop))
+        write_text_atomic(molecule_curve, molecule_curve_csv(rows, p.active_learning))
         with atomic_path(figures, directory=True) as fig_dir:
-            learning_curve_figure(rows, stop, fig_dir / "learning_curve.png")
+            learning_curve_figure(rows, p.active_learning.stop_mae_cm1,
+                                  fig_dir / "learning_curve.png")
         mae = " -> ".join(f"{r['frequency_mae_cm1']:.1f}" for r in rows)
         state = (f"converged at iteration {summary['converged_at']}" if summary["converged"]
                  else "not converged")

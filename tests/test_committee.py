@@ -186,6 +186,39 @@ def test_continue_starts_from_the_previous_members(tiny_committee, methanol_data
                               load_model(report.members[0].model)) < 1e-3
 
 
+def test_more_members_than_cpu_workers_train_side_by_side(methanol_data, tmp_path):
+    """Three members on two one-thread CPU workers: each worker takes its share at once
+    (2 + 1 processes), the reports come back in seed order from both workers, and the models
+    are those trained one after the other in this process, weight for weight."""
+    from conftest import TINY_MODEL
+
+    from palirs_data.committee import load_model
+    from palirs_data.compute import Executor, dask_client
+    from palirs_data.config import CommitteeConfig, ComputeConfig
+    from palirs_data.training import train_committee
+
+    config = CommitteeConfig(seeds=[0, 1, 2], model=TINY_MODEL,
+                             training={"max_num_epochs": 2})
+    compute = ComputeConfig(n_workers=2)
+    with dask_client(compute) as client:
+        side = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
+                               config=config, out_dir=tmp_path / "side" / "models",
+                               work_dir=tmp_path / "side" / "work",
+                               executor=Executor(client, compute))
+    alone = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
+                            config=config, out_dir=tmp_path / "alone" / "models",
+                            work_dir=tmp_path / "alone" / "work")
+    assert [m.seed for m in side.members] == [0, 1, 2]
+    assert len({m.worker for m in side.members}) == 2
+    for a, b in zip(side.members, alone.members):
+        theirs = dict(load_model(b.model).named_parameters())
+        for name, p in load_model(a.model).named_parameters():
+            assert torch.equal(p, theirs[name]), (a.seed, name)
+    # the seeds differ: the three models are not one model three times
+    assert _max_weight_change(load_model(side.members[0].model),
+                              load_model(side.members[1].model)) > 0.1
+
+
 def test_a_foundation_model_by_name_is_fetched_once_or_refused_in_one_line(tmp_path,
                                                                            monkeypatch):
     """A name mace-torch knows (medium_off) resolves to its file in mace-torch's cache; when

@@ -41,12 +41,13 @@ def _previous(tmp_path, methanol_data, tiny_committee, per_molecule: dict[str, f
     return previous
 
 
-def _acquire(previous, minima, tmp_path):
+def _acquire(previous, minima, tmp_path, min_iterations=0):
     from palirs_data.acquisition import acquire
     from palirs_data.config import (AcquireConfig, ActiveLearningConfig, LabelConfig,
                                     LabelerConfig)
 
-    config = ActiveLearningConfig(stop_mae_cm1=5.0, acquire=AcquireConfig(
+    config = ActiveLearningConfig(stop_mae_cm1=5.0, min_iterations=min_iterations,
+                                  acquire=AcquireConfig(
         temperatures_K=[300.0], duration_fs=10.0, thermalise_fs=5.0, write_every=2,
         per_temperature=2, min_spacing_fs=1.0, max_force_rel_dev=1e9, replicas=1))
     return acquire(iteration=2, previous_dir=previous, equilibrium=minima, config=config,
@@ -89,6 +90,11 @@ def test_the_campaign_converges_when_every_molecule_has(methanol_data, tiny_comm
     result = _acquire(previous, two_minima, tmp_path / "b")
     assert result.metrics["converged"] and result.store is None
     assert result.table.equals(methanol_data["labelled"])
+    # the same MAEs after iteration 1, with min_iterations 2: the rule cannot hold yet, both
+    # molecules acquire
+    result = _acquire(previous, two_minima, tmp_path / "c", min_iterations=2)
+    assert not result.metrics["converged"] and result.metrics["converged_molecules"] == []
+    assert result.metrics["added_per_molecule"] == {"methanol": 2, "water": 2}
 
 
 def _row(iteration, maes, labels, overall=None):
@@ -101,16 +107,18 @@ def _row(iteration, maes, labels, overall=None):
 
 def test_campaign_figures_per_molecule_and_their_mean(tmp_path):
     from palirs_data.campaign import _all_below, molecule_curve_csv, molecule_mean, molecule_summary
+    from palirs_data.config import ActiveLearningConfig
     from palirs_data.figures import learning_curve_figure
 
     rows = [_row(0, {"water": 9.0, "methanol": 7.0}, {"water": 30, "methanol": 120}),
             _row(1, {"water": 4.0, "methanol": 6.0}, {"water": 45, "methanol": 135}),
             _row(2, {"water": 4.5, "methanol": 4.0}, {"water": 45, "methanol": 150})]
-    summary = molecule_summary(rows, 5.0)
+    rule = ActiveLearningConfig(stop_mae_cm1=5.0)
+    summary = molecule_summary(rows, rule)
     assert summary["water"]["converged_at"] == 1 and summary["water"]["labels_at_stop"] == 45
     assert summary["methanol"]["converged_at"] == 2
     assert summary["methanol"]["labels_at_stop"] == 150
-    assert [_all_below(r, 5.0) for r in rows] == [False, False, True]
+    assert [_all_below(r, rule) for r in rows] == [False, False, True]
     mean = molecule_mean(rows[-1])
     assert mean["frequency_mae_molecule_mean_cm1"] == pytest.approx(4.25)
     assert mean["frequency_mae_molecule_std_cm1"] == pytest.approx(np.std([4.5, 4.0], ddof=1),
@@ -118,12 +126,34 @@ def test_campaign_figures_per_molecule_and_their_mean(tmp_path):
     # the overall MAE alone (all modes pooled) would have stopped at iteration 1 (5.0 ≥ 5 no;
     # 4.9 yes): the rule is per molecule
     assert not _all_below(_row(1, {"water": 4.0, "methanol": 6.0}, {"water": 1, "methanol": 1},
-                               overall=4.9), 5.0)
-    lines = molecule_curve_csv(rows, 5.0).splitlines()
+                               overall=4.9), rule)
+    lines = molecule_curve_csv(rows, rule).splitlines()
     assert lines[0].startswith("iteration,molecule,labels,frequency_mae_cm1")
     assert len(lines) == 1 + 6 and lines[3] == '1,"methanol",135,6.0000,0.5000,0'
     learning_curve_figure(rows, 5.0, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 10_000
+
+
+def test_the_stop_rule_waits_for_min_iterations():
+    from palirs_data.campaign import _all_below, molecule_curve_csv, molecule_summary
+    from palirs_data.config import ActiveLearningConfig
+
+    # water is below the rule from iteration 0, methanol from iteration 2
+    rows = [_row(0, {"water": 4.0, "methanol": 4.5}, {"water": 30, "methanol": 120}),
+            _row(1, {"water": 4.0, "methanol": 6.0}, {"water": 45, "methanol": 135}),
+            _row(2, {"water": 4.5, "methanol": 4.0}, {"water": 45, "methanol": 150})]
+    method = ActiveLearningConfig(stop_mae_cm1=5.0)
+    assert [_all_below(r, method) for r in rows] == [True, False, True]
+    assert molecule_summary(rows, method)["water"]["converged_at"] == 0
+    waits = ActiveLearningConfig(stop_mae_cm1=5.0, min_iterations=1)
+    assert [_all_below(r, waits) for r in rows] == [False, False, True]
+    summary = molecule_summary(rows, waits)
+    assert summary["water"]["converged_at"] == 1 and summary["water"]["labels_at_stop"] == 45
+    assert summary["methanol"]["converged_at"] == 2
+    below = [line.rsplit(",", 1)[1] for line in molecule_curve_csv(rows, waits).splitlines()[1:]]
+    assert below == ["0", "0", "0", "1", "1", "1"]  # sorted by name: methanol, water
+    assert not waits.stop_rule_holds(0, 0.1) and waits.stop_rule_holds(1, 4.99)
+    assert not waits.stop_rule_holds(5, 5.0)
 
 
 def _params(**molecule_section):

@@ -82,6 +82,9 @@ BAD_PARAMS = {
         "active_learning.acquire.temperatures_K: temperatures must be positive (K), got -500"),
     "no acquisition runs": ({"active_learning": {"acquire": {"replicas": 0}}},
                             "active_learning.acquire.replicas"),
+    "negative min_iterations": ({"active_learning": {"min_iterations": -1}},
+                                "active_learning.min_iterations: Input should be greater than "
+                                "or equal to 0"),
     "negative ir temperature": ({"ir": {"temperatures_K": [-300]}},
                                 "ir.temperatures_K: temperatures must be positive"),
     "unsafe name": ({"molecules": {"names": ["x"], "custom": [
