@@ -9,8 +9,9 @@ training table, the committee, the trajectory store and the evaluation of that i
    ``active_learning.min_iterations`` (the frequencies see only the well's curvature: with 1,
    the committee has been trained on frames of its own MD before the rule can stop it).
    When every molecule has, the campaign has converged: the table passes through unchanged
-   and no MD runs. (A molecule is judged afresh each iteration: if a retrained committee lifts it above the rule again, it acquires
-   again, from its minimum when the previous iteration ran no MD for it.)
+   and no MD runs. (A molecule is judged afresh each iteration: if a retrained committee
+   lifts it above the rule again, it acquires again, from its minimum when the previous
+   iteration ran no MD for it.)
 2. Otherwise every molecule still acquiring runs committee MD (forces = committee mean,
    BAOAB Langevin) at each temperature, all of them in one batch
    (:class:`~palirs_data.dynamics.BatchedMD`). Each run starts from the last frame
