@@ -229,7 +229,9 @@ def run_experiments(params_path: Path = Path("params.yaml"), *, prefix: str = "i
     each experiment named ``<prefix><k>``; earlier iterations come from DVC's cache. All but
     the last reproduce only :data:`INTERMEDIATE_TARGETS`; the last runs the whole pipeline
     (IR spectra and comparison). After the first experiment whose campaign has converged, one
-    more, ``<prefix><k>-spectra``, adds the spectra and the loop stops. ``params.yaml`` is left
+    more, ``<prefix><k>-spectra``, runs the whole pipeline with every iteration of
+    ``params.yaml`` (the later ones add no data and copy the converged committee, so the
+    lock matches ``params.yaml``) and the loop stops. ``params.yaml`` is left
     as it was. With ``setting`` (:data:`palirs_data.settings.SETTINGS`) every experiment runs
     with that setting applied to ``params.yaml`` (and records it). Returns the experiment
     names."""
@@ -264,9 +266,10 @@ def run_experiments(params_path: Path = Path("params.yaml"), *, prefix: str = "i
             run(f"{prefix}{k}", drop, [] if last else list(INTERMEDIATE_TARGETS))
             summary = json.loads(Path("metrics/campaign.json").read_text())
             if summary["converged"] and not last:
-                log.info("converged at iteration %s; later iterations would add nothing",
-                         summary["converged_at"])
-                run(f"{prefix}{k}-spectra", drop, [])
+                log.info("converged at iteration %s; later iterations add nothing (they "
+                         "copy its committee)", summary["converged_at"])
+                # with every iteration of params.yaml, so that dvc.lock matches it
+                run(f"{prefix}{k}-spectra", [], [])
                 break
     finally:
         params_path.write_text(saved)
