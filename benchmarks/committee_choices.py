@@ -47,6 +47,13 @@ VARIANTS = {
     # the params.yaml settings trained three times as long: is the shared bias under-training?
     "r4_e240": ({"r_max_A": 4.0}, {"max_num_epochs": 240}, {}),
     "r4_e360": ({"r_max_A": 4.0}, {"max_num_epochs": 360}, {}),
+    # stage two over the last fifth (epoch 288 on): energy weight 1000, lr 1e-3
+    "r4_e360_stage2": ({"r_max_A": 4.0}, {"max_num_epochs": 360, "stage_two_fraction": 0.2},
+                       {}),
+    "r4_e360_ew10": ({"r_max_A": 4.0}, {"max_num_epochs": 360, "energy_weight": 10.0}, {}),
+    # without the frames labelled more than 25 kT (k x their run's target T) above the
+    # molecule's lowest labelled energy: configurations no run at T visits
+    "r4_e360_ceiling": ({"r_max_A": 4.0}, {"max_num_epochs": 360}, {"max_excess_kT": 25.0}),
 }
 #: name: (changes to dipole.model, to dipole.training)
 DIPOLE_VARIANTS = {
@@ -67,6 +74,18 @@ def _table(path: Path, settings: dict):
     if "max_temperature_K" in settings:  # only the frames at or below this temperature
         table = table.filter(pc.less_equal(table.column("temperature_K"),
                                            settings["max_temperature_K"]))
+    if "max_excess_kT" in settings:
+        import numpy as np
+        import pyarrow as pa
+
+        from palirs_data.units import KB_EV_PER_K
+
+        e = np.asarray(table.column("energy_eV").to_pylist(), dtype=float)
+        kt = KB_EV_PER_K * np.asarray(table.column("temperature_K").to_pylist(), dtype=float)
+        names = np.asarray(table.column("molecule").to_pylist(), dtype=object)
+        floor = {n: np.nanmin(e[names == n]) for n in set(names)}
+        excess = (e - np.array([floor[n] for n in names])) / kt
+        table = table.filter(pa.array(~(excess > settings["max_excess_kT"])))
     return table
 
 

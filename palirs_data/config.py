@@ -272,7 +272,21 @@ class MaceTrainingConfig(Strict):
     # mace-torch knows (medium_off: MACE-OFF23, ASL licence; medium-mpa-0 ...), fetched once
     # into ~/.cache/mace (palirs_data.foundation.foundation_file)
     foundation_model: str | None = None
+    # mace-torch's stage two (--swa; energy models only): the last stage_two_fraction of the
+    # epochs weigh the energy stage_two_energy_weight (forces as before) at stage_two_lr, and
+    # the model of that stage is the member; 0: none (the method)
+    stage_two_fraction: float = Field(0.0, ge=0, lt=1)
+    stage_two_energy_weight: float = Field(1000.0, ge=0)
+    stage_two_lr: float = Field(1e-3, gt=0)
     extra_args: list[str] = Field(default_factory=list)  # further mace_run_train flags
+
+    @property
+    def stage_two_start(self) -> int | None:
+        """The epoch stage two starts at (None: no stage two)."""
+        if self.stage_two_fraction == 0:
+            return None
+        epochs = max(1, int(round(self.stage_two_fraction * self.max_num_epochs)))
+        return max(0, self.max_num_epochs - epochs)
 
 
 class CommitteeConfig(Strict):

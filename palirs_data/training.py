@@ -102,6 +102,10 @@ def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[
     ]
     if t.ema:
         args += ["--ema", "--ema_decay", "0.99"]
+    if kind == "energy" and t.stage_two_start is not None:
+        args += ["--swa", "--start_swa", str(t.stage_two_start),
+                 "--swa_energy_weight", str(t.stage_two_energy_weight),
+                 "--swa_forces_weight", str(t.forces_weight), "--swa_lr", str(t.stage_two_lr)]
     if t.foundation_model is not None:  # a local file (foundation.with_foundation_file)
         if not Path(t.foundation_model).is_file():
             raise PalirsInputError(f"committee.training.foundation_model: "
@@ -162,6 +166,8 @@ def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int
     seconds = time.perf_counter() - start
     (work_dir / "mace_run_train.log").write_text(proc.stdout + proc.stderr)
     model = work_dir / f"{name}.model"
+    if (work_dir / f"{name}_stagetwo.model").is_file():  # stage two ran: its model is the final
+        model = work_dir / f"{name}_stagetwo.model"
     if proc.returncode != 0 or not model.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise StageFailed(f"mace_run_train for {name} (seed {seed}) failed: {tail[0]} "

@@ -186,6 +186,40 @@ def test_continue_starts_from_the_previous_members(tiny_committee, methanol_data
                               load_model(report.members[0].model)) < 1e-3
 
 
+def test_a_stage_two_gives_its_own_model(methanol_data, tmp_path):
+    """``stage_two_fraction``: mace-torch's stage two over the last epochs (360 epochs, a
+    fifth: from epoch 288, the forces weighted as before); it saves the stage-one and the
+    stage-two model, and the member is the stage-two one, the model of the last epochs."""
+    from conftest import TINY_MODEL
+
+    from palirs_data.committee import load_model
+    from palirs_data.config import CommitteeConfig, MaceModelConfig, MaceTrainingConfig
+    from palirs_data.training import mace_train_args, train_committee
+
+    def flags(**training) -> list[str]:
+        return mace_train_args(name="m", train_file=tmp_path / "t", valid_file=tmp_path / "v",
+                               e0s=methanol_data["e0s"], elements=["H", "C", "N", "O"],
+                               model=MaceModelConfig(),
+                               training=MaceTrainingConfig(**training), seed=0,
+                               work_dir=tmp_path)
+
+    args = flags(max_num_epochs=360, stage_two_fraction=0.2, forces_weight=50.0)
+    assert args[args.index("--start_swa") + 1] == "288"
+    assert args[args.index("--swa_forces_weight") + 1] == "50.0"
+    assert args[args.index("--swa_energy_weight") + 1] == "1000.0"
+    assert "--swa" not in flags(max_num_epochs=360)
+    config = CommitteeConfig(seeds=[0], model=TINY_MODEL, training={
+        "max_num_epochs": 3, "stage_two_fraction": 0.5})
+    report = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
+                             config=config, out_dir=tmp_path / "models",
+                             work_dir=tmp_path / "work")
+    member = load_model(report.members[0].model)
+    two = load_model(tmp_path / "work" / "m0" / "model_0_stagetwo.model")
+    one = load_model(tmp_path / "work" / "m0" / "model_0.model")
+    assert _max_weight_change(member, two) == 0
+    assert _max_weight_change(member, one) > 0
+
+
 def test_more_members_than_cpu_workers_train_side_by_side(methanol_data, tmp_path):
     """Three members on two one-thread CPU workers: each worker takes its share at once
     (2 + 1 processes), the reports come back in seed order from both workers, and the models

@@ -82,6 +82,9 @@ BAD_PARAMS = {
         "active_learning.acquire.temperatures_K: temperatures must be positive (K), got -500"),
     "no acquisition runs": ({"active_learning": {"acquire": {"replicas": 0}}},
                             "active_learning.acquire.replicas"),
+    "stage two of every epoch": ({"committee": {"training": {"stage_two_fraction": 1.0}}},
+                                 "committee.training.stage_two_fraction: Input should be "
+                                 "less than 1"),
     "negative min_iterations": ({"active_learning": {"min_iterations": -1}},
                                 "active_learning.min_iterations: Input should be greater than "
                                 "or equal to 0"),
