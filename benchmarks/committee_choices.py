@@ -55,13 +55,17 @@ VARIANTS = {
     # molecule's lowest labelled energy: configurations no run at T visits
     "r4_e360_ceiling": ({"r_max_A": 4.0}, {"max_num_epochs": 360}, {"max_excess_kT": 25.0}),
 }
-#: name: (changes to dipole.model, to dipole.training)
+#: name: (changes to dipole.model, to dipole.training[, dipole.seed])
 DIPOLE_VARIANTS = {
     "d_r3_bs10_e100": ({"r_max_A": 3.0}, {"batch_size": 10, "max_num_epochs": 100}),
     "d_r5_bs10_e100": ({"r_max_A": 5.0}, {"batch_size": 10, "max_num_epochs": 100}),
     "d_r5_32ch_bs5_e100": ({"r_max_A": 5.0, "num_channels": 32},
                            {"batch_size": 5, "max_num_epochs": 100}),
     "d_r5_bs5_e200": ({"r_max_A": 5.0}, {"batch_size": 5, "max_num_epochs": 200}),
+    "d_r5_bs5_e200_seed1": ({"r_max_A": 5.0}, {"batch_size": 5, "max_num_epochs": 200}, 1),
+    "d_r5_bs5_e300": ({"r_max_A": 5.0}, {"batch_size": 5, "max_num_epochs": 300}),
+    "d_r5_32ch_bs5_e200": ({"r_max_A": 5.0, "num_channels": 32},
+                           {"batch_size": 5, "max_num_epochs": 200}),
 }
 
 
@@ -163,9 +167,9 @@ def train_dipole(name: str, args) -> dict:
     from palirs_data.config import load_params
     from palirs_data.evaluation import dipole_errors
 
-    model, training = DIPOLE_VARIANTS[name]
+    model, training, *seed = DIPOLE_VARIANTS[name]
     params = load_params(args.params)
-    config = params.dipole.model_copy(update={
+    config = params.dipole.model_copy(update={**({"seed": seed[0]} if seed else {}),
         "model": params.dipole.model.model_copy(update=model),
         "training": params.dipole.training.model_copy(update={"threads": 1, **training})})
     start = time.perf_counter()
