@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,6 +142,20 @@ def _read_curve(results_dir: Path) -> list[dict]:
     return records
 
 
+def _stage_two_switch(log_text: str) -> int | None:
+    """The last epoch of stage one in a mace_run_train log (None: no stage two): the last
+    ``Epoch N:`` line before mace-torch changes to the stage-two loss (at ``--start_swa``, or
+    earlier when its patience runs out)."""
+    epoch = None
+    for line in log_text.splitlines():
+        if "Changing loss based on Stage Two Weights" in line:
+            return epoch
+        found = re.search(r"INFO: Epoch (\d+):", line)
+        if found:
+            epoch = int(found.group(1))
+    return None
+
+
 def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int, float],
                  elements: Sequence[str], model: MaceModelConfig,
                  training: MaceTrainingConfig, seed: int, work_dir: Path,
@@ -173,7 +188,12 @@ def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int
         raise StageFailed(f"mace_run_train for {name} (seed {seed}) failed: {tail[0]} "
                           f"(log: {work_dir / 'mace_run_train.log'})")
     curve = _read_curve(work_dir / "results")
-    best = min(curve, key=lambda r: r["loss"]) if curve else {}
+    # the member's validation errors: those of its checkpoint, the lowest loss of the last stage
+    # (a stage two's loss weighs the energy more: not comparable with stage one's)
+    switch = _stage_two_switch(proc.stdout + proc.stderr) if model.stem.endswith(
+        "_stagetwo") else None
+    last = [r for r in curve if switch is None or r["epoch"] > switch] or curve
+    best = min(last, key=lambda r: r["loss"]) if last else {}
     return MemberReport(seed, model, seconds, len(curve),
                         1e3 * best.get("rmse_e_per_atom", float("nan")),
                         1e3 * best.get("rmse_f", float("nan")), curve,

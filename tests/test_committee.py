@@ -213,6 +213,13 @@ def test_a_stage_two_gives_its_own_model(methanol_data, tmp_path):
     report = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
                              config=config, out_dir=tmp_path / "models",
                              work_dir=tmp_path / "work")
+    # its validation errors are those of stage two's epochs (from epoch 1 on), whose loss
+    # weighs the energy 1000 times: not the lowest loss of the whole run (stage one's)
+    curve = report.members[0].curve
+    stage_two = [r for r in curve if r["epoch"] >= 1]
+    best = min(stage_two, key=lambda r: r["loss"])
+    assert best["loss"] > min(r["loss"] for r in curve)
+    assert report.members[0].valid_rmse_f_meV_A == pytest.approx(1e3 * best["rmse_f"])
     member = load_model(report.members[0].model)
     two = load_model(tmp_path / "work" / "m0" / "model_0_stagetwo.model")
     one = load_model(tmp_path / "work" / "m0" / "model_0.model")
