@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -82,8 +83,6 @@ def main() -> None:
 
     pooled_over = load_params(args.params).active_learning.acquire.replicas
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    import os
-
     procs = [subprocess.Popen([sys.executable, __file__, "--one", str(f), "--replicas",
                                str(args.replicas), "--committee", str(args.committee),
                                "--equilibrium", str(args.equilibrium), "--params",
