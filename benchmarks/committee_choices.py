@@ -19,7 +19,9 @@ that lock's iteration-0 committee (r_max 3 Å), so take both from one lock.
 Printed per variant: the committee-mean MAE, its bias (mean signed error: an error the members
 share, which their spread cannot show), each member's MAE, the test RMSEs and the training time.
 
-``--dipole`` trains the dipole-model variants instead (one model each, test RMSE in mDebye).
+``--dipole`` trains the dipole-model variants instead (one model each; mDebye: the test RMSE
+with its 95 % bootstrap interval, and the RMSE along the label source's own MD,
+``data/reference/md_trajectories.zarr``, every 50th frame of every run).
 docs/method.md ("What makes the committee converge") quotes this script's output.
 """
 
@@ -54,6 +56,10 @@ VARIANTS = {
     # without the frames labelled more than 25 kT (k x their run's target T) above the
     # molecule's lowest labelled energy: configurations no run at T visits
     "r4_e360_ceiling": ({"r_max_A": 4.0}, {"max_num_epochs": 360}, {"max_excess_kT": 25.0}),
+    # the params.yaml settings trained in single precision: faster, and as accurate?
+    # the last epoch's model instead of the lowest validation loss's (checkpoint: last)
+    "r4_e360_last": ({"r_max_A": 4.0}, {"max_num_epochs": 360, "checkpoint": "last"}, {}),
+    "r4_e360_f32": ({"r_max_A": 4.0}, {"max_num_epochs": 360, "default_dtype": "float32"}, {}),
 }
 #: name: (changes to dipole.model, to dipole.training[, dipole.seed])
 DIPOLE_VARIANTS = {
@@ -66,6 +72,16 @@ DIPOLE_VARIANTS = {
     "d_r5_bs5_e300": ({"r_max_A": 5.0}, {"batch_size": 5, "max_num_epochs": 300}),
     "d_r5_32ch_bs5_e200": ({"r_max_A": 5.0, "num_channels": 32},
                            {"batch_size": 5, "max_num_epochs": 200}),
+    "d_r5_bs5_e200_f32": ({"r_max_A": 5.0}, {"batch_size": 5, "max_num_epochs": 200,
+                                             "default_dtype": "float32"}),
+    "d_r5_bs5_e200_last": ({"r_max_A": 5.0}, {"batch_size": 5, "max_num_epochs": 200,
+                                              "checkpoint": "last"}),
+    "d_r5_32ch_bs5_e200_f32": ({"r_max_A": 5.0, "num_channels": 32},
+                               {"batch_size": 5, "max_num_epochs": 200,
+                                "default_dtype": "float32"}),
+    "d_r5_64ch_bs5_e200_f32": ({"r_max_A": 5.0, "num_channels": 64},
+                               {"batch_size": 5, "max_num_epochs": 200,
+                                "default_dtype": "float32"}),
 }
 
 
@@ -165,7 +181,7 @@ def train_dipole(name: str, args) -> dict:
     from palirs_data.committee import load_model
     from palirs_data.training import train_dipole_model
     from palirs_data.config import load_params
-    from palirs_data.evaluation import dipole_errors
+    from palirs_data.evaluation import dipole_errors, dipole_errors_along_md
 
     model, training, *seed = DIPOLE_VARIANTS[name]
     params = load_params(args.params)
@@ -177,10 +193,15 @@ def train_dipole(name: str, args) -> dict:
                                 elements=params.committee.elements, config=config,
                                 out_file=args.work / name / "dipole.model",
                                 work_dir=args.work / name / "work")
-    errors = dipole_errors(structures.read_table(args.test), load_model(report.model))
+    trained = load_model(report.model)
+    errors = dipole_errors(structures.read_table(args.test), trained)
+    along = dipole_errors_along_md(args.reference_md, trained) if args.reference_md.exists() \
+        else {}
     return {"variant": name, "seconds": round(time.perf_counter() - start, 1),
             "valid_mD": round(report.valid_rmse_mu_mD, 1),
-            "test_rmse_mD": round(errors["dipole_rmse_mD"], 1)}
+            "test_rmse_mD": round(errors["dipole_rmse_mD"], 1),
+            "test_ci95": [round(x, 1) for x in errors["dipole_rmse_mD_ci95"]],
+            "md_rmse_mD": {k: round(v["dipole_rmse_mD"], 1) for k, v in along.items()}}
 
 
 def _children(jobs: list[list[str]], args) -> list[dict]:
@@ -202,6 +223,9 @@ def main() -> None:
     parser.add_argument("--sample", type=Path, default=Path("data/sample"))
     parser.add_argument("--test", type=Path, default=Path("data/test/test_set.parquet"))
     parser.add_argument("--e0s", type=Path, default=Path("data/reference/e0s.json"))
+    parser.add_argument("--reference-md", type=Path,
+                        default=Path("data/reference/md_trajectories.zarr"),
+                        help="the label source's MD: the dipole variants' error along it")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/palirs-committee-choices"))
     parser.add_argument("--parallel", type=int, default=2)
@@ -215,10 +239,13 @@ def main() -> None:
         return
     if args.dipole:
         names = args.variants or list(DIPOLE_VARIANTS)
-        print(f"{'dipole variant':<22} {'test RMSE mD':>12} {'valid mD':>8} {'s':>5}")
+        print(f"{'dipole variant':<24} {'test RMSE mD [95 %]':>20} {'valid':>6} "
+              f"{'reference MD':>13} {'s':>5}")
         for r in _children([[n] for n in names], args):
-            print(f"{r['variant']:<22} {r['test_rmse_mD']:12.1f} {r['valid_mD']:8.1f} "
-                  f"{r['seconds']:5.0f}")
+            lo, hi = r["test_ci95"]
+            md = ", ".join(f"{v:.1f}" for v in r["md_rmse_mD"].values()) or "-"
+            print(f"{r['variant']:<24} {r['test_rmse_mD']:6.1f} [{lo:5.1f}, {hi:5.1f}] "
+                  f"{r['valid_mD']:6.1f} {md:>13} {r['seconds']:5.0f}")
         return
     names = args.variants or list(VARIANTS)
     trained = _children([[n, str(s)] for n in names for s in args.seeds], args)

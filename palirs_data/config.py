@@ -278,6 +278,11 @@ class MaceTrainingConfig(Strict):
     stage_two_fraction: float = Field(0.0, ge=0, lt=1)
     stage_two_energy_weight: float = Field(1000.0, ge=0)
     stage_two_lr: float = Field(1e-3, gt=0)
+    # which weights the model keeps: best, those of the epoch of the lowest validation loss
+    # (mace-torch's choice); last, those of the last epoch (with ema: the averaged weights),
+    # which a few hot validation frames cannot send back to an early epoch (docs/method.md,
+    # "Why seed 1 misses the energy target"); patience still ends a run early
+    checkpoint: Literal["best", "last"] = "best"
     extra_args: list[str] = Field(default_factory=list)  # further mace_run_train flags
 
     @property

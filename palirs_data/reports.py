@@ -90,6 +90,10 @@ class TestSetErrors(_Fields):
     force_std_error_pearson: float | None = None
     dipole_mae_mD: float | None = None
     dipole_rmse_mD: float | None = None
+    # 95 % bootstrap intervals over the test structures (evaluation.rmse_interval)
+    energy_rmse_meV_per_atom_ci95: list[float] | None = None
+    force_rmse_meV_A_ci95: list[float] | None = None
+    dipole_rmse_mD_ci95: list[float] | None = None
 
 
 class Evaluation(Report):

@@ -103,6 +103,8 @@ def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[
     ]
     if t.ema:
         args += ["--ema", "--ema_decay", "0.99"]
+    if t.checkpoint == "last":  # a checkpoint every epoch: mace-torch keeps the newest
+        args += ["--save_all_checkpoints"]
     if kind == "energy" and t.stage_two_start is not None:
         args += ["--swa", "--start_swa", str(t.stage_two_start),
                  "--swa_energy_weight", str(t.stage_two_energy_weight),
@@ -156,6 +158,16 @@ def _stage_two_switch(log_text: str) -> int | None:
     return None
 
 
+def _keep_newest_checkpoint(directory: Path) -> None:
+    """Delete all but the newest checkpoint of each stage (``checkpoint: last`` saves one per
+    epoch, 3 MB each for the demo's members)."""
+    for pattern in ("*_epoch-*_swa.pt", "*_epoch-*[0-9].pt"):
+        files = sorted(directory.glob(pattern),
+                       key=lambda f: int(re.search(r"_epoch-(\d+)", f.name).group(1)))
+        for old in files[:-1]:
+            old.unlink()
+
+
 def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int, float],
                  elements: Sequence[str], model: MaceModelConfig,
                  training: MaceTrainingConfig, seed: int, work_dir: Path,
@@ -193,7 +205,11 @@ def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int
     switch = _stage_two_switch(proc.stdout + proc.stderr) if model.stem.endswith(
         "_stagetwo") else None
     last = [r for r in curve if switch is None or r["epoch"] > switch] or curve
-    best = min(last, key=lambda r: r["loss"]) if last else {}
+    if training.checkpoint == "last":  # the model is the last epoch's
+        best = max(last, key=lambda r: r["epoch"]) if last else {}
+        _keep_newest_checkpoint(work_dir / "checkpoints")
+    else:
+        best = min(last, key=lambda r: r["loss"]) if last else {}
     return MemberReport(seed, model, seconds, len(curve),
                         1e3 * best.get("rmse_e_per_atom", float("nan")),
                         1e3 * best.get("rmse_f", float("nan")), curve,

@@ -13,7 +13,7 @@ from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
 from palirs_data.committee import load_model
 from palirs_data.training import train_dipole_model
-from palirs_data.evaluation import dipole_errors
+from palirs_data.evaluation import dipole_errors, dipole_errors_along_md
 from palirs_data.compute import executor
 from palirs_data.config import load_params
 from palirs_data.e0s import read_e0s
@@ -32,6 +32,8 @@ def main(
     e0s: Path = typer.Option(Path("data/reference/e0s.json"), help="Isolated-atom energies."),
     test: Path = typer.Option(Path("data/test/test_set.parquet"),
                               help="Labelled test set, for the test-set dipole error."),
+    reference_trajectories: Path | None = typer.Option(
+        None, help="The label source's MD (reference-md stage): the dipole error along it."),
     model: Path = typer.Option(Path("data/models/dipole.model"),
                                help="Output: the dipole model."),
     metrics: Path = typer.Option(Path("metrics/dipole.json"),
@@ -48,16 +50,24 @@ def main(
             report = train_dipole_model(table, e0s=read_e0s(e0s),
                                         elements=p.committee.elements, config=p.dipole,
                                         out_file=tmp, work_dir=work_dir, executor=ex)
-        tested = dipole_errors(structures.read_table(test), load_model(model))
+        trained = load_model(model)
+        tested = dipole_errors(structures.read_table(test), trained)
+        along = (dipole_errors_along_md(reference_trajectories, trained)
+                 if reference_trajectories is not None else {})
         write_text_atomic(metrics, json.dumps({
             "n_structures": table.num_rows, "valid_rmse_dipole_mD": report.valid_rmse_mu_mD,
             "test_mae_dipole_mD": tested["dipole_mae_mD"],
-            "test_rmse_dipole_mD": tested["dipole_rmse_mD"], "epochs": report.epochs,
+            "test_rmse_dipole_mD": tested["dipole_rmse_mD"],
+            "test_rmse_dipole_mD_ci95": tested["dipole_rmse_mD_ci95"],
+            "reference_md": along, "epochs": report.epochs,
             "training_seconds": round(report.seconds, 1)}, indent=2) + "\n")
         shutil.rmtree(work_dir, ignore_errors=True)
+        lo, hi = tested["dipole_rmse_mD_ci95"]
+        md = "".join(f", along the reference MD ({k}, {v['frames']} frames) "
+                     f"{v['dipole_rmse_mD']:.1f}" for k, v in along.items())
         return (f"{report.epochs} epochs in {report.seconds:.0f} s, dipole RMSE validation "
-                f"{report.valid_rmse_mu_mD:.1f}, test {tested['dipole_rmse_mD']:.1f} mDebye "
-                f"-> {model}")
+                f"{report.valid_rmse_mu_mD:.1f}, test {tested['dipole_rmse_mD']:.1f} "
+                f"[{lo:.1f}, {hi:.1f}]{md} mDebye -> {model}")
 
     run_stage("dipole", body)
 

@@ -227,6 +227,38 @@ def test_a_stage_two_gives_its_own_model(methanol_data, tmp_path):
     assert _max_weight_change(member, one) > 0
 
 
+def test_checkpoint_last_keeps_the_last_epoch(methanol_data, tmp_path):
+    """``checkpoint: last``: the member is the last epoch's (EMA) model even where an earlier
+    epoch had the lowest validation loss (mace-torch's ``best`` choice), its validation
+    errors are the last epoch's, and only the newest checkpoint stays on disk."""
+    from conftest import TINY_MODEL
+
+    from palirs_data.committee import load_model
+    from palirs_data.config import CommitteeConfig
+    from palirs_data.training import train_committee
+
+    def member(checkpoint: str):
+        # without EMA at this learning rate the validation loss is lowest at epoch 4 of 0-5
+        config = CommitteeConfig(seeds=[0], model=TINY_MODEL, training={
+            "max_num_epochs": 6, "lr": 0.05, "ema": False, "checkpoint": checkpoint})
+        work = tmp_path / checkpoint
+        report = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
+                                 config=config, out_dir=work / "models", work_dir=work)
+        return report.members[0], work / "m0" / "checkpoints"
+
+    last, kept = member("last")
+    best, _ = member("best")
+    curve = last.curve
+    assert [r["epoch"] for r in curve] == [r["epoch"] for r in best.curve]
+    lowest = min(curve, key=lambda r: r["loss"])
+    assert lowest["epoch"] < curve[-1]["epoch"]  # the case this setting is for
+    assert last.valid_rmse_f_meV_A == pytest.approx(1e3 * curve[-1]["rmse_f"])
+    assert best.valid_rmse_f_meV_A == pytest.approx(1e3 * lowest["rmse_f"])
+    newest = f"model_0_run-0_epoch-{curve[-1]['epoch']}.pt"
+    assert [f.name for f in kept.glob("*.pt")] == [newest]
+    assert _max_weight_change(load_model(last.model), load_model(best.model)) > 0
+
+
 def test_more_members_than_cpu_workers_train_side_by_side(methanol_data, tmp_path):
     """Three members on two one-thread CPU workers: each worker takes its share at once
     (2 + 1 processes), the reports come back in seed order from both workers, and the models

@@ -144,6 +144,48 @@ def test_errors_on_test_set_are_zero_against_own_predictions(tiny_committee, tin
     assert real["force_rmse_meV_A"] > 1.0 and real["dipole_rmse_mD"] > 0.1
 
 
+def test_rmse_interval_shows_an_outlier_and_shrinks_with_more_structures():
+    """19 structures off by 1 and one by 10: RMSE 2.44, and a bootstrap interval from the
+    resamples without the outlier (about a third of them: RMSE 1) to well above; the same
+    mixture over ten times the structures has a narrow interval around the same RMSE."""
+    few = [np.array([1.0])] * 19 + [np.array([10.0])]
+    lo, hi = evaluation.rmse_interval(few)
+    rmse = np.sqrt((19 + 100) / 20)
+    assert lo == pytest.approx(1.0) and 3.0 < hi < 5.0 and lo < rmse < hi
+    many = [np.array([1.0])] * 190 + [np.array([10.0])] * 10
+    lo2, hi2 = evaluation.rmse_interval(many)
+    assert lo2 < rmse < hi2 and (hi2 - lo2) < 0.5 * (hi - lo)
+    # a structure's errors count component by component: 3 components of 2 are RMSE 2
+    assert evaluation.rmse_interval([np.full(3, 2.0)] * 5) == pytest.approx([2.0, 2.0])
+
+
+def test_dipole_error_along_md_reads_the_label_source_runs(tiny_dipole_model, tiny_committee,
+                                                           methanol_data, tmp_path):
+    """Two reference runs whose recorded dipoles are the model's plus a known offset (along
+    x, 0 and 2 mDebye): per-component RMSE over both sqrt((0 + 4) / 6) mD, per run 0 and
+    sqrt(4 / 3), every 50th frame counted."""
+    from palirs_data.trajectory import TrajectoryStore
+    from palirs_data.units import DEBYE_EA
+
+    dip = tiny_dipole_model["model"]
+    rows = structures.from_table(methanol_data["labelled"])[:120]
+    batch = tiny_committee["committee"].batch([s.numbers for s in rows])
+    pos = np.array([s.positions_A for s in rows])
+    mu = predict_dipoles(dip, batch, torch.as_tensor(pos.reshape(-1, 3))).detach().numpy()
+    store = TrajectoryStore(tmp_path / "ref.zarr")
+    for run, offset_mD in enumerate((0.0, 2.0)):
+        traj = store.create(f"methanol/300K/{run}", numbers=rows[0].numbers,
+                            molecule="methanol", timestep_fs=0.5, temperature_K=300.0,
+                            arrays=["positions_A", "dipole_eA"])
+        traj.append(positions_A=pos, dipole_eA=mu + [offset_mD * 1e-3 * DEBYE_EA, 0, 0])
+    out = evaluation.dipole_errors_along_md(tmp_path / "ref.zarr", dip)
+    assert list(out) == ["methanol/300K"]
+    got = out["methanol/300K"]
+    assert got["frames"] == 2 * 3 and got["runs"] == 2  # frames 0, 50 and 100 of each
+    assert got["dipole_rmse_mD"] == pytest.approx(np.sqrt(4 / 6), rel=1e-6)
+    assert got["run_rmse_range_mD"] == pytest.approx([0.0, np.sqrt(4 / 3)], abs=1e-6)
+
+
 def test_dipole_model_rotates_with_the_molecule(tiny_dipole_model, tiny_committee,
                                                 methanol_data):
     from scipy.spatial.transform import Rotation

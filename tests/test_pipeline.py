@@ -114,6 +114,10 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     assert len(curve) == 4 and curve[0].startswith("iteration,n_train")
     dipole = json.loads((repo / "metrics/dipole.json").read_text())
     assert math.isfinite(dipole["test_rmse_dipole_mD"])
+    lo, hi = dipole["test_rmse_dipole_mD_ci95"]
+    assert lo <= dipole["test_rmse_dipole_mD"] <= hi
+    along = dipole["reference_md"]["methanol/300K"]  # every run of the reference MD
+    assert along["frames"] > 20 and math.isfinite(along["dipole_rmse_mD"])
     evaluation = json.loads((repo / "data/campaign/iter2/evaluate.json").read_text())
     assert evaluation["test"]["n_test"] == 20
 

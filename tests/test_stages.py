@@ -85,6 +85,9 @@ BAD_PARAMS = {
     "stage two of every epoch": ({"committee": {"training": {"stage_two_fraction": 1.0}}},
                                  "committee.training.stage_two_fraction: Input should be "
                                  "less than 1"),
+    "unknown checkpoint choice": ({"committee": {"training": {"checkpoint": "first"}}},
+                                  "committee.training.checkpoint: Input should be 'best' or "
+                                  "'last'"),
     "negative min_iterations": ({"active_learning": {"min_iterations": -1}},
                                 "active_learning.min_iterations: Input should be greater than "
                                 "or equal to 0"),
