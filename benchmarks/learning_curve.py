@@ -62,6 +62,7 @@ def run_seed(seed: int, *, iterations: int, overrides: list[str], root: Path) ->
         _set(params, key, yaml.safe_load(value))
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k != "PALIRS_SCHEDULER_ADDRESS"}
+    env["PYTHONPATH"] = str(clone)  # the clone's library, not an editable install elsewhere
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "campaign"], cwd=clone,
                    check=True, env=env)
