@@ -56,9 +56,9 @@ VARIANTS = {
     # without the frames labelled more than 25 kT (k x their run's target T) above the
     # molecule's lowest labelled energy: configurations no run at T visits
     "r4_e360_ceiling": ({"r_max_A": 4.0}, {"max_num_epochs": 360}, {"max_excess_kT": 25.0}),
-    # the params.yaml settings trained in single precision: faster, and as accurate?
     # the last epoch's model instead of the lowest validation loss's (checkpoint: last)
     "r4_e360_last": ({"r_max_A": 4.0}, {"max_num_epochs": 360, "checkpoint": "last"}, {}),
+    # the params.yaml settings trained in single precision: faster, and as accurate?
     "r4_e360_f32": ({"r_max_A": 4.0}, {"max_num_epochs": 360, "default_dtype": "float32"}, {}),
 }
 #: name: (changes to dipole.model, to dipole.training[, dipole.seed])
