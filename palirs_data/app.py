@@ -41,22 +41,48 @@ def _guarded(fn: Callable[[], str]) -> None:
         raise typer.Exit(code=1) from None
 
 
+def check_branch(repo: Path = Path("."), *, detached_ok: bool = False) -> None:
+    """Refuse to start experiments on a detached git HEAD (unless ``detached_ok``).
+
+    A `dvc exp run` that is killed (Ctrl-C twice, a lost session) leaves the repository on the
+    detached commit it had checked out; experiments and commits made after that land off the
+    branch. Outside a git repository nothing is checked."""
+    inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=repo,
+                            capture_output=True, text=True)
+    if inside.returncode != 0 or detached_ok:
+        return
+    branch = subprocess.run(["git", "symbolic-ref", "-q", "--short", "HEAD"], cwd=repo,
+                            capture_output=True, text=True)
+    if branch.returncode != 0:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo,
+                              capture_output=True, text=True).stdout.strip()
+        raise PalirsInputError(
+            f"git HEAD is detached (at {head or 'no commit'}), as an interrupted `dvc exp run` "
+            "leaves it: return to your branch (git checkout <branch>; `git reflog` shows "
+            "where you were) or pass --detached-ok")
+
+
 @app.command()
 def run(params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
         setting: str | None = typer.Option(None, help="A named setting applied to the "
                                            "parameters (palirs_data/settings.py: "
                                            "multi-molecule, full)."),
-        prefix: str = typer.Option("iter", help="Experiment names: <prefix><k>.")) -> None:
+        prefix: str = typer.Option("iter", help="Experiment names: <prefix><k>."),
+        detached_ok: bool = typer.Option(False, "--detached-ok",
+                                         help="Run on a detached git HEAD (e.g. a checked-out "
+                                         "tag) instead of refusing.")) -> None:
     """Run the pipeline: the campaign, the spectra, the comparison.
 
     One `dvc exp run` per campaign iteration (earlier iterations come from DVC's cache), the
-    IR spectra of the final models and their comparison; then the table of `palirs show`."""
+    IR spectra of the final models and their comparison; then the table of `palirs show`.
+    Refuses to start on a detached git HEAD (see :func:`check_branch`)."""
     from palirs_data.campaign import run_experiments
     from palirs_data.cli import setup_logging
 
     setup_logging()
 
     def body() -> str:
+        check_branch(detached_ok=detached_ok)
         try:
             names = run_experiments(params, prefix=prefix, setting=setting)
         except subprocess.CalledProcessError as exc:

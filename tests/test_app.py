@@ -164,3 +164,23 @@ def test_show_fits_a_terminal(tmp_path):
     assert max(len(line) for line in result.output.splitlines()) <= 100
     missing = runner.invoke(app, ["show", "--metrics", str(tmp_path)])
     assert missing.exit_code == 1 and "error:" in missing.output
+
+
+def test_run_refuses_a_detached_head_naming_the_way_back(tmp_path):
+    from palirs_data.app import check_branch
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    check_branch(tmp_path)  # not a repository: nothing to check
+    git("init", "-q", "-b", "main")
+    (tmp_path / "params.yaml").write_text("molecules: {}\n")
+    git("add", "params.yaml")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    check_branch(tmp_path)  # on a branch
+    git("checkout", "-q", "--detach", "HEAD")
+    with pytest.raises(PalirsInputError, match="detached.*git checkout"):
+        check_branch(tmp_path)
+    check_branch(tmp_path, detached_ok=True)
+    result = runner.invoke(app, ["run", "--help"])
+    assert "--detached-ok" in result.output
