@@ -309,6 +309,18 @@ class CommitteeConfig(Strict):
     training: MaceTrainingConfig = MaceTrainingConfig()
     retrain: Literal["scratch", "continue"] = "scratch"
     continue_epochs: int = Field(50, ge=1)
+    # the first committee (iteration 0, on the initial samples) trains at most this many
+    # epochs; null: training.max_num_epochs. It drives the test-set and the first acquisition
+    # MD; the stop rule reads it only from active_learning.min_iterations on
+    initial_epochs: int | None = Field(None, ge=1)
+
+    def initial(self) -> "CommitteeConfig":
+        """The settings of the first committee: ``training.max_num_epochs`` capped at
+        ``initial_epochs``."""
+        if self.initial_epochs is None or self.initial_epochs >= self.training.max_num_epochs:
+            return self
+        return self.model_copy(update={"training": self.training.model_copy(
+            update={"max_num_epochs": self.initial_epochs})})
 
     @field_validator("seeds")
     @classmethod

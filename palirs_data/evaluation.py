@@ -394,7 +394,7 @@ def dipole_errors_along_md(store_path: Path, dipole_model: torch.nn.Module, *,
     (the ``reference-md`` stage's trajectories), every ``every``-th frame of every run (25 fs
     apart at 0.5 fs: nearly independent): per molecule and temperature the RMSE and MAE
     (mDebye, per Cartesian component), the frames, and the lowest and highest RMSE of a run.
-    Where the 20-structure test set rests on a handful of structures, this rests on every run
+    Where the test set rests on tens of structures, this rests on every run
     of the dynamics the spectra come from (1440 frames in the demo)."""
     store = TrajectoryStore(store_path, mode="r")
     runs: dict[str, list[np.ndarray]] = {}

@@ -5,6 +5,8 @@ atomically; training curves go to a DVC plots file and validation errors to a me
 With ``--reuse`` (the previous iteration's committee), a committee whose training fingerprint
 (data, E0s, settings) equals this one's is copied instead of retrained: that is what happens
 after the campaign has converged and the table no longer grows.
+Without ``--reuse`` it trains the first committee (iteration 0): at most
+``committee.initial_epochs`` epochs (``CommitteeConfig.initial``).
 """
 
 from __future__ import annotations
@@ -53,9 +55,12 @@ def main(
 
     def body() -> str:
         p = load_params(params)
+        # without a previous committee this is the first one (iteration 0): at most
+        # committee.initial_epochs
+        config = p.committee if reuse is not None else p.committee.initial()
         table = structures.read_table(data)
         energies = read_e0s(e0s)
-        fingerprint = training_fingerprint(table, e0s=energies, config=p.committee)
+        fingerprint = training_fingerprint(table, e0s=energies, config=config)
         if reuse is not None and _fingerprint(reuse) == fingerprint:
             with atomic_path(models, directory=True) as tmp:
                 shutil.copytree(reuse, tmp, dirs_exist_ok=True)
@@ -66,7 +71,7 @@ def main(
             write_text_atomic(curves, "member,epoch,loss,rmse_e_meV_per_atom,rmse_f_meV_A\n")
             return f"same data and settings as {reuse}: committee copied, not retrained"
         with atomic_path(models, directory=True) as tmp, executor(p.compute) as ex:
-            report = train_committee(table, e0s=energies, config=p.committee, out_dir=tmp,
+            report = train_committee(table, e0s=energies, config=config, out_dir=tmp,
                                      work_dir=work_dir, executor=ex,
                                      previous=reuse)
             summary = report.summary()

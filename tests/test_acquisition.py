@@ -361,3 +361,37 @@ def test_retrain_copies_a_committee_trained_on_the_same_data(methanol_data, tmp_
     for k in (0, 1):
         copied = tmp_path / f"data/campaign/iter1/committee/model_{k}.model"
         assert copied.read_bytes() == (trained / f"model_{k}.model").read_bytes()
+
+
+def test_the_first_committee_trains_at_most_initial_epochs(methanol_data, tmp_path):
+    import json
+
+    from conftest import run_stage, write_params
+    from palirs_data.config import CommitteeConfig, LabelerConfig
+    from palirs_data.e0s import write_e0s
+    from palirs_data.labelers import make_labeler
+
+    config = {"seeds": [0, 1], "model": TINY_MODEL, "training": {"max_num_epochs": 3},
+              "initial_epochs": 1}
+    assert CommitteeConfig(**config).initial().training.max_num_epochs == 1
+    capped = CommitteeConfig(**{**config, "initial_epochs": 5}).initial()
+    assert capped.training.max_num_epochs == 3  # never more than max_num_epochs
+    params = write_params(tmp_path / "params.yaml", committee=config)
+    structures.write_table(methanol_data["labelled"],
+                           tmp_path / "data/campaign/iter0/train.parquet")
+    write_e0s(tmp_path / "data/reference/e0s.json", methanol_data["e0s"],
+              make_labeler(LabelerConfig()))
+    first = run_stage("train_ensemble", "--params", str(params), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    trained = tmp_path / "data/campaign/iter0/committee"
+    summary = json.loads((trained / "training.json").read_text())
+    assert [m["epochs"] for m in summary["members"]] == [1, 1]
+    # a later iteration (with a previous committee) trains max_num_epochs: not a copy
+    again = run_stage("train_ensemble", "--params", str(params), "--reuse", str(trained),
+                      "--models", "data/campaign/iter1/committee", "--metrics",
+                      "data/campaign/iter1/train_ensemble.json", "--curves",
+                      "data/campaign/iter1/training_curves.csv", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "committee copied" not in again.stdout
+    later = json.loads((tmp_path / "data/campaign/iter1/committee/training.json").read_text())
+    assert [m["epochs"] for m in later["members"]] == [3, 3]
