@@ -69,7 +69,7 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     params["committee"]["model"]["num_channels"] = 8
     params["dipole"]["training"].update(max_num_epochs=3, batch_size=10)
     params["dipole"]["model"]["num_channels"] = 8
-    params["test_set"].update(duration_fs=100.0, n_candidates=40)
+    params["test_set"].update(duration_fs=100.0, n_candidates=40, per_cluster=4)
     params["active_learning"]["iterations"] = {"iter1": "iter0", "iter2": "iter1"}
     params["active_learning"]["acquire"].update(
         duration_fs=40.0, min_spacing_fs=2.0, thermalise_fs=20.0,
