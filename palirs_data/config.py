@@ -281,9 +281,20 @@ class MaceTrainingConfig(Strict):
     # which weights the model keeps: best, those of the epoch of the lowest validation loss
     # (mace-torch's choice); last, those of the last epoch (with ema: the averaged weights),
     # which a few hot validation frames cannot send back to an early epoch (docs/method.md,
-    # "Why seed 1 misses the energy target"); patience still ends a run early
+    # "Why seed 1 misses the energy target")
     checkpoint: Literal["best", "last"] = "best"
+    # mace-torch validates (and checkpoints) after every eval_every-th epoch only; its LR
+    # schedule reads that validation loss. The run is extended to the next validated epoch at
+    # or past max_num_epochs (:attr:`mace_epochs`), so that the last epoch is the one kept;
+    # the weights are those of eval_every 1 while the schedule does not act (docs/method.md)
+    eval_every: int = Field(1, ge=1)
     extra_args: list[str] = Field(default_factory=list)  # further mace_run_train flags
+
+    @property
+    def mace_epochs(self) -> int:
+        """The epochs mace-torch runs: ``max_num_epochs``, extended to the next epoch it
+        validates (it validates after epochs 1, 1 + eval_every, 1 + 2 eval_every, ...)."""
+        return self.max_num_epochs + (1 - self.max_num_epochs) % self.eval_every
 
     @property
     def stage_two_start(self) -> int | None:

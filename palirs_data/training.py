@@ -95,11 +95,11 @@ def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[
         "--num_channels", str(m.num_channels), "--max_L", str(m.max_L),
         "--r_max", str(m.r_max_A), "--num_interactions", str(m.num_interactions),
         "--correlation", str(m.correlation), "--num_radial_basis", str(m.num_radial_basis),
-        "--max_num_epochs", str(t.max_num_epochs), "--batch_size", str(t.batch_size),
+        "--max_num_epochs", str(t.mace_epochs), "--batch_size", str(t.batch_size),
         "--valid_batch_size", str(t.batch_size), "--lr", str(t.lr),
         "--energy_weight", str(t.energy_weight), "--forces_weight", str(t.forces_weight),
         "--patience", str(t.patience), "--default_dtype", t.default_dtype, "--device", device,
-        "--eval_interval", "1", "--save_cpu", "--keep_checkpoints",
+        "--eval_interval", str(t.eval_every), "--save_cpu", "--keep_checkpoints",
     ]
     if t.ema:
         args += ["--ema", "--ema_decay", "0.99"]
@@ -210,7 +210,7 @@ def train_member(*, name: str, train_file: Path, valid_file: Path, e0s: dict[int
         _keep_newest_checkpoint(work_dir / "checkpoints")
     else:
         best = min(last, key=lambda r: r["loss"]) if last else {}
-    return MemberReport(seed, model, seconds, len(curve),
+    return MemberReport(seed, model, seconds, 1 + max((r["epoch"] for r in curve), default=-1),
                         1e3 * best.get("rmse_e_per_atom", float("nan")),
                         1e3 * best.get("rmse_f", float("nan")), curve,
                         1e3 * best.get("rmse_mu", float("nan")) / DEBYE_EA, device)

@@ -66,6 +66,16 @@ TINY_MODEL = {"num_channels": 8, "max_L": 1, "r_max_A": 3.0, "num_interactions":
               "correlation": 2, "num_radial_basis": 6}
 
 
+def _tiny_committee_config():
+    from palirs_data.config import CommitteeConfig
+
+    return CommitteeConfig(model=TINY_MODEL, training={"max_num_epochs": 6, "lr": 0.01,
+                                                       "threads": 1})
+
+
+TINY_COMMITTEE = _tiny_committee_config()  # three seeds, trained in-process: tiny_committee
+
+
 @pytest.fixture(scope="session")
 def methanol_data(tmp_path_factory):
     """Methanol with GFN2-xTB: minimum, 120 labelled normal-mode samples, E0s."""
@@ -91,12 +101,11 @@ def tiny_committee(tmp_path_factory, methanol_data):
     """Three tiny MACE models trained by mace-torch on the methanol samples (a few epochs)."""
     from palirs_data.committee import Committee
     from palirs_data.training import train_committee
-    from palirs_data.config import CommitteeConfig
 
     tmp = tmp_path_factory.mktemp("committee")
-    config = CommitteeConfig(model=TINY_MODEL, training={"max_num_epochs": 6, "lr": 0.01})
     report = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
-                             config=config, out_dir=tmp / "models", work_dir=tmp / "work")
+                             config=TINY_COMMITTEE, out_dir=tmp / "models",
+                             work_dir=tmp / "work")
     return {"report": report, "committee": Committee.load([m.model for m in report.members]),
             "paths": [m.model for m in report.members]}
 

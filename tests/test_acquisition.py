@@ -337,7 +337,8 @@ def test_retrain_copies_a_committee_trained_on_the_same_data(methanol_data, tmp_
     from palirs_data.e0s import write_e0s
 
     table = methanol_data["labelled"]
-    config = {"seeds": [0, 1], "model": TINY_MODEL, "training": {"max_num_epochs": 2}}
+    config = {"seeds": [0, 1], "model": TINY_MODEL,
+              "training": {"max_num_epochs": 2, "threads": 1}}  # one per Dask worker
     e0s = methanol_data["e0s"]
     fingerprint = training_fingerprint(table, e0s=e0s, config=CommitteeConfig(**config))
     assert fingerprint != training_fingerprint(table.slice(1), e0s=e0s,
@@ -371,7 +372,8 @@ def test_the_first_committee_trains_at_most_initial_epochs(methanol_data, tmp_pa
     from palirs_data.e0s import write_e0s
     from palirs_data.labelers import make_labeler
 
-    config = {"seeds": [0, 1], "model": TINY_MODEL, "training": {"max_num_epochs": 3},
+    config = {"seeds": [0, 1], "model": TINY_MODEL, "training": {"max_num_epochs": 3,
+                                                                 "threads": 1},
               "initial_epochs": 1}
     assert CommitteeConfig(**config).initial().training.max_num_epochs == 1
     capped = CommitteeConfig(**{**config, "initial_epochs": 5}).initial()

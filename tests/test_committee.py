@@ -237,11 +237,12 @@ def test_checkpoint_last_keeps_the_last_epoch(methanol_data, tmp_path):
     from palirs_data.config import CommitteeConfig
     from palirs_data.training import train_committee
 
-    def member(checkpoint: str):
+    def member(checkpoint: str, eval_every: int = 1):
         # without EMA at this learning rate the validation loss is lowest at epoch 4 of 0-5
         config = CommitteeConfig(seeds=[0], model=TINY_MODEL, training={
-            "max_num_epochs": 6, "lr": 0.05, "ema": False, "checkpoint": checkpoint})
-        work = tmp_path / checkpoint
+            "max_num_epochs": 6, "lr": 0.05, "ema": False, "checkpoint": checkpoint,
+            "eval_every": eval_every})
+        work = tmp_path / f"{checkpoint}{eval_every}"
         report = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
                                  config=config, out_dir=work / "models", work_dir=work)
         return report.members[0], work / "m0" / "checkpoints"
@@ -257,30 +258,54 @@ def test_checkpoint_last_keeps_the_last_epoch(methanol_data, tmp_path):
     newest = f"model_0_run-0_epoch-{curve[-1]['epoch']}.pt"
     assert [f.name for f in kept.glob("*.pt")] == [newest]
     assert _max_weight_change(load_model(last.model), load_model(best.model)) > 0
+    # validated after epochs 0 and 5 only: the same last model, its errors, 6 epochs
+    sparse, kept = member("last", eval_every=5)
+    assert [r["epoch"] for r in sparse.curve] == [0, 5] and sparse.epochs == last.epochs == 6
+    assert sparse.valid_rmse_f_meV_A == last.valid_rmse_f_meV_A
+    assert _max_weight_change(load_model(last.model), load_model(sparse.model)) == 0
+    assert [f.name for f in kept.glob("*.pt")] == [newest]
 
 
-def test_more_members_than_cpu_workers_train_side_by_side(methanol_data, tmp_path):
+def test_the_run_extends_to_the_next_validated_epoch(tmp_path):
+    """mace-torch validates, and checkpoints, after epochs 0, k, 2k ... only: a run of 360
+    epochs validated every 5th is extended to 361, so that its last epoch is the one kept."""
+    from palirs_data.config import MaceModelConfig, MaceTrainingConfig
+    from palirs_data.training import mace_train_args
+
+    args = mace_train_args(name="m", train_file=tmp_path / "t", valid_file=tmp_path / "v",
+                           e0s={1: -1.0, 6: -2.0, 7: -3.0, 8: -4.0},
+                           elements=["H", "C", "N", "O"], model=MaceModelConfig(),
+                           training=MaceTrainingConfig(max_num_epochs=360, eval_every=5),
+                           seed=0, work_dir=tmp_path)
+    assert args[args.index("--max_num_epochs") + 1] == "361"
+    assert args[args.index("--eval_interval") + 1] == "5"
+
+    epochs = {(360, 1): 360, (360, 5): 361, (361, 5): 361, (356, 5): 356, (3, 2): 3, (4, 2): 5,
+              (1, 10): 1, (2, 10): 11}
+    for (n, k), expected in epochs.items():
+        assert MaceTrainingConfig(max_num_epochs=n, eval_every=k).mace_epochs == expected
+
+
+def test_more_members_than_cpu_workers_train_side_by_side(methanol_data, tiny_committee,
+                                                          tmp_path):
     """Three members on two one-thread CPU workers: each worker takes its share at once
     (2 + 1 processes), the reports come back in seed order from both workers, and the models
-    are those trained one after the other in this process, weight for weight."""
-    from conftest import TINY_MODEL
+    are those trained one after the other in this process (the ``tiny_committee`` fixture's
+    settings), weight for weight."""
+    from conftest import TINY_COMMITTEE
 
     from palirs_data.committee import load_model
     from palirs_data.compute import Executor, dask_client
-    from palirs_data.config import CommitteeConfig, ComputeConfig
+    from palirs_data.config import ComputeConfig
     from palirs_data.training import train_committee
 
-    config = CommitteeConfig(seeds=[0, 1, 2], model=TINY_MODEL,
-                             training={"max_num_epochs": 2})
     compute = ComputeConfig(n_workers=2)
     with dask_client(compute) as client:
         side = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
-                               config=config, out_dir=tmp_path / "side" / "models",
+                               config=TINY_COMMITTEE, out_dir=tmp_path / "side" / "models",
                                work_dir=tmp_path / "side" / "work",
                                executor=Executor(client, compute))
-    alone = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
-                            config=config, out_dir=tmp_path / "alone" / "models",
-                            work_dir=tmp_path / "alone" / "work")
+    alone = tiny_committee["report"]
     assert [m.seed for m in side.members] == [0, 1, 2]
     assert len({m.worker for m in side.members}) == 2
     for a, b in zip(side.members, alone.members):
