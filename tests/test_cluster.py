@@ -110,7 +110,7 @@ def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
         trained = train_committee(
             methanol_data["labelled"], e0s=methanol_data["e0s"],
             config=CommitteeConfig(seeds=[0, 1], model=TINY_MODEL,
-                                   training={"max_num_epochs": 2}),
+                                   training={"max_num_epochs": 2, "threads": 1}),
             out_dir=tmp_path / "committee", work_dir=tmp_path / "train-work",
             executor=Executor(client, config))
         assert {m.worker for m in trained.members} == {"gpu-worker"}

@@ -387,6 +387,10 @@ def test_stages_that_run_no_model_start_without_torch(script):
 
 
 def test_stage_help_works():
-    for script in sorted({_script(stage) for stage in _dvc_stages().values()}):
-        result = run_stage(Path(script).stem, "--help", cwd=REPO)
-        assert result.returncode == 0 and "--params" in result.stdout
+    from concurrent.futures import ThreadPoolExecutor
+
+    scripts = sorted({_script(stage) for stage in _dvc_stages().values()})
+    with ThreadPoolExecutor(2) as pool:  # each start-up is one core's work
+        results = list(pool.map(lambda s: run_stage(Path(s).stem, "--help", cwd=REPO), scripts))
+    for script, result in zip(scripts, results):
+        assert result.returncode == 0 and "--params" in result.stdout, script
