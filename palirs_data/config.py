@@ -357,6 +357,10 @@ class DipoleConfig(Strict):
     seed: int = 0
     valid_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 0
+    # frames of the campaign's acquisition MD per molecule and temperature, labelled by the
+    # label source, added to the dipole model's table only (palirs_data.dipole_data); 0: the
+    # final table alone, as the method
+    md_frames: int = Field(0, ge=0)
     model: MaceModelConfig = MaceModelConfig()
     training: MaceTrainingConfig = MaceTrainingConfig()
 

@@ -58,7 +58,9 @@ from palirs_data.errors import PalirsInputError
 from palirs_data.tables import STRUCTURE_SCHEMA, check_schema, read_parquet, write_parquet
 
 LABEL_STATUSES = ("pending", "ok", "failed")
-SOURCES = ("equilibrium", "normal_modes", "active_learning", "test", "user")
+#: ``dipole_md``: acquisition-MD frames labelled for the dipole model only
+#: (:mod:`palirs_data.dipole_data`)
+SOURCES = ("equilibrium", "normal_modes", "active_learning", "test", "user", "dipole_md")
 MAX_Z = len(chemical_symbols) - 1
 
 #: no molecule of this pipeline reaches this far from the origin (Å); beyond it a coordinate

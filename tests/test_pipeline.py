@@ -114,6 +114,12 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     curve = (repo / "metrics/campaign.csv").read_text().splitlines()
     assert len(curve) == 4 and curve[0].startswith("iteration,n_train")
     dipole = json.loads((repo / "metrics/dipole.json").read_text())
+    # acquisition-MD frames labelled for the dipole model, never in the committee's table
+    md_frames = read_table(repo / "data/labelled/dipole_md.parquet")
+    assert 0 < dipole["n_md_frames"] == md_frames.num_rows <= 3 * params["dipole"]["md_frames"]
+    assert set(md_frames.column("source").to_pylist()) == {"dipole_md"}
+    assert dipole["n_structures"] == n0 + 30 + dipole["n_md_frames"]
+    assert "dipole_md" not in tables[2].column("source").to_pylist()
     assert math.isfinite(dipole["test_rmse_dipole_mD"])
     lo, hi = dipole["test_rmse_dipole_mD_ci95"]
     assert lo <= dipole["test_rmse_dipole_mD"] <= hi
