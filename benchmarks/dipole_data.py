@@ -21,9 +21,11 @@ from pathlib import Path
 
 def augmented_table(args, n: int) -> Path:
     from palirs_data import structures
+    from palirs_data.campaign import iteration_names
     from palirs_data.compute import executor
     from palirs_data.config import load_params
-    from palirs_data.dipole_data import labelled_md_frames
+    from palirs_data.dipole_data import md_frames_table
+    from palirs_data.labeling import label_table
 
     out = args.work / f"table_{n}.parquet"
     if n == 0:
@@ -32,14 +34,15 @@ def augmented_table(args, n: int) -> Path:
         return out
     params = load_params(args.params)
     table = structures.read_table(args.table)
+    pending = md_frames_table(args.campaign, iteration_names(params.active_learning), n, table)
     label = params.label.model_copy(update={"checkpoint_dir": args.work / "ckpt"})
     start = time.perf_counter()
     with executor(params.compute) as ex:
-        frames = labelled_md_frames(table, args.campaign, n, labeler_config=params.labeler,
-                                    label_config=label, executor=ex)
-    print(f"{n} frames per molecule and temperature: {frames.n_ok} labelled, "
-          f"{frames.n_failed} failed, {time.perf_counter() - start:.0f} s", flush=True)
-    structures.write_table(structures.concat_tables([table, frames.table]), out)
+        labelled = label_table(pending, labeler_config=params.labeler, config=label,
+                               executor=ex).table
+    print(f"{n} frames per molecule and temperature: {labelled.num_rows} labelled in "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    structures.write_table(structures.concat_tables([table, labelled]), out)
     return out
 
 

@@ -3,27 +3,25 @@
 The final table is mostly normal-mode samples plus the few most force-uncertain frames per
 acquisition run; the dipole model sees little of what the IR MD visits. ``dipole.md_frames``
 adds, per molecule and temperature, that many frames spread evenly over every acquisition run
-of every iteration (``<campaign>/iter*/trajectories.zarr``; the first frame of a run, which
-continues the previous iteration's last, is left out), labelled by the label source. They
-train the dipole model only, never the committee; their table is the ``dipole`` stage's
-``data/labelled/dipole_md.parquet`` (failed single points recorded there, not trained on).
+of every iteration of the campaign (``<campaign>/<iteration>/trajectories.zarr``; the first
+frame of a run, which continues the previous iteration's last, is left out), labelled by the
+label source. The ``campaign`` stage picks them (``data/labelled/md_frames.parquet``, pending:
+it changes only when the campaign's MD does), the ``dipole`` stage labels them
+(``data/labelled/dipole_md.parquet``, failed single points recorded there, not trained on).
+They train the dipole model only, never the committee.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from palirs_data import structures
-from palirs_data.compute import Executor
-from palirs_data.config import LabelConfig, LabelerConfig
-from palirs_data.labeling import label_table
+from palirs_data.config import iteration_number
 from palirs_data.structures import Structure
 from palirs_data.trajectory import TrajectoryStore
 
@@ -32,14 +30,14 @@ log = logging.getLogger(__name__)
 SOURCE = "dipole_md"
 
 
-def acquisition_stores(campaign_dir: Path) -> list[tuple[int, Path]]:
-    """(iteration, store) of every ``iter<k>/trajectories.zarr`` under ``campaign_dir``."""
+def acquisition_stores(campaign_dir: Path, names: list[str]) -> list[tuple[int, Path]]:
+    """(iteration, store) of the iterations ``names`` (in order) that ran acquisition MD."""
     found = []
-    for path in Path(campaign_dir).glob("iter*/trajectories.zarr"):
-        match = re.fullmatch(r"iter(\d+)", path.parent.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+    for name in names:
+        path = Path(campaign_dir) / name / "trajectories.zarr"
+        if path.exists():
+            found.append((iteration_number(name), path))
+    return found
 
 
 def md_frames(stores: list[tuple[int, Path]], per_temperature: int,
@@ -73,36 +71,14 @@ def md_frames(stores: list[tuple[int, Path]], per_temperature: int,
     return rows
 
 
-@dataclass
-class MdFrames:
-    """The labelled MD frames (failed ones included) and the label checkpoint to clear once
-    the stage has written them."""
-
-    table: pa.Table
-    checkpoint: Path | None = None
-
-    @property
-    def n_ok(self) -> int:
-        return sum(s == "ok" for s in self.table.column("label_status").to_pylist())
-
-    @property
-    def n_failed(self) -> int:
-        return self.table.num_rows - self.n_ok
-
-
-def labelled_md_frames(final: pa.Table, campaign_dir: Path | None, per_temperature: int, *,
-                       labeler_config: LabelerConfig, label_config: LabelConfig,
-                       executor: Executor | None = None) -> MdFrames:
-    """The labelled (or failed) :func:`md_frames` of the campaign's acquisition MD (none
-    without a campaign directory or with ``per_temperature`` 0)."""
-    if campaign_dir is None or per_temperature == 0:
-        return MdFrames(structures.empty_table())
-    stores = acquisition_stores(campaign_dir)
+def md_frames_table(campaign_dir: Path, names: list[str], per_temperature: int,
+                    final: pa.Table) -> pa.Table:
+    """:func:`md_frames` of the campaign's iterations ``names`` as a pending table; frames
+    ``final`` already holds are left out."""
+    if per_temperature == 0:
+        return structures.empty_table()
+    stores = acquisition_stores(campaign_dir, names)
     rows = md_frames(stores, per_temperature, set(final.column("structure_id").to_pylist()))
-    log.info("dipole: %d MD frames from %d acquisition stores (%d per molecule and "
-             "temperature)", len(rows), len(stores), per_temperature)
-    if not rows:
-        return MdFrames(structures.empty_table())
-    report = label_table(structures.to_table(rows), labeler_config=labeler_config,
-                         config=label_config, executor=executor)
-    return MdFrames(report.table, report.checkpoint)
+    log.info("%d MD frames for the dipole model from %d acquisition stores (%d per molecule "
+             "and temperature)", len(rows), len(stores), per_temperature)
+    return structures.to_table(rows) if rows else structures.empty_table()

@@ -37,8 +37,7 @@ SETTINGS: dict[str, dict] = {
         # samples are ~2.7x methanol's per frame per mode), the IR MD with atoms x runs
         "sample": {"frames_per_mode": 2},  # 150 structures; the campaign adds the rest
         "committee": {"training": {"max_num_epochs": 60}},
-        # measured before dipole.md_frames existed; its cost here is not yet measured
-        "dipole": {"md_frames": 0, "training": {"max_num_epochs": 100}},
+        "dipole": {"training": {"max_num_epochs": 100}},  # and params.yaml's md_frames
         "test_set": {"duration_fs": 1000.0, "n_candidates": 100, "n_clusters": 4,
                      "per_cluster": 3},  # 12 test structures per molecule
         "active_learning": {

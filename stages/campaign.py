@@ -2,8 +2,9 @@
 
 Reads every iteration named in ``active_learning.iterations`` (see
 :mod:`palirs_data.campaign`), writes one record per iteration for ``dvc plots``, the last
-iteration's figures for ``dvc exp show``, and copies the last iteration's table and committee
-to the paths the later stages (dipole, ir) read.
+iteration's figures for ``dvc exp show``, copies the last iteration's table and committee
+to the paths the later stages (dipole, ir) read, and picks ``dipole.md_frames`` frames of the
+campaign's acquisition MD for the dipole model (:mod:`palirs_data.dipole_data`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from pathlib import Path
 
 import typer
 
+from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.campaign import curve_csv, iteration_names, molecule_curve_csv, summarise
 from palirs_data.cli import run_stage
 from palirs_data.config import load_params
+from palirs_data.dipole_data import md_frames_table
 from palirs_data.figures import learning_curve_figure
 
 STAGE_PARAMS = ("active_learning.iterations", "active_learning.stop_mae_cm1",
-                "active_learning.min_iterations")
+                "active_learning.min_iterations", "dipole.md_frames")
 RUNTIME_PARAMS: tuple[str, ...] = ()
 
 app = typer.Typer(add_completion=False)
@@ -33,6 +36,9 @@ def main(
     campaign: Path = typer.Option(Path("data/campaign"), help="The iterations' directories."),
     table: Path = typer.Option(Path("data/labelled/final.parquet"),
                                help="Output: the last iteration's training table."),
+    md_frames: Path = typer.Option(
+        Path("data/labelled/md_frames.parquet"),
+        help="Output: acquisition-MD frames for the dipole model (unlabelled)."),
     models: Path = typer.Option(Path("data/models/committee"),
                                 help="Output: the last iteration's committee."),
     metrics: Path = typer.Option(Path("metrics/campaign.json"),
@@ -54,6 +60,9 @@ def main(
         last = campaign / iteration_names(p.active_learning)[-1]
         with atomic_path(table) as tmp:
             shutil.copyfile(last / "train.parquet", tmp)
+        picked = md_frames_table(campaign, iteration_names(p.active_learning),
+                                 p.dipole.md_frames, structures.read_table(last / "train.parquet"))
+        structures.write_table(picked, md_frames)
         with atomic_path(models, directory=True) as tmp:
             shutil.copytree(last / "committee", tmp, dirs_exist_ok=True)
         with atomic_path(frequencies) as tmp:
@@ -71,7 +80,8 @@ def main(
                         for n, m in summary["molecules"].items()) if len(
                             summary["molecules"]) > 1 else ""
         return (f"{summary['iterations']} iterations, {summary['n_train']} labelled "
-                f"structures; frequency MAE {mae} cm-1 ({state})"
+                f"structures, {picked.num_rows} MD frames for the dipole model; frequency MAE "
+                f"{mae} cm-1 ({state})"
                 + (f"; per molecule: {per}" if per else ""))
 
     run_stage("campaign", body)

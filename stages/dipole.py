@@ -1,5 +1,5 @@
 """dipole: train the MACE dipole model (AtomicDipolesMACE, mace-torch) on the labelled table,
-with ``dipole.md_frames`` labelled frames of the campaign's acquisition MD added."""
+with the campaign's acquisition-MD frames (``dipole.md_frames``) labelled and added."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow.compute as pc
 import typer
 
 from palirs_data import structures
@@ -17,8 +18,7 @@ from palirs_data.training import train_dipole_model
 from palirs_data.evaluation import dipole_errors, dipole_errors_along_md
 from palirs_data.compute import executor
 from palirs_data.config import load_params
-from palirs_data.dipole_data import labelled_md_frames
-from palirs_data.labeling import clear_checkpoint
+from palirs_data.labeling import clear_checkpoint, label_table
 from palirs_data.e0s import read_e0s
 
 STAGE_PARAMS = ("dipole", "committee.elements", "labeler", "label")
@@ -33,9 +33,8 @@ def main(
     data: Path = typer.Option(Path("data/labelled/final.parquet"),
                               help="Labelled structure table to train on."),
     e0s: Path = typer.Option(Path("data/reference/e0s.json"), help="Isolated-atom energies."),
-    campaign: Path | None = typer.Option(
-        None, help="The campaign directory (iter*/trajectories.zarr): dipole.md_frames "
-        "frames of its acquisition MD are labelled and added."),
+    md_frames: Path | None = typer.Option(
+        None, help="Acquisition-MD frames picked by the campaign stage: labelled and added."),
     md_table: Path = typer.Option(Path("data/labelled/dipole_md.parquet"),
                                   help="Output: the labelled acquisition-MD frames."),
     test: Path = typer.Option(Path("data/test/test_set.parquet"),
@@ -55,25 +54,27 @@ def main(
         p = load_params(params)
         final = structures.read_table(data)
         with executor(p.compute) as ex:
-            extra = labelled_md_frames(final, campaign, p.dipole.md_frames,
-                                       labeler_config=p.labeler, label_config=p.label,
-                                       executor=ex)
-            table = structures.concat_tables([final, extra.table])
+            pending = (structures.read_table(md_frames) if md_frames is not None
+                       else structures.empty_table())
+            labelled = (label_table(pending, labeler_config=p.labeler, config=p.label,
+                                    executor=ex) if pending.num_rows else None)
+            extra = labelled.table if labelled is not None else pending
+            table = structures.concat_tables([final, extra])
             with atomic_path(model) as tmp:
                 report = train_dipole_model(table, e0s=read_e0s(e0s),
                                             elements=p.committee.elements, config=p.dipole,
                                             out_file=tmp, work_dir=work_dir, executor=ex)
-        with atomic_path(md_table) as tmp:
-            structures.write_table(extra.table, tmp)
-        if extra.checkpoint is not None:
-            clear_checkpoint(extra.checkpoint)
+        structures.write_table(extra, md_table)  # atomic
+        if labelled is not None:
+            clear_checkpoint(labelled.checkpoint)
+        n_ok = extra.filter(pc.equal(extra.column("label_status"), "ok")).num_rows
         trained = load_model(model)
         tested = dipole_errors(structures.read_table(test), trained)
         along = (dipole_errors_along_md(reference_trajectories, trained)
                  if reference_trajectories is not None else {})
         write_text_atomic(metrics, json.dumps({
-            "n_structures": final.num_rows + extra.n_ok, "n_md_frames": extra.n_ok,
-            "n_md_frames_failed": extra.n_failed,
+            "n_structures": final.num_rows + n_ok, "n_md_frames": n_ok,
+            "n_md_frames_failed": extra.num_rows - n_ok,
             "valid_rmse_dipole_mD": report.valid_rmse_mu_mD,
             "test_mae_dipole_mD": tested["dipole_mae_mD"],
             "test_rmse_dipole_mD": tested["dipole_rmse_mD"],
@@ -84,9 +85,9 @@ def main(
         lo, hi = tested["dipole_rmse_mD_ci95"]
         md = "".join(f", along the reference MD ({k}, {v['frames']} frames) "
                      f"{v['dipole_rmse_mD']:.1f}" for k, v in along.items())
-        return (f"{final.num_rows} + {extra.n_ok} MD frames, {report.epochs} epochs in "
-                f"{report.seconds:.0f} s, dipole RMSE validation {report.valid_rmse_mu_mD:.1f}, test {tested['dipole_rmse_mD']:.1f} "
-                f"[{lo:.1f}, {hi:.1f}]{md} mDebye -> {model}")
+        return (f"{final.num_rows} + {n_ok} MD frames, {report.epochs} epochs in "
+                f"{report.seconds:.0f} s, dipole RMSE validation {report.valid_rmse_mu_mD:.1f}, "
+                f"test {tested['dipole_rmse_mD']:.1f} [{lo:.1f}, {hi:.1f}]{md} mDebye -> {model}")
 
     run_stage("dipole", body)
 

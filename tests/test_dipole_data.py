@@ -8,7 +8,7 @@ import pytest
 
 from palirs_data import structures
 from palirs_data.config import LabelConfig, LabelerConfig
-from palirs_data.dipole_data import acquisition_stores, labelled_md_frames, md_frames
+from palirs_data.dipole_data import acquisition_stores, md_frames, md_frames_table
 from palirs_data.trajectory import TrajectoryStore, trajectory_key
 
 
@@ -26,7 +26,8 @@ def _run(store, molecule, temperature, replica, n_frames, start, numbers=(8, 1, 
 
 def _campaign(tmp_path):
     """iter1: water at 300 K (two runs of 11 frames) and 500 K; iter2 continues the 300 K
-    runs (frame 0 repeats iter1's last); iter3 converged (an empty store)."""
+    runs (frame 0 repeats iter1's last); iter3 converged (an empty store); iter4 a leftover
+    of another campaign."""
     one = TrajectoryStore(tmp_path / "iter1" / "trajectories.zarr")
     _run(one, "water", 300.0, 0, 11, start=0)
     _run(one, "water", 300.0, 1, 11, start=100)
@@ -35,6 +36,7 @@ def _campaign(tmp_path):
     _run(two, "water", 300.0, 0, 11, start=10)
     _run(two, "water", 300.0, 1, 11, start=110)
     TrajectoryStore(tmp_path / "iter3" / "trajectories.zarr")
+    _run(TrajectoryStore(tmp_path / "iter4" / "trajectories.zarr"), "water", 700.0, 0, 11, 300)
     (tmp_path / "iter0").mkdir()  # no MD in iteration 0
     return tmp_path
 
@@ -44,8 +46,9 @@ def _shift(row) -> int:
 
 
 def test_frames_are_spread_over_every_run_of_every_iteration(tmp_path):
-    stores = acquisition_stores(_campaign(tmp_path))
-    assert [k for k, _ in stores] == [1, 2, 3]
+    names = ["iter0", "iter1", "iter2", "iter3"]  # the campaign's iterations
+    stores = acquisition_stores(_campaign(tmp_path), names)
+    assert [k for k, _ in stores] == [1, 2, 3]  # iteration 0 runs no MD
     rows = md_frames(stores, 8, known_ids=set())
     at = {T: [r for r in rows if r.temperature_K == T] for T in (300.0, 500.0)}
     assert len(at[300.0]) == 8 and len(at[500.0]) == 8
@@ -62,21 +65,20 @@ def test_frames_are_spread_over_every_run_of_every_iteration(tmp_path):
     assert len(again) == 15 and known.isdisjoint(r.structure_id for r in again)
 
 
-def test_md_frames_are_labelled_by_the_label_source(tmp_path):
+def test_the_picked_frames_are_labelled_by_the_label_source(tmp_path):
+    from palirs_data.labeling import label_table
+
     campaign = _campaign(tmp_path / "campaign")
-    final = structures.empty_table()
-    config = LabelConfig(checkpoint_dir=tmp_path / "ckpt")
-    frames = labelled_md_frames(final, campaign, 3, labeler_config=LabelerConfig(),
-                                label_config=config)
-    assert frames.table.num_rows == 6 and frames.n_ok == 6 and frames.n_failed == 0
-    dipoles = np.array(frames.table.column("dipole_eA").to_pylist())
+    names = ["iter0", "iter1", "iter2", "iter3"]
+    pending = md_frames_table(campaign, names, 3, structures.empty_table())
+    assert pending.num_rows == 6  # 300 and 500 K; iter4 is no iteration of this campaign
+    assert set(pending.column("label_status").to_pylist()) == {"pending"}
+    report = label_table(pending, labeler_config=LabelerConfig(),
+                         config=LabelConfig(checkpoint_dir=tmp_path / "ckpt"))
+    assert set(report.table.column("label_status").to_pylist()) == {"ok"}
+    dipoles = np.array(report.table.column("dipole_eA").to_pylist())
     assert np.all(np.isfinite(dipoles)) and np.linalg.norm(dipoles, axis=1).min() > 0.1
-    assert frames.checkpoint is not None
-    none = labelled_md_frames(final, campaign, 0, labeler_config=LabelerConfig(),
-                              label_config=config)
-    assert none.table.num_rows == 0 and none.checkpoint is None
-    assert labelled_md_frames(final, None, 3, labeler_config=LabelerConfig(),
-                              label_config=config).table.num_rows == 0
+    assert md_frames_table(campaign, names, 0, structures.empty_table()).num_rows == 0
 
 
 @pytest.mark.parametrize("value", [-1])

@@ -115,7 +115,10 @@ def test_demo_campaign_through_dvc_experiments_push_and_pull(tmp_path):
     assert len(curve) == 4 and curve[0].startswith("iteration,n_train")
     dipole = json.loads((repo / "metrics/dipole.json").read_text())
     # acquisition-MD frames labelled for the dipole model, never in the committee's table
-    md_frames = read_table(repo / "data/labelled/dipole_md.parquet")
+    picked = read_table(repo / "data/labelled/md_frames.parquet")  # by the campaign stage
+    md_frames = read_table(repo / "data/labelled/dipole_md.parquet")  # labelled by dipole
+    assert picked.column("structure_id").to_pylist() == md_frames.column(
+        "structure_id").to_pylist()
     assert 0 < dipole["n_md_frames"] == md_frames.num_rows <= 3 * params["dipole"]["md_frames"]
     assert set(md_frames.column("source").to_pylist()) == {"dipole_md"}
     assert dipole["n_structures"] == n0 + 30 + dipole["n_md_frames"]
