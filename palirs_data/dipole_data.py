@@ -40,11 +40,13 @@ def acquisition_stores(campaign_dir: Path, names: list[str]) -> list[tuple[int, 
     return found
 
 
-def md_frames(stores: list[tuple[int, Path]], per_temperature: int,
-              known_ids: set[str]) -> list[Structure]:
+def md_frames(stores: list[tuple[int, Path]], per_temperature: int, known_ids: set[str],
+              states: dict[str, tuple[int, int]] | None = None) -> list[Structure]:
     """``per_temperature`` frames per molecule and temperature, evenly spaced over the frames
     of all their runs (in iteration and key order), as pending rows; frames already in
-    ``known_ids`` (structure ids) are left out, not replaced."""
+    ``known_ids`` (structure ids) are left out, not replaced. ``states``: (charge,
+    multiplicity) per molecule (default neutral singlet)."""
+    states = states or {}
     runs: dict[tuple[str, float], list[tuple[int, object]]] = defaultdict(list)
     for iteration, path in stores:
         store = TrajectoryStore(path, mode="r")
@@ -63,9 +65,11 @@ def md_frames(stores: list[tuple[int, Path]], per_temperature: int,
             run = int(np.searchsorted(offsets, pick, side="right") - 1)
             iteration, traj = group[run]
             frame = int(pick - offsets[run]) + 1
+            charge, multiplicity = states.get(molecule, (0, 1))
             row = Structure(molecule=molecule, numbers=traj.numbers,
                             positions_A=traj.read("positions_A", frame, frame + 1)[0],
-                            source=SOURCE, iteration=iteration, temperature_K=temperature)
+                            charge_e=charge, multiplicity=multiplicity, source=SOURCE,
+                            iteration=iteration, temperature_K=temperature)
             if row.structure_id not in known_ids:
                 rows.append(row)
     return rows
@@ -73,12 +77,16 @@ def md_frames(stores: list[tuple[int, Path]], per_temperature: int,
 
 def md_frames_table(campaign_dir: Path, names: list[str], per_temperature: int,
                     final: pa.Table) -> pa.Table:
-    """:func:`md_frames` of the campaign's iterations ``names`` as a pending table; frames
-    ``final`` already holds are left out."""
+    """:func:`md_frames` of the campaign's iterations ``names`` as a pending table, each
+    molecule with its charge and multiplicity in ``final``; frames ``final`` already holds
+    are left out."""
     if per_temperature == 0:
         return structures.empty_table()
     stores = acquisition_stores(campaign_dir, names)
-    rows = md_frames(stores, per_temperature, set(final.column("structure_id").to_pylist()))
+    states = {m: (int(c), int(k)) for m, c, k in zip(*(final.column(name).to_pylist() for name
+                                                     in ("molecule", "charge_e", "multiplicity")))}
+    rows = md_frames(stores, per_temperature, set(final.column("structure_id").to_pylist()),
+                     states)
     log.info("%d MD frames for the dipole model from %d acquisition stores (%d per molecule "
              "and temperature)", len(rows), len(stores), per_temperature)
     return structures.to_table(rows) if rows else structures.empty_table()

@@ -89,3 +89,18 @@ def test_a_negative_frame_count_is_refused(value):
 
     with pytest.raises(ValidationError):
         DipoleConfig(md_frames=value)
+
+
+def test_frames_keep_their_molecules_charge_and_multiplicity(tmp_path):
+    """A frame is labelled as its molecule is in the final table: a cation stays a cation."""
+    from palirs_data.structures import Structure
+
+    campaign = _campaign(tmp_path)
+    base = np.array([[0.0, 0.0, 0.119], [0.0, 0.763, -0.477], [0.0, -0.763, -0.477]])
+    final = structures.to_table([Structure(molecule="water", numbers=[8, 1, 1],
+                                           positions_A=base, source="user", charge_e=1,
+                                           multiplicity=2)])
+    picked = md_frames_table(campaign, ["iter0", "iter1"], 4, final)
+    assert picked.num_rows == 8
+    assert set(picked.column("charge_e").to_pylist()) == {1}
+    assert set(picked.column("multiplicity").to_pylist()) == {2}
