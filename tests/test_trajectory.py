@@ -140,7 +140,7 @@ def test_md_killed_mid_run_continues_from_its_last_committed_frame(tmp_path, tin
     equilibrium = tmp_path / "equilibrium.parquet"
     structures.write_table(methanol_data["result"].equilibrium, equilibrium)
     store_path = tmp_path / "md.zarr"
-    target = 1500
+    target = 600
     cmd = [sys.executable, str(Path(__file__).parent / "md_run.py"), str(store_path),
            str(equilibrium), str(target), *map(str, tiny_committee["paths"])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
