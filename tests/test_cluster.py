@@ -65,6 +65,7 @@ def cluster(tmp_path):
             p.wait(timeout=30)
 
 
+@pytest.mark.slow  # end to end on a two-process cluster (47-62 s): CI runs it with -m slow
 def test_gpu_work_lands_on_the_gpu_worker_and_a_killed_worker_loses_nothing(
         cluster, tmp_path, tiny_committee, tiny_dipole_model, methanol_data):
     from palirs_data.ir import ml_ir
