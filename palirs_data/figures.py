@@ -41,10 +41,16 @@ def _normalised(nu, intensity, grid, std=None):
 
 
 def save(fig, path: Path) -> None:
-    """A figure as PNG (200 dpi, for screens) and, beside it, SVG (vector, for a paper)."""
+    """A figure as PNG (200 dpi, for screens) and, beside it, SVG (vector, for a paper). The
+    same figure gives the same bytes on every run: the SVG carries no date and its element
+    ids come from a fixed salt (matplotlib's default is random), so a rerun that changes
+    nothing changes no file and no hash in ``dvc.lock``."""
+    import matplotlib
+
     path = Path(path)
     fig.savefig(path, dpi=200)
-    fig.savefig(path.with_suffix(".svg"))
+    with matplotlib.rc_context({"svg.hashsalt": "palirs-data"}):
+        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
     _pyplot().close(fig)
 
 

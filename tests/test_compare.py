@@ -316,3 +316,19 @@ def test_runs_started_from_the_same_seeds_are_resampled_as_pairs():
     wd = {k: v["wasserstein_cm1_ci"] for k, v in scores.items()}
     assert 8.0 < wd[True][0] <= wd[True][1] < 12.0  # the shift, and nothing else
     assert wd[False][1] - wd[False][0] > 20.0
+
+
+def test_a_figure_saved_twice_gives_the_same_bytes(tmp_path):
+    """A rerun that changes nothing must change no figure (and no hash in dvc.lock): the SVG
+    has no date and no random element ids, the PNG no timestamp."""
+    from palirs_data.figures import convergence_figure
+
+    rows = [{"runs": k, "produce_ps": 3.0 * k, "pcc": 0.9 + 0.01 * k, "pcc_ci": [0.8, 0.95],
+             "wasserstein_cm1": 50.0 / k, "wasserstein_cm1_ci": [10.0, 90.0]}
+            for k in (1, 2, 3)]
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        convergence_figure("methanol", rows, tmp_path / run / "c.png")
+    for name in ("c.png", "c.svg"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert b"<dc:date>" not in (tmp_path / "a" / "c.svg").read_bytes()
