@@ -291,7 +291,9 @@ def test_more_members_than_cpu_workers_train_side_by_side(methanol_data, tiny_co
     """Three members on two one-thread CPU workers: each worker takes its share at once
     (2 + 1 processes), the reports come back in seed order from both workers, and the models
     are those trained one after the other in this process (the ``tiny_committee`` fixture's
-    settings), weight for weight."""
+    settings), weight for weight and byte for byte: a model file depends on its data, settings
+    and seed, not on the directory it was trained in (it does depend on where torch is
+    installed: TorchScript debug records in the file name torch's own source files)."""
     from conftest import TINY_COMMITTEE
 
     from palirs_data.committee import load_model
@@ -312,6 +314,7 @@ def test_more_members_than_cpu_workers_train_side_by_side(methanol_data, tiny_co
         theirs = dict(load_model(b.model).named_parameters())
         for name, p in load_model(a.model).named_parameters():
             assert torch.equal(p, theirs[name]), (a.seed, name)
+        assert a.model.read_bytes() == b.model.read_bytes(), a.seed
     # the seeds differ: the three models are not one model three times
     assert _max_weight_change(load_model(side.members[0].model),
                               load_model(side.members[1].model)) > 0.1
