@@ -135,14 +135,18 @@ def show_text(metrics: Path) -> str:
     if not curve.is_file():
         raise PalirsInputError(f"{curve}: no campaign metrics (run `palirs run`)")
     rows = list(csv.DictReader(curve.open()))
-    lines = ["campaign: per iteration (frequency MAE: committee mean ± spread over members)",
+    lines = ["campaign: per iteration (frequency MAE: committee mean ± spread over members;",
+             "  within mol.: test E with each molecule's constant offset removed)",
              f"{'iter':>4} {'labels':>7} {'added':>6} {'freq MAE cm-1':>15} "
-             f"{'test E meV/atom':>16} {'test F meV/Å':>13} {'max F spread eV/Å':>18}"]
+             f"{'test E meV/atom':>16} {'within mol.':>12} {'test F meV/Å':>13} "
+             f"{'max F spread eV/Å':>18}"]
     for r in rows:
         mae = (f"{float(r['frequency_mae_cm1']):.2f} ± "
                f"{float(r['frequency_member_mae_std_cm1']):.2f}")
         lines.append(f"{r['iteration']:>4} {r['n_train']:>7} {r['added']:>6} {mae:>15} "
                      f"{_cell(r['test_energy_rmse_meV_per_atom'], '.2f', 16)} "
+                     # with each molecule's energy offset removed (older files lack it)
+                     f"{_cell(r.get('test_energy_rmse_within_molecule_meV_per_atom'), '.2f', 12)} "
                      f"{_cell(r['test_force_rmse_meV_A'], '.1f', 13)} "
                      f"{_cell(r['max_force_std_max_eVA'], '.3f', 18)}")
     if (metrics / "compare.json").is_file():

@@ -40,7 +40,7 @@ log = logging.getLogger("palirs_data.campaign")  # also when run as __main__
 CURVE_COLUMNS = ("iteration", "n_train", "labels_per_molecule_min", "added",
                  "frequency_mae_cm1", "frequency_member_mae_std_cm1",
                  "frequency_mae_sorted_cm1", "frequency_rmse_cm1",
-                 "test_energy_rmse_meV_per_atom",
+                 "test_energy_rmse_meV_per_atom", "test_energy_rmse_within_molecule_meV_per_atom",
                  "test_force_rmse_meV_A", "test_force_std_error_spearman",
                  "max_force_std_max_eVA", "guard_stops")
 
@@ -81,6 +81,10 @@ def iteration_record(directory: Path) -> dict:
         "converged_molecules": acquired.converged_molecules if acquired else [],
         "runs": [r.model_dump() for r in acquired.runs] if acquired else [],
         "test_energy_rmse_meV_per_atom": evaluation.test.energy_rmse_meV_per_atom,
+        # the same without each molecule's constant offset (evaluation.energy_offsets)
+        "test_energy_rmse_within_molecule_meV_per_atom":
+            evaluation.test.energy_rmse_within_molecule_meV_per_atom,
+        "test_energy_offset_meV_per_atom": evaluation.test.energy_offset_meV_per_atom,
         "test_force_rmse_meV_A": evaluation.test.force_rmse_meV_A,
         "test_energy_rmse_meV_per_atom_ci95": evaluation.test.energy_rmse_meV_per_atom_ci95,
         "test_force_rmse_meV_A_ci95": evaluation.test.force_rmse_meV_A_ci95,
@@ -106,8 +110,9 @@ def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[di
         **{k: last[k] for k in ("n_train", "labels_per_molecule", "frequency_mae_cm1",
                                 "frequency_member_mae_std_cm1", "frequency_mae_sorted_cm1",
                                 "frequency_rmse_cm1", "test_energy_rmse_meV_per_atom",
-                                "test_force_rmse_meV_A", "test_energy_rmse_meV_per_atom_ci95",
-                                "test_force_rmse_meV_A_ci95",
+                                "test_energy_rmse_within_molecule_meV_per_atom",
+                                "test_energy_offset_meV_per_atom", "test_force_rmse_meV_A",
+                                "test_energy_rmse_meV_per_atom_ci95", "test_force_rmse_meV_A_ci95",
                                 "test_force_std_error_spearman")},
         # this iteration's acquisition: labels added, largest committee spread, guard stops
         "added": last["added"], "max_force_std_max_eVA": last["max_force_std_max_eVA"],

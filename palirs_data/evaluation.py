@@ -311,6 +311,25 @@ def _mae_rmse(d: np.ndarray) -> tuple[float, float]:
     return float(np.abs(d).mean()), float(np.sqrt((d ** 2).mean()))
 
 
+def energy_offsets(error_per_atom: np.ndarray,
+                   molecules: Sequence[str]) -> tuple[float | None, dict[str, float]]:
+    """Split per-structure energy errors (any unit, per atom) into each molecule's mean, the
+    offset of its whole energy surface (its atomisation energy), and what is left: the RMSE of
+    the errors with each molecule's offset removed, i.e. of the energies relative to one
+    another within a molecule, which are all its MD and spectra feel. None for the RMSE when no
+    molecule has two structures."""
+    err = np.asarray(error_per_atom, dtype=float)
+    names = np.asarray(list(molecules), dtype=object)
+    offsets, rest = {}, []
+    for name in sorted(set(names.tolist())):
+        x = err[names == name]
+        offsets[str(name)] = float(x.mean())
+        if x.size > 1:
+            rest.append(x - x.mean())
+    rmse = float(np.sqrt(np.mean(np.square(np.concatenate(rest))))) if rest else None
+    return rmse, offsets
+
+
 def rmse_interval(errors: Sequence[np.ndarray], *, level: float = 0.95, n_boot: int = 2000,
                   seed: int = 0) -> list[float]:
     """Bootstrap interval of an RMSE over structures: ``errors`` holds each structure's
@@ -343,7 +362,8 @@ def uncertainty_correlation(uncertainty: np.ndarray, error: np.ndarray) -> dict:
 def errors_on_test_set(test: pa.Table, committee: Committee,
                        dipole_model: torch.nn.Module | None = None) -> dict:
     """Energy (meV and meV/atom) and force (meV/Å, per component) MAE and RMSE of the
-    committee mean on the labelled rows, the correlation of the committee's force spread with
+    committee mean on the labelled rows, the energy's offset per molecule and its RMSE without
+    them (:func:`energy_offsets`), the correlation of the committee's force spread with
     its force error per structure (:func:`uncertainty_correlation`), and the dipole model's
     errors when one is given."""
     rows = [s for s in structures.from_table(test) if s.label_status == "ok"]
@@ -356,6 +376,9 @@ def errors_on_test_set(test: pa.Table, committee: Committee,
     out["energy_mae_meV"], out["energy_rmse_meV"] = _mae_rmse(de)
     out["energy_mae_meV_per_atom"], out["energy_rmse_meV_per_atom"] = _mae_rmse(de / n_atoms)
     out["force_mae_meV_A"], out["force_rmse_meV_A"] = _mae_rmse(df.ravel())
+    # an energy error that is one constant per molecule moves no force, frequency or spectrum
+    (out["energy_rmse_within_molecule_meV_per_atom"],
+     out["energy_offset_meV_per_atom"]) = energy_offsets(de / n_atoms, [s.molecule for s in rows])
     # 95 % bootstrap intervals over the test structures
     out["energy_rmse_meV_per_atom_ci95"] = rmse_interval(list(de / n_atoms))
     out["force_rmse_meV_A_ci95"] = rmse_interval(

@@ -84,6 +84,9 @@ class TestSetErrors(_Fields):
     energy_rmse_meV: float | None = None
     energy_mae_meV_per_atom: float | None = None
     energy_rmse_meV_per_atom: float | None = None
+    # the same with each molecule's mean error (its offset, listed) removed
+    energy_rmse_within_molecule_meV_per_atom: float | None = None
+    energy_offset_meV_per_atom: dict[str, float] | None = None
     force_mae_meV_A: float | None = None
     force_rmse_meV_A: float | None = None
     force_std_error_spearman: float | None = None

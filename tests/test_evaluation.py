@@ -144,6 +144,32 @@ def test_errors_on_test_set_are_zero_against_own_predictions(tiny_committee, tin
     assert real["force_rmse_meV_A"] > 1.0 and real["dipole_rmse_mD"] > 0.1
 
 
+def test_a_constant_energy_error_per_molecule_is_reported_apart(tiny_committee, methanol_data):
+    """Reference energies = the committee's own, shifted by one constant per molecule (+40
+    meV/atom for six structures, -10 for six others named as another molecule): the raw RMSE
+    is that of the offsets, the RMSE within molecules is zero, the offsets come back with
+    their signs (prediction minus reference); forces are untouched."""
+    committee = tiny_committee["committee"]
+    rows = [s for s in structures.from_table(methanol_data["labelled"])[:12]]
+    pred = committee.predict_table(structures.to_table(rows))
+    for k, s in enumerate(rows):
+        offset = 40.0 if k < 6 else -10.0
+        s.molecule = "methanol" if k < 6 else "methanol-b"
+        s.energy_eV = float(pred["pred_energy_eV"][k]) - offset * 1e-3 * s.n_atoms
+        s.forces_eVA = pred["pred_forces_eVA"][k]
+    errors = evaluation.errors_on_test_set(structures.to_table(rows), committee)
+    assert errors["energy_rmse_meV_per_atom"] == pytest.approx(np.sqrt((40**2 + 10**2) / 2))
+    assert errors["energy_rmse_within_molecule_meV_per_atom"] < 1e-6
+    assert errors["energy_offset_meV_per_atom"] == pytest.approx(
+        {"methanol": 40.0, "methanol-b": -10.0})
+    assert errors["force_rmse_meV_A"] < 1e-6
+    # what is left is what varies within a molecule; a lone structure has nothing left
+    rmse, offsets = evaluation.energy_offsets(np.array([1.0, 3.0, 5.0, 7.0, 100.0]),
+                                              ["a", "a", "b", "b", "c"])
+    assert rmse == pytest.approx(1.0) and offsets == {"a": 2.0, "b": 6.0, "c": 100.0}
+    assert evaluation.energy_offsets(np.array([1.0, 2.0]), ["a", "b"])[0] is None
+
+
 def test_rmse_interval_shows_an_outlier_and_shrinks_with_more_structures():
     """19 structures off by 1 and one by 10: RMSE 2.44, and a bootstrap interval from the
     resamples without the outlier (about a third of them: RMSE 1) to well above; the same
