@@ -237,29 +237,35 @@ def test_checkpoint_last_keeps_the_last_epoch(methanol_data, tmp_path):
     from palirs_data.config import CommitteeConfig
     from palirs_data.training import train_committee
 
-    def member(checkpoint: str, eval_every: int = 1):
-        # without EMA at this learning rate the validation loss is lowest at epoch 4 of 0-5
+    def member(checkpoint: str, lr: float, eval_every: int = 1):
         config = CommitteeConfig(seeds=[0], model=TINY_MODEL, training={
-            "max_num_epochs": 6, "lr": 0.05, "ema": False, "checkpoint": checkpoint,
+            "max_num_epochs": 6, "lr": lr, "ema": False, "checkpoint": checkpoint,
             "eval_every": eval_every})
-        work = tmp_path / f"{checkpoint}{eval_every}"
+        work = tmp_path / f"{checkpoint}{eval_every}-{lr}"
         report = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
                                  config=config, out_dir=work / "models", work_dir=work)
         return report.members[0], work / "m0" / "checkpoints"
 
-    last, kept = member("last")
-    best, _ = member("best")
-    curve = last.curve
+    # the case this setting is for: an earlier epoch had the lowest validation loss. Without
+    # EMA at these learning rates the loss of 6 epochs goes up at least once, but where it does
+    # depends on the CPU's arithmetic (at 0.05 one AVX-512 Xeon's loss falls at the last epoch
+    # to its lowest, another's does not): the first rate whose last epoch is not its lowest
+    for lr in (0.05, 0.2, 0.1, 0.02):
+        last, kept = member("last", lr)
+        curve = last.curve
+        lowest = min(curve, key=lambda r: r["loss"])
+        if lowest["epoch"] < curve[-1]["epoch"]:
+            break
+    assert lowest["epoch"] < curve[-1]["epoch"], "no learning rate gave the case under test"
+    best, _ = member("best", lr)
     assert [r["epoch"] for r in curve] == [r["epoch"] for r in best.curve]
-    lowest = min(curve, key=lambda r: r["loss"])
-    assert lowest["epoch"] < curve[-1]["epoch"]  # the case this setting is for
     assert last.valid_rmse_f_meV_A == pytest.approx(1e3 * curve[-1]["rmse_f"])
     assert best.valid_rmse_f_meV_A == pytest.approx(1e3 * lowest["rmse_f"])
     newest = f"model_0_run-0_epoch-{curve[-1]['epoch']}.pt"
     assert [f.name for f in kept.glob("*.pt")] == [newest]
     assert _max_weight_change(load_model(last.model), load_model(best.model)) > 0
     # validated after epochs 0 and 5 only: the same last model, its errors, 6 epochs
-    sparse, kept = member("last", eval_every=5)
+    sparse, kept = member("last", lr, eval_every=5)
     assert [r["epoch"] for r in sparse.curve] == [0, 5] and sparse.epochs == last.epochs == 6
     assert sparse.valid_rmse_f_meV_A == last.valid_rmse_f_meV_A
     assert _max_weight_change(load_model(last.model), load_model(sparse.model)) == 0
