@@ -181,3 +181,34 @@ def test_sampling_is_bitwise_reproducible(methanol_sample):
     again = sample_molecules(mols, make_labeler(LabelerConfig()), SampleConfig())
     assert again.samples.equals(methanol_sample.samples)
     assert again.frequencies.equals(methanol_sample.frequencies)
+
+
+def test_rigid_body_residue_of_a_finite_difference_hessian_does_not_warn(caplog):
+    """xTB water at the default 0.01 Å step: the rotations get ~50 cm-1 from the finite
+    differences (O(step), light atoms), yet projecting them out moves no vibration by even
+    0.01 cm-1, so nothing is reported as a loose optimisation."""
+    atoms = molecules.build_atoms(molecules.CATALOGUE["water"])
+    labeler = make_labeler(LabelerConfig())
+    with caplog.at_level("WARNING", logger="palirs_data.harmonic"):
+        result = harmonic.harmonic_analysis(atoms, labeler.calculator(), fmax_eVA=1e-3,
+                                            max_steps=200, hessian_step_A=0.01, name="water")
+    assert result.normal.rigid_max_cm1 > 20.0
+    assert result.normal.projection_shift_cm1 < 0.01
+    assert not caplog.records
+    # coupling a rotation to the bend leaves the projected vibrations exactly where they were
+    # and shows in the shift, as second-order perturbation theory has it
+    masses = result.atoms.get_masses()
+    sqrt_m = np.sqrt(np.repeat(masses, 3))
+    rigid = harmonic._rigid_body_basis(result.atoms.positions, masses)
+    rotation, bend = rigid[:, -1], result.normal.modes[0]
+    lam = result.normal.eigenvalues[0]
+    coupling = 0.05 * lam
+    coupled = result.hessian_eV_A2 + coupling * np.outer(sqrt_m, sqrt_m) * (
+        np.outer(rotation, bend) + np.outer(bend, rotation))
+    normal = harmonic.normal_modes(coupled, result.atoms.positions, masses)
+    np.testing.assert_allclose(normal.frequencies_cm1, result.frequencies_cm1, atol=1e-6)
+    rotation_lam = rotation @ (result.hessian_eV_A2 / np.outer(sqrt_m, sqrt_m)) @ rotation
+    expected = harmonic.wavenumber_cm1(lam + coupling ** 2 / (lam - rotation_lam)) \
+        - result.frequencies_cm1[0]
+    assert normal.projection_shift_cm1 > harmonic.PROJECTION_SHIFT_WARN_CM1
+    assert normal.projection_shift_cm1 == pytest.approx(abs(expected), rel=0.05)
