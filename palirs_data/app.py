@@ -66,7 +66,7 @@ def check_branch(repo: Path = Path("."), *, detached_ok: bool = False) -> None:
 def run(params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
         setting: str | None = typer.Option(None, help="A named setting applied to the "
                                            "parameters (palirs_data/settings.py: "
-                                           "multi-molecule, full)."),
+                                           "multi-molecule, multi-molecule-dft, full)."),
         prefix: str = typer.Option("iter", help="Experiment names: <prefix><k>."),
         detached_ok: bool = typer.Option(False, "--detached-ok",
                                          help="Run on a detached git HEAD (e.g. a checked-out "

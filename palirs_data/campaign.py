@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--prefix", default="iter", help="experiment names: <prefix><k>")
     exp.add_argument("--setting", default=None,
                      help="run with a named setting applied to params.yaml "
-                          "(palirs_data/settings.py: multi-molecule, full)")
+                          "(palirs_data/settings.py: multi-molecule, multi-molecule-dft, full)")
     plan = sub.add_parser("plan", help="print active_learning.iterations for N iterations")
     plan.add_argument("n", type=int)
     args = parser.parse_args(argv)

@@ -309,6 +309,12 @@ def test_named_settings_make_valid_runs_and_replace_the_iterations(tmp_path):
     assert len(multi.molecules.names) >= 6 and len(multi.molecules.transfer) >= 2
     assert list(multi.active_learning.iterations) == ["iter1", "iter2"]  # replaced, not merged
     assert multi.committee.seeds == [0, 1, 2]  # untouched sections stay
+    dft = Params.model_validate(
+        yaml.safe_load(apply(REPO / "params.yaml", "multi-molecule-dft")))
+    assert dft.labeler.method == "pyscf" and not dft.reference_md.enabled
+    assert dft.molecules.names == multi.molecules.names and dft.molecules.transfer == []
+    assert list(dft.active_learning.iterations) == ["iter1"]
+    assert dft.committee == multi.committee and dft.ir == multi.ir  # the rest is the setting's
     assert merged({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
     with pytest.raises(PalirsInputError, match="unknown setting 'multi' .one of: multi-molecule"):
         apply(REPO / "params.yaml", "multi")
