@@ -89,8 +89,8 @@ SETTINGS["multi-molecule-dft"] = merged(SETTINGS["multi-molecule"], {
     # DFT Hessians of the transfer molecules cost ~30 min on two cores (12.1 s per isopropyl
     # alcohol, 8.1 s per butadiene single point, 1 thread); `palirs spectrum` predicts them later
     "molecules": {"transfer": []},
-    # one acquisition iteration: the DFT single points add ~40 min to the xTB setting's
-    # time; docs/molecules.md ("With DFT labels") gives the measured run
+    # one acquisition iteration: the DFT sample stage alone (optimisations and Hessians)
+    # took 24 min here; docs/molecules.md ("With DFT labels") gives the measured run
     "active_learning": {"iterations": {"iter1": "iter0"}},
     "reference_md": {"enabled": False},  # ~10^5 DFT single points: experiment only
 })
