@@ -22,6 +22,7 @@ import typer
 
 from palirs_data import spectrum
 from palirs_data.errors import PalirsInputError, StageFailed
+from palirs_data.settings import SETTINGS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="palirs-data: IR spectra from machine-learned molecular dynamics, "
@@ -66,7 +67,7 @@ def check_branch(repo: Path = Path("."), *, detached_ok: bool = False) -> None:
 def run(params: Path = typer.Option(Path("params.yaml"), help="Parameter file."),
         setting: str | None = typer.Option(None, help="A named setting applied to the "
                                            "parameters (palirs_data/settings.py: "
-                                           "multi-molecule, multi-molecule-dft, full)."),
+                                           f"{', '.join(SETTINGS)})."),
         prefix: str = typer.Option("iter", help="Experiment names: <prefix><k>."),
         detached_ok: bool = typer.Option(False, "--detached-ok",
                                          help="Run on a detached git HEAD (e.g. a checked-out "
@@ -114,7 +115,10 @@ def status() -> None:
             c = json.loads(campaign.read_text())
             state = (f"converged at iteration {c['converged_at']}" if c.get("converged")
                      else "not converged")
-            lines.append(f"campaign: {c['iterations']} iteration(s), {state}; frequency MAE "
+            planned = c.get("iterations_planned", c["iterations"])
+            ran = (f"{c['iterations']} of {planned} iterations" if planned != c["iterations"]
+                   else f"{c['iterations']} iteration(s)")
+            lines.append(f"campaign: {ran}, {state}; frequency MAE "
                          f"{c['frequency_mae_cm1']:.2f} cm-1 over {c['n_train']} labels")
         else:
             lines.append("campaign: not run yet (palirs run)")

@@ -33,6 +33,7 @@ from palirs_data import structures
 from palirs_data.config import ActiveLearningConfig, iteration_number, load_params
 from palirs_data.errors import PalirsInputError
 from palirs_data.reports import Acquisition, Evaluation
+from palirs_data.settings import SETTINGS
 
 log = logging.getLogger("palirs_data.campaign")  # also when run as __main__
 
@@ -98,12 +99,19 @@ def iteration_record(directory: Path) -> dict:
 def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[dict], dict]:
     """Records of every iteration and the campaign summary: the last iteration's figures (what
     ``dvc exp show`` lists per experiment), whether and where the stop rule first held
-    (:meth:`~palirs_data.config.ActiveLearningConfig.stop_rule_holds`)."""
-    rows = [iteration_record(campaign_dir / name) for name in iteration_names(config)]
+    (:meth:`~palirs_data.config.ActiveLearningConfig.stop_rule_holds`).
+
+    Iterations after the campaign converged pass its table and committee through unchanged
+    (``converged_before``); they are left out of the records, so that the learning curve ends
+    where the campaign stopped. ``iterations`` is the last iteration that ran,
+    ``iterations_planned`` the last one ``params.yaml`` names."""
+    every = [iteration_record(campaign_dir / name) for name in iteration_names(config)]
+    rows = [r for r in every if not r["converged_before"]]
     below = [r["iteration"] for r in rows if _all_below(r, config)]
     last = rows[-1]
     summary = {
-        "iterations": last["iteration"], "converged": bool(below),
+        "iterations": last["iteration"], "iterations_planned": every[-1]["iteration"],
+        "converged": bool(below),
         "converged_at": below[0] if below else None,
         "molecules": molecule_summary(rows, config),
         **molecule_mean(last),
@@ -303,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--prefix", default="iter", help="experiment names: <prefix><k>")
     exp.add_argument("--setting", default=None,
                      help="run with a named setting applied to params.yaml "
-                          "(palirs_data/settings.py: multi-molecule, multi-molecule-dft, full)")
+                          f"(palirs_data/settings.py: {', '.join(SETTINGS)})")
     plan = sub.add_parser("plan", help="print active_learning.iterations for N iterations")
     plan.add_argument("n", type=int)
     args = parser.parse_args(argv)

@@ -79,7 +79,10 @@ def main(
         per = "; ".join(f"{n} {m['frequency_mae_cm1']:.1f} cm-1, {m['labels']} labels"
                         for n, m in summary["molecules"].items()) if len(
                             summary["molecules"]) > 1 else ""
-        return (f"{summary['iterations']} iterations, {summary['n_train']} labelled "
+        ran = (f"{summary['iterations']} of {summary['iterations_planned']} iterations"
+               if summary["iterations"] != summary["iterations_planned"]
+               else f"{summary['iterations']} iterations")
+        return (f"{ran}, {summary['n_train']} labelled "
                 f"structures, {picked.num_rows} MD frames for the dipole model; frequency MAE "
                 f"{mae} cm-1 ({state})"
                 + (f"; per molecule: {per}" if per else ""))

@@ -334,3 +334,41 @@ def test_acquire_summary_names_a_run_stopped_before_its_first_frame():
     line = summary_line(m, previous="iter0", output="t.parquet")
     assert "water 500->stopped, methanol 300->297" in line
     assert "converged, no new data: ethanol" in line
+
+
+def test_the_learning_curve_ends_where_the_campaign_stopped(tmp_path, monkeypatch):
+    """Iterations after convergence pass the table and committee through: they are not rows of
+    the curve, and the summary says how many iterations ran of those planned."""
+    from palirs_data import campaign
+    from palirs_data.config import ActiveLearningConfig
+
+    def record(iteration, maes, labels, converged_before):
+        row = _row(iteration, maes, labels)
+        row.update({k: 0.0 for k in campaign.CURVE_COLUMNS if k not in row},
+                   n_train=sum(labels.values()), converged_before=converged_before,
+                   labels_per_molecule=labels, runs=[], guard_stops=0,
+                   max_force_std_max_eVA=None, test_energy_offset_meV_per_atom={},
+                   test_energy_rmse_meV_per_atom_ci95=None, test_force_rmse_meV_A_ci95=None)
+        return row
+
+    records = {"iter0": record(0, {"water": 9.0}, {"water": 30}, False),
+               "iter1": record(1, {"water": 4.0}, {"water": 45}, False),
+               # iteration 2 and 3 found the campaign converged: nothing acquired or trained
+               "iter2": record(2, {"water": 4.0}, {"water": 45}, True),
+               "iter3": record(3, {"water": 4.0}, {"water": 45}, True)}
+    monkeypatch.setattr(campaign, "iteration_record", lambda d: records[d.name])
+    config = ActiveLearningConfig(stop_mae_cm1=5.0, iterations={
+        "iter1": "iter0", "iter2": "iter1", "iter3": "iter2"})
+    rows, summary = campaign.summarise(tmp_path, config)
+    assert [r["iteration"] for r in rows] == [0, 1]
+    assert summary["iterations"] == 1 and summary["iterations_planned"] == 3
+    assert summary["converged"] and summary["converged_at"] == 1
+    assert len(campaign.curve_csv(rows).splitlines()) == 1 + 2
+    # a campaign that has not converged runs every planned iteration
+    records["iter2"]["converged_before"] = records["iter3"]["converged_before"] = False
+    records["iter3"]["molecules"]["water"]["frequency_mae_cm1"] = 6.0
+    records["iter2"]["molecules"]["water"]["frequency_mae_cm1"] = 7.0
+    records["iter1"]["molecules"]["water"]["frequency_mae_cm1"] = 8.0
+    rows, summary = campaign.summarise(tmp_path, config)
+    assert len(rows) == 4 and summary["iterations"] == summary["iterations_planned"] == 3
+    assert not summary["converged"]
