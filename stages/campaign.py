@@ -79,9 +79,9 @@ def main(
         per = "; ".join(f"{n} {m['frequency_mae_cm1']:.1f} cm-1, {m['labels']} labels"
                         for n, m in summary["molecules"].items()) if len(
                             summary["molecules"]) > 1 else ""
-        ran = (f"{summary['iterations']} of {summary['iterations_planned']} iterations"
-               if summary["iterations"] != summary["iterations_planned"]
-               else f"{summary['iterations']} iterations")
+        n, planned = summary["iterations"], summary["iterations_planned"]
+        ran = (f"{n} of {planned} iterations" if n != planned
+               else f"{n} iteration{'' if n == 1 else 's'}")
         return (f"{ran}, {summary['n_train']} labelled "
                 f"structures, {picked.num_rows} MD frames for the dipole model; frequency MAE "
                 f"{mae} cm-1 ({state})"
