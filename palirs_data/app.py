@@ -115,10 +115,9 @@ def status() -> None:
             c = json.loads(campaign.read_text())
             state = (f"converged at iteration {c['converged_at']}" if c.get("converged")
                      else "not converged")
-            planned = c.get("iterations_planned", c["iterations"])
-            ran = (f"{c['iterations']} of {planned} iterations" if planned != c["iterations"]
-                   else f"{c['iterations']} iteration(s)")
-            lines.append(f"campaign: {ran}, {state}; frequency MAE "
+            from palirs_data.campaign import iterations_phrase
+
+            lines.append(f"campaign: {iterations_phrase(c)}, {state}; frequency MAE "
                          f"{c['frequency_mae_cm1']:.2f} cm-1 over {c['n_train']} labels")
         else:
             lines.append("campaign: not run yet (palirs run)")

@@ -131,6 +131,15 @@ def summarise(campaign_dir: Path, config: ActiveLearningConfig) -> tuple[list[di
     return rows, summary
 
 
+def iterations_phrase(summary: dict) -> str:
+    """'1 of 3 iterations' when the campaign stopped before the last planned iteration, else
+    '2 iterations' (summaries written before ``iterations_planned`` existed read as planned)."""
+    n = summary["iterations"]
+    planned = summary.get("iterations_planned", n)
+    return (f"{n} of {planned} iterations" if n != planned
+            else f"{n} iteration{'' if n == 1 else 's'}")
+
+
 def _all_below(row: dict, config: ActiveLearningConfig) -> bool:
     """The campaign's stop rule on one iteration: it holds for every molecule (for the overall
     MAE where the evaluation has no per-molecule figures)."""

@@ -17,7 +17,8 @@ import typer
 
 from palirs_data import structures
 from palirs_data.atomic import atomic_path, write_text_atomic
-from palirs_data.campaign import curve_csv, iteration_names, molecule_curve_csv, summarise
+from palirs_data.campaign import (curve_csv, iteration_names, iterations_phrase,
+                                  molecule_curve_csv, summarise)
 from palirs_data.cli import run_stage
 from palirs_data.config import load_params
 from palirs_data.dipole_data import md_frames_table
@@ -79,10 +80,7 @@ def main(
         per = "; ".join(f"{n} {m['frequency_mae_cm1']:.1f} cm-1, {m['labels']} labels"
                         for n, m in summary["molecules"].items()) if len(
                             summary["molecules"]) > 1 else ""
-        n, planned = summary["iterations"], summary["iterations_planned"]
-        ran = (f"{n} of {planned} iterations" if n != planned
-               else f"{n} iteration{'' if n == 1 else 's'}")
-        return (f"{ran}, {summary['n_train']} labelled "
+        return (f"{iterations_phrase(summary)}, {summary['n_train']} labelled "
                 f"structures, {picked.num_rows} MD frames for the dipole model; frequency MAE "
                 f"{mae} cm-1 ({state})"
                 + (f"; per molecule: {per}" if per else ""))

@@ -362,6 +362,8 @@ def test_the_learning_curve_ends_where_the_campaign_stopped(tmp_path, monkeypatc
     rows, summary = campaign.summarise(tmp_path, config)
     assert [r["iteration"] for r in rows] == [0, 1]
     assert summary["iterations"] == 1 and summary["iterations_planned"] == 3
+    assert campaign.iterations_phrase(summary) == "1 of 3 iterations"
+    assert campaign.iterations_phrase({"iterations": 1}) == "1 iteration"  # an older summary
     assert summary["converged"] and summary["converged_at"] == 1
     assert len(campaign.curve_csv(rows).splitlines()) == 1 + 2
     # a campaign that has not converged runs every planned iteration
