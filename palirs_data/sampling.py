@@ -29,6 +29,7 @@ import pyarrow as pa
 from ase import Atoms
 
 from palirs_data import harmonic, molecules, structures, units
+from palirs_data.compute import Executor
 from palirs_data.config import SampleConfig
 from palirs_data.labelers import Labeler
 from palirs_data.progress import progress
@@ -44,50 +45,76 @@ class SampleResult:
     frequencies: pa.Table  # harmonic.FREQUENCY_SCHEMA
 
 
-def sample_molecules(mols: list[molecules.Molecule], labeler: Labeler, config: SampleConfig,
-                     *, seed: int = 0) -> SampleResult:
-    """Optimise, analyse and sample every molecule with ``labeler`` (see module docstring)."""
-    sample_rows: list[Structure] = []
-    minima: list[Structure] = []
-    freq_rows: list[dict] = []
+@dataclass
+class _Sampled:
+    """One molecule's share of :class:`SampleResult` (a task's result)."""
+
+    minimum: Structure
+    frequency_rows: list[dict]
+    samples: list[Structure]
+
+
+def _sample_one(mol: molecules.Molecule, atoms: Atoms, labeler: Labeler, config: SampleConfig,
+                index: int) -> _Sampled:
+    """Optimise, analyse, label the minimum of and sample one molecule (the ``index``-th of
+    the stage: its sampler's random stream)."""
     settings = structures.settings_json(labeler.settings())
-    for index, mol in enumerate(progress(mols, description="sample")):
-        atoms = molecules.build_atoms(mol, seed=seed)
-        calc = labeler.calculator(charge_e=mol.charge_e, multiplicity=mol.multiplicity)
-        result = harmonic.harmonic_analysis(
-            atoms, calc, fmax_eVA=config.fmax_eVA, max_steps=config.max_steps,
-            hessian_step_A=config.hessian_step_A, name=mol.name)
-        label = labeler.label(result.atoms, charge_e=mol.charge_e,
-                              multiplicity=mol.multiplicity)
-        minimum = Structure.from_atoms(
-            result.atoms, molecule=mol.name, source="equilibrium",
-            charge_e=mol.charge_e, multiplicity=mol.multiplicity,
-            label_status="ok", label_method=labeler.method, label_settings=settings,
-            label_attempts=1, energy_eV=label.energy_eV,
-            forces_eVA=label.forces_eVA, dipole_eA=label.dipole_eA)
-        minima.append(minimum)
-        for k, freq in enumerate(result.frequencies_cm1):
-            freq_rows.append(dict(molecule=mol.name, mode_index=k, frequency_cm1=float(freq),
-                                  structure_id=minimum.structure_id,
-                                  label_method=labeler.method, label_settings=settings,
-                                  mode_vector=result.modes[k].tolist()))
-        displaced = normal_mode_samples(
-            result, temperature_K=config.temperature_K, frames_per_mode=config.frames_per_mode,
-            sampler=config.sampler, rng=np.random.default_rng([config.seed, index]))
-        for mode_index, frame in displaced:
-            sample_rows.append(Structure.from_atoms(
-                frame, molecule=mol.name, source="normal_modes", charge_e=mol.charge_e,
-                multiplicity=mol.multiplicity, temperature_K=config.temperature_K,
-                mode_index=mode_index))
-        log.info("%s: %d atoms, %d BFGS steps, %d modes (%.0f-%.0f cm-1), %d %s samples at "
-                 "%g K", mol.name, len(atoms), result.optimisation_steps,
-                 len(result.frequencies_cm1), result.frequencies_cm1.min(),
-                 result.frequencies_cm1.max(), len(displaced), config.sampler,
-                 config.temperature_K)
-    freqs = pa.Table.from_pylist(freq_rows, schema=harmonic.FREQUENCY_SCHEMA)
+    calc = labeler.calculator(charge_e=mol.charge_e, multiplicity=mol.multiplicity)
+    result = harmonic.harmonic_analysis(
+        atoms, calc, fmax_eVA=config.fmax_eVA, max_steps=config.max_steps,
+        hessian_step_A=config.hessian_step_A, name=mol.name)
+    label = labeler.label(result.atoms, charge_e=mol.charge_e, multiplicity=mol.multiplicity)
+    minimum = Structure.from_atoms(
+        result.atoms, molecule=mol.name, source="equilibrium",
+        charge_e=mol.charge_e, multiplicity=mol.multiplicity,
+        label_status="ok", label_method=labeler.method, label_settings=settings,
+        label_attempts=1, energy_eV=label.energy_eV,
+        forces_eVA=label.forces_eVA, dipole_eA=label.dipole_eA)
+    freq_rows = [dict(molecule=mol.name, mode_index=k, frequency_cm1=float(freq),
+                      structure_id=minimum.structure_id, label_method=labeler.method,
+                      label_settings=settings, mode_vector=result.modes[k].tolist())
+                 for k, freq in enumerate(result.frequencies_cm1)]
+    displaced = normal_mode_samples(
+        result, temperature_K=config.temperature_K, frames_per_mode=config.frames_per_mode,
+        sampler=config.sampler, rng=np.random.default_rng([config.seed, index]))
+    samples = [Structure.from_atoms(
+        frame, molecule=mol.name, source="normal_modes", charge_e=mol.charge_e,
+        multiplicity=mol.multiplicity, temperature_K=config.temperature_K,
+        mode_index=mode_index) for mode_index, frame in displaced]
+    log.info("%s: %d atoms, %d BFGS steps, %d modes (%.0f-%.0f cm-1), %d %s samples at "
+             "%g K", mol.name, len(atoms), result.optimisation_steps,
+             len(result.frequencies_cm1), result.frequencies_cm1.min(),
+             result.frequencies_cm1.max(), len(displaced), config.sampler,
+             config.temperature_K)
+    return _Sampled(minimum, freq_rows, samples)
+
+
+def sample_molecules(mols: list[molecules.Molecule], labeler: Labeler, config: SampleConfig,
+                     *, seed: int = 0, executor: Executor | None = None) -> SampleResult:
+    """Optimise, analyse and sample every molecule with ``labeler`` (see module docstring).
+
+    With a distributed ``executor`` each molecule is one task, the largest submitted first
+    so that the longest optimisation and Hessian start at once (with DFT labels the stage
+    is hours of single points of one thread each); the tables are assembled in the order of
+    ``mols`` and every molecule keeps its own random stream, so where a molecule ran does not
+    change the result."""
+    executor = executor or Executor.local()
+    built = [molecules.build_atoms(mol, seed=seed) for mol in mols]
+    order = sorted(range(len(mols)), key=lambda i: -len(built[i]))
+    futures = {executor.submit(_sample_one, mols[i], built[i], labeler, config, i): i
+               for i in order}
+    done: dict[int, _Sampled] = {}
+    for future in progress(executor.as_completed(list(futures)), description="sample",
+                           total=len(mols)):
+        done[futures[future]] = future.result()
+        future.release()
+    parts = [done[i] for i in range(len(mols))]
+    freqs = pa.Table.from_pylist([row for part in parts for row in part.frequency_rows],
+                                 schema=harmonic.FREQUENCY_SCHEMA)
+    samples = [s for part in parts for s in part.samples]
     # ase's one-sided frames all start at the minimum: keep it once
-    return SampleResult(structures.to_table(structures.dedupe(sample_rows)),
-                        structures.to_table(minima), freqs)
+    return SampleResult(structures.to_table(structures.dedupe(samples)),
+                        structures.to_table([part.minimum for part in parts]), freqs)
 
 
 #: normal-mode samplers (module docstring)

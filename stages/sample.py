@@ -13,6 +13,7 @@ import typer
 from palirs_data import harmonic, structures
 from palirs_data.atomic import atomic_outputs
 from palirs_data.cli import run_stage
+from palirs_data.compute import executor
 from palirs_data.config import load_params, run_molecules
 from palirs_data.labelers import make_labeler
 from palirs_data.sampling import sample_molecules
@@ -23,8 +24,8 @@ STAGE_PARAMS = ("molecules.names", "molecules.custom", "molecules.seed", "labele
 #: ... and for the transfer set (``transfer-sample``)
 TRANSFER_PARAMS = ("molecules.transfer", "molecules.custom", "molecules.seed", "labeler",
                    "sample")
-#: sections read that do not change the result (not tracked by DVC).
-RUNTIME_PARAMS: tuple[str, ...] = ()
+#: read but result-neutral: where the work runs (not tracked by DVC).
+RUNTIME_PARAMS = ("compute",)
 
 app = typer.Typer(add_completion=False)
 
@@ -47,7 +48,9 @@ def main(
     def body() -> str:
         p = load_params(params)
         mols = run_molecules(p, where=str(params), which=molecules)
-        result = sample_molecules(mols, make_labeler(p.labeler), p.sample, seed=p.molecules.seed)
+        with executor(p.compute) as ex:
+            result = sample_molecules(mols, make_labeler(p.labeler), p.sample,
+                                      seed=p.molecules.seed, executor=ex)
         with atomic_outputs(samples, equilibrium, frequencies) as (t_s, t_e, t_f):
             structures.write_table(result.samples, t_s)
             structures.write_table(result.equilibrium, t_e)

@@ -183,6 +183,26 @@ def test_sampling_is_bitwise_reproducible(methanol_sample):
     assert again.frequencies.equals(methanol_sample.frequencies)
 
 
+def test_molecules_sampled_on_two_workers_give_the_tables_of_one_process():
+    """The sample stage runs one task per molecule, the largest first (methanol before
+    water here); the tables keep the order of the molecule list and every molecule its own
+    random stream, so they equal the one-process tables byte for byte."""
+    from palirs_data.compute import Executor, dask_client
+    from palirs_data.config import ComputeConfig
+
+    mols = molecules.resolve(["water", "methanol"], [], where="test")
+    here = sample_molecules(mols, make_labeler(LabelerConfig()), SampleConfig())
+    compute = ComputeConfig(n_workers=2)
+    with dask_client(compute) as client:
+        there = sample_molecules(mols, make_labeler(LabelerConfig()), SampleConfig(),
+                                 executor=Executor(client, compute))
+    assert there.samples.equals(here.samples)
+    assert there.equilibrium.equals(here.equilibrium)
+    assert there.frequencies.equals(here.frequencies)
+    assert there.equilibrium.column("molecule").to_pylist() == ["water", "methanol"]
+    assert there.samples.column("molecule").to_pylist()[:12] == ["water"] * 12
+
+
 def test_rigid_body_residue_of_a_finite_difference_hessian_does_not_warn(caplog):
     """xTB water at the default 0.01 Å step: the rotations get ~50 cm-1 from the finite
     differences (O(step), light atoms), yet projecting them out moves no vibration by even
