@@ -21,7 +21,9 @@ Samples (:func:`normal_mode_samples`), ``frames_per_mode`` × n_vib geometries p
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +31,8 @@ import pyarrow as pa
 from ase import Atoms
 
 from palirs_data import harmonic, molecules, structures, units
-from palirs_data.compute import Executor
-from palirs_data.config import SampleConfig
+from palirs_data.compute import Executor, executor, scheduler_address
+from palirs_data.config import ComputeConfig, SampleConfig
 from palirs_data.labelers import Labeler
 from palirs_data.progress import progress
 from palirs_data.structures import Structure
@@ -43,6 +45,19 @@ class SampleResult:
     samples: pa.Table  # structure table, source=normal_modes, pending labels
     equilibrium: pa.Table  # structure table, source=equilibrium, labelled
     frequencies: pa.Table  # harmonic.FREQUENCY_SCHEMA
+
+
+@contextlib.contextmanager
+def executor_for(config: ComputeConfig, *, n_molecules: int) -> Iterator[Executor]:
+    """The sample stage's :func:`~palirs_data.compute.executor`, except that one molecule on a
+    local cluster is sampled in this process: starting a cluster costs seconds and buys
+    nothing for a lone task. A scheduler address or a job-queue cluster always gets the work
+    (the stage may run on a login node)."""
+    if n_molecules <= 1 and not scheduler_address(config) and config.jobqueue is None:
+        yield Executor.local()
+        return
+    with executor(config) as ex:
+        yield ex
 
 
 @dataclass

@@ -13,10 +13,9 @@ import typer
 from palirs_data import harmonic, structures
 from palirs_data.atomic import atomic_outputs
 from palirs_data.cli import run_stage
-from palirs_data.compute import executor
 from palirs_data.config import load_params, run_molecules
 from palirs_data.labelers import make_labeler
-from palirs_data.sampling import sample_molecules
+from palirs_data.sampling import executor_for, sample_molecules
 
 #: params.yaml sections that determine this stage's result (dvc.yaml lists the same), for the
 #: campaign's molecules (the ``sample`` stage) ...
@@ -48,7 +47,7 @@ def main(
     def body() -> str:
         p = load_params(params)
         mols = run_molecules(p, where=str(params), which=molecules)
-        with executor(p.compute) as ex:
+        with executor_for(p.compute, n_molecules=len(mols)) as ex:
             result = sample_molecules(mols, make_labeler(p.labeler), p.sample,
                                       seed=p.molecules.seed, executor=ex)
         with atomic_outputs(samples, equilibrium, frequencies) as (t_s, t_e, t_f):

@@ -201,6 +201,11 @@ def test_molecules_sampled_on_two_workers_give_the_tables_of_one_process():
     assert there.frequencies.equals(here.frequencies)
     assert there.equilibrium.column("molecule").to_pylist() == ["water", "methanol"]
     assert there.samples.column("molecule").to_pylist()[:12] == ["water"] * 12
+    # one molecule on a local cluster: no cluster is started for it
+    from palirs_data.sampling import executor_for
+
+    with executor_for(compute, n_molecules=1) as lone:
+        assert not lone.distributed
 
 
 def test_rigid_body_residue_of_a_finite_difference_hessian_does_not_warn(caplog):
