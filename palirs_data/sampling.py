@@ -67,6 +67,7 @@ class _Sampled:
     minimum: Structure
     frequency_rows: list[dict]
     samples: list[Structure]
+    summary: str  # logged by the stage's process (a worker's log is not the stage's)
 
 
 def _sample_one(mol: molecules.Molecule, atoms: Atoms, labeler: Labeler, config: SampleConfig,
@@ -96,12 +97,11 @@ def _sample_one(mol: molecules.Molecule, atoms: Atoms, labeler: Labeler, config:
         frame, molecule=mol.name, source="normal_modes", charge_e=mol.charge_e,
         multiplicity=mol.multiplicity, temperature_K=config.temperature_K,
         mode_index=mode_index) for mode_index, frame in displaced]
-    log.info("%s: %d atoms, %d BFGS steps, %d modes (%.0f-%.0f cm-1), %d %s samples at "
-             "%g K", mol.name, len(atoms), result.optimisation_steps,
-             len(result.frequencies_cm1), result.frequencies_cm1.min(),
-             result.frequencies_cm1.max(), len(displaced), config.sampler,
-             config.temperature_K)
-    return _Sampled(minimum, freq_rows, samples)
+    summary = (f"{mol.name}: {len(atoms)} atoms, {result.optimisation_steps} BFGS steps, "
+               f"{len(result.frequencies_cm1)} modes ({result.frequencies_cm1.min():.0f}-"
+               f"{result.frequencies_cm1.max():.0f} cm-1), {len(displaced)} {config.sampler} "
+               f"samples at {config.temperature_K:g} K")
+    return _Sampled(minimum, freq_rows, samples, summary)
 
 
 def sample_molecules(mols: list[molecules.Molecule], labeler: Labeler, config: SampleConfig,
@@ -112,7 +112,7 @@ def sample_molecules(mols: list[molecules.Molecule], labeler: Labeler, config: S
     so that the longest optimisation and Hessian start at once (with DFT labels the stage
     is hours of single points of one thread each); the tables are assembled in the order of
     ``mols`` and every molecule keeps its own random stream, so where a molecule ran does not
-    change the result."""
+    change the result (xTB: byte for byte, a test; PySCF moves the last bits)."""
     executor = executor or Executor.local()
     built = [molecules.build_atoms(mol, seed=seed) for mol in mols]
     order = sorted(range(len(mols)), key=lambda i: -len(built[i]))
@@ -122,6 +122,7 @@ def sample_molecules(mols: list[molecules.Molecule], labeler: Labeler, config: S
     for future in progress(executor.as_completed(list(futures)), description="sample",
                            total=len(mols)):
         done[futures[future]] = future.result()
+        log.info("%s", done[futures[future]].summary)
         future.release()
     parts = [done[i] for i in range(len(mols))]
     freqs = pa.Table.from_pylist([row for part in parts for row in part.frequency_rows],
