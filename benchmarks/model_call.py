@@ -1,14 +1,17 @@
-"""Faster committee calls? Eager members one after another vs compiled vs stacked (vmap).
+"""Faster committee calls? Eager members one after another vs scripted, compiled, stacked.
 
 Run: python benchmarks/model_call.py [--models data/models/committee] [--replicas 72]
      [--dtype float32] [--repeats 20]
 
 One torch thread, methanol copies slightly displaced, one committee evaluation (energies and
 forces of every member) per call, as one MD step of ``palirs_data.dynamics.BatchedMD`` makes.
-Prints replica-evaluations per second of each variant and its ratio to the eager call of the
+First prints how the eager call's time grows with the number of replicas (fixed cost per call
+against cost per replica). Then prints replica-evaluations per second of each variant and its ratio to the eager call of the
 same run, or the reason a variant does not run with the installed torch / e3nn / mace:
   eager     palirs_data.committee.Committee.evaluate (the engine's call)
   prepared  the members loaded through mace.tools.compile.prepare (e3nn codegen off), eager
+  scripted  the members under TorchScript (e3nn.util.jit.compile, mace's LAMMPS export path)
+  fused     the scripted members with TorchScript's CPU fuser switched on
   compiled  the prepared members under torch.compile(dynamic=True)
   stacked   the members' parameters stacked (torch.func.stack_module_state) and evaluated in
             one torch.func.vmap call, forces by one backward pass
@@ -17,6 +20,7 @@ same run, or the reason a variant does not run with the installed torch / e3nn /
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 import traceback
 from pathlib import Path
@@ -68,6 +72,12 @@ def main() -> None:
     positions = torch.as_tensor(np.concatenate(
         [atoms.positions + rng.normal(0, 0.05, atoms.positions.shape)
          for _ in range(args.replicas)]), dtype=dtype)
+    print("replicas  ms per eager committee call (1 thread)")
+    for n in sorted({1, 8, args.replicas}):
+        sub = committee.batch([atoms.numbers] * n)
+        rate = _rate(lambda p: committee.evaluate(sub, p), positions[:n * len(atoms)], n,
+                     args.repeats)
+        print(f"{n:8d}  {1000 * n / rate:8.1f}")
     reference = committee.evaluate(batch, positions).member_forces_eVA
     eager = _rate(lambda p: committee.evaluate(batch, p), positions, args.replicas,
                   args.repeats)
@@ -96,6 +106,19 @@ def main() -> None:
         return (lambda p: prepared.evaluate(batch, p),
                 prepared.evaluate(batch, positions).member_forces_eVA)
 
+    from e3nn.util import jit
+
+    scripted = Committee([jit.compile(copy.deepcopy(m)) for m in committee.models])
+
+    def build_scripted():
+        return (lambda p: scripted.evaluate(batch, p),
+                scripted.evaluate(batch, positions).member_forces_eVA)
+
+    def build_fused():
+        torch._C._jit_override_can_fuse_on_cpu(True)
+        torch._C._jit_set_texpr_fuser_enabled(True)
+        return build_scripted()
+
     def build_compiled():
         compiled = Committee([torch.compile(m, dynamic=True) for m in prepared.models])
         return (lambda p: compiled.evaluate(batch, p),
@@ -106,6 +129,8 @@ def main() -> None:
                 _stacked(committee, batch, positions))
 
     report("prepared", build_prepared)
+    report("scripted", build_scripted)
+    report("fused", build_fused)
     report("compiled", build_compiled)
     report("stacked", build_stacked)
     import e3nn
