@@ -7,7 +7,8 @@ One torch thread, methanol copies slightly displaced, one committee evaluation (
 forces of every member) per call, as one MD step of ``palirs_data.dynamics.BatchedMD`` makes.
 First prints how the eager call's time grows with the number of replicas (fixed cost per call
 against cost per replica). Then prints replica-evaluations per second of each variant and its
-ratio to the eager call of the same run, or the reason a variant does not run with the installed torch / e3nn / mace:
+ratio to the eager call of the same run, or the reason a variant does not run with the
+installed torch / e3nn / mace:
   eager     palirs_data.committee.Committee.evaluate (the engine's call)
   prepared  the members loaded through mace.tools.compile.prepare (e3nn codegen off), eager
   scripted  the members under TorchScript (e3nn.util.jit.compile, mace's LAMMPS export path)
