@@ -315,6 +315,11 @@ def test_named_settings_make_valid_runs_and_replace_the_iterations(tmp_path):
     assert dft.molecules.names == multi.molecules.names and dft.molecules.transfer == []
     assert list(dft.active_learning.iterations) == ["iter1"]
     assert dft.committee == multi.committee and dft.ir == multi.ir  # the rest is the setting's
+    base = Params.model_validate(yaml.safe_load((REPO / "params.yaml").read_text()))
+    converged = Params.model_validate(
+        yaml.safe_load(apply(REPO / "params.yaml", "converged-spectra")))
+    assert converged.ir.trajectories == 4 * base.ir.trajectories
+    assert converged.model_copy(update={"ir": base.ir}) == base  # only the IR runs change
     assert merged({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
     with pytest.raises(PalirsInputError, match="unknown setting 'multi' .one of: multi-molecule"):
         apply(REPO / "params.yaml", "multi")
