@@ -5,12 +5,12 @@ Run: python benchmarks/campaign_spectra.py metrics /path/to/seed1/metrics /path/
 Each argument is the ``metrics/`` folder of one ``palirs run`` (a campaign seed: its own
 samples, committee seeds, acquisition, test set, dipole model and ir seed; see
 docs/method.md, "Campaign seeds with spectra"). Per molecule it prints each run's campaign
-figures (stop iteration, labels, committee-mean frequency MAE, test RMSEs, dipole RMSE along
-the label source's MD) and its scores from ``compare.json`` with their 95 % intervals, then
-for every score the mean ± std over the runs and how many ordered pairs of runs (a, b) have
-a's point inside b's interval. The interval of ``compare`` is a bootstrap over one committee's
-runs and time blocks, so it leaves out the committee and its data: this counts how often that
-matters.
+figures (stop iteration, labels, the molecule's committee-mean frequency MAE, test RMSEs,
+dipole RMSE along the label source's MD) and its scores from ``compare.json`` with their
+95 % intervals, then for every score the mean ± std over the runs and how many ordered pairs
+of runs (a, b) have a's point inside b's interval. The interval of ``compare`` is a bootstrap
+over one committee's runs and time blocks, so it leaves out the committee and its data: this
+counts how often that matters.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from palirs_data.names import group_name
 
 PAIRS = ("ml_vs_reference", "ml_vs_experiment", "reference_vs_experiment")
 
@@ -48,9 +50,11 @@ def main() -> None:
             c, m = r["campaign"], r["compare"]["molecules"].get(mol, {})
             ref_md = (r["dipole"].get("reference_md") or {}).get(f"{mol}/300K", {})
             pooled = r["ir"].get("kinetic_temperature", {}).get("pooled", {}).get(
-                f"{mol}/300K", {})
+                f"{group_name(mol)}/300K", {})  # keyed by trajectory group
+            mae = (c.get("molecules") or {}).get(mol, {}).get(
+                "frequency_mae_cm1", c.get("frequency_mae_cm1", float("nan")))
             cells = [f"{c.get('converged_at', c.get('iterations'))} / {c.get('n_train')}",
-                     f"{c.get('frequency_mae_cm1', float('nan')):.2f}",
+                     f"{mae:.2f}",
                      f"{c.get('test_energy_rmse_meV_per_atom', float('nan')):.2f} / "
                      f"{c.get('test_force_rmse_meV_A', float('nan')):.1f}",
                      f"{r['dipole'].get('test_rmse_dipole_mD', float('nan')):.1f} / "
