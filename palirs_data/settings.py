@@ -61,7 +61,7 @@ SETTINGS: dict[str, dict] = {
         "ir": {"trajectories": 6, "produce_fs": 2000.0},
     },
     # 12 runs left ML-ref PCC at 0.946 [0.870, 0.963], 48 at 0.986 [0.960, 0.990] (same seeds,
-    # prefixes of one set); the interval narrows about as 1/runs (docs/method.md)
+    # prefixes of one set): 4x the runs, a 3x narrower interval (docs/method.md)
     "converged-spectra": {"ir": {"trajectories": 48}},
     "full": {
         "molecules": {"names": ["training"], "transfer": ["transfer"]},
