@@ -98,6 +98,10 @@ class MoleculesConfig(Strict):
     names: list[str] = Field(default_factory=lambda: ["methanol"])
     # never trained on: spectra from the final committee only (the transfer-* stages)
     transfer: list[str] = Field(default_factory=list)
+    # the transfer molecules' harmonic analysis with the label source (reference frequencies,
+    # data/transfer/frequencies.parquet). false: their minima only, which is all the transfer
+    # stages use; with DFT labels it saves the Hessians (6N gradients of the largest molecules)
+    transfer_harmonic: bool = True
     custom: list[CustomMolecule] = Field(default_factory=list)
     seed: int = 0  # RDKit embedding seed
 

@@ -189,9 +189,19 @@ class PyscfCalculator(Calculator):
 
     def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None,
                   system_changes: list[str] = all_changes) -> None:
-        from pyscf import dft, gto, lib
+        from threadpoolctl import threadpool_limits
 
         super().calculate(atoms, properties or ["energy"], system_changes)
+        # BLAS threads too: lib.num_threads sets PySCF's OpenMP only, and numpy's OpenBLAS
+        # otherwise takes every core in a stage's own process but one on a Dask worker, which
+        # moved methanol's PBE energy and forces by up to 9e-12 between the two placements
+        # (docs/dft.md, "Same bits on every placement")
+        with threadpool_limits(limits=self.settings.threads, user_api="blas"):
+            self._calculate()
+
+    def _calculate(self) -> None:
+        from pyscf import dft, gto, lib
+
         s = self.settings
         lib.num_threads(s.threads)
         mol = gto.M(

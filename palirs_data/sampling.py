@@ -70,22 +70,40 @@ class _Sampled:
     summary: str  # logged by the stage's process (a worker's log is not the stage's)
 
 
+def _labelled_minimum(mol: molecules.Molecule, atoms: Atoms, labeler: Labeler,
+                      settings: str) -> Structure:
+    label = labeler.label(atoms, charge_e=mol.charge_e, multiplicity=mol.multiplicity)
+    return Structure.from_atoms(
+        atoms, molecule=mol.name, source="equilibrium",
+        charge_e=mol.charge_e, multiplicity=mol.multiplicity,
+        label_status="ok", label_method=labeler.method, label_settings=settings,
+        label_attempts=1, energy_eV=label.energy_eV,
+        forces_eVA=label.forces_eVA, dipole_eA=label.dipole_eA)
+
+
+def _minimum_only(mol: molecules.Molecule, atoms: Atoms, labeler: Labeler,
+                  config: SampleConfig) -> _Sampled:
+    """Optimise and label the minimum of one molecule; no harmonic analysis, no samples."""
+    settings = structures.settings_json(labeler.settings())
+    calc = labeler.calculator(charge_e=mol.charge_e, multiplicity=mol.multiplicity)
+    optimised, steps = harmonic.optimise(atoms, calc, fmax_eVA=config.fmax_eVA,
+                                         max_steps=config.max_steps, name=mol.name)
+    return _Sampled(_labelled_minimum(mol, optimised, labeler, settings), [], [],
+                    f"{mol.name}: {len(atoms)} atoms, {steps} BFGS steps, minimum only")
+
+
 def _sample_one(mol: molecules.Molecule, atoms: Atoms, labeler: Labeler, config: SampleConfig,
-                index: int) -> _Sampled:
+                index: int, with_harmonic: bool = True) -> _Sampled:
     """Optimise, analyse, label the minimum of and sample one molecule (the ``index``-th of
-    the stage: its sampler's random stream)."""
+    the stage: its sampler's random stream); without ``with_harmonic``, the minimum only."""
+    if not with_harmonic:
+        return _minimum_only(mol, atoms, labeler, config)
     settings = structures.settings_json(labeler.settings())
     calc = labeler.calculator(charge_e=mol.charge_e, multiplicity=mol.multiplicity)
     result = harmonic.harmonic_analysis(
         atoms, calc, fmax_eVA=config.fmax_eVA, max_steps=config.max_steps,
         hessian_step_A=config.hessian_step_A, name=mol.name)
-    label = labeler.label(result.atoms, charge_e=mol.charge_e, multiplicity=mol.multiplicity)
-    minimum = Structure.from_atoms(
-        result.atoms, molecule=mol.name, source="equilibrium",
-        charge_e=mol.charge_e, multiplicity=mol.multiplicity,
-        label_status="ok", label_method=labeler.method, label_settings=settings,
-        label_attempts=1, energy_eV=label.energy_eV,
-        forces_eVA=label.forces_eVA, dipole_eA=label.dipole_eA)
+    minimum = _labelled_minimum(mol, result.atoms, labeler, settings)
     freq_rows = [dict(molecule=mol.name, mode_index=k, frequency_cm1=float(freq),
                       structure_id=minimum.structure_id, label_method=labeler.method,
                       label_settings=settings, mode_vector=result.modes[k].tolist())
@@ -105,8 +123,10 @@ def _sample_one(mol: molecules.Molecule, atoms: Atoms, labeler: Labeler, config:
 
 
 def sample_molecules(mols: list[molecules.Molecule], labeler: Labeler, config: SampleConfig,
-                     *, seed: int = 0, executor: Executor | None = None) -> SampleResult:
-    """Optimise, analyse and sample every molecule with ``labeler`` (see module docstring).
+                     *, seed: int = 0, executor: Executor | None = None,
+                     with_harmonic: bool = True) -> SampleResult:
+    """Optimise, analyse and sample every molecule with ``labeler`` (see module docstring);
+    without ``with_harmonic`` only the labelled minima (the frequency and sample tables empty).
 
     With a distributed ``executor`` each molecule is one task, the largest submitted first
     so that the longest optimisation and Hessian start at once (with DFT labels the stage
@@ -116,7 +136,8 @@ def sample_molecules(mols: list[molecules.Molecule], labeler: Labeler, config: S
     executor = executor or Executor.local()
     built = [molecules.build_atoms(mol, seed=seed) for mol in mols]
     order = sorted(range(len(mols)), key=lambda i: -len(built[i]))
-    futures = {executor.submit(_sample_one, mols[i], built[i], labeler, config, i): i
+    futures = {executor.submit(_sample_one, mols[i], built[i], labeler, config, i,
+                               with_harmonic): i
                for i in order}
     done: dict[int, _Sampled] = {}
     for future in progress(executor.as_completed(list(futures)), description="sample",

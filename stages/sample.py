@@ -1,7 +1,8 @@
 """sample: optimise each molecule with the label source, harmonic analysis, normal-mode samples.
 
 Writes three tables together (atomically): the unlabelled normal-mode samples, the labelled
-optimised minima and the reference harmonic frequencies.
+optimised minima and the reference harmonic frequencies. For the transfer set with
+``molecules.transfer_harmonic: false`` only the minima (the other two tables empty).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from palirs_data.sampling import executor_for, sample_molecules
 #: campaign's molecules (the ``sample`` stage) ...
 STAGE_PARAMS = ("molecules.names", "molecules.custom", "molecules.seed", "labeler", "sample")
 #: ... and for the transfer set (``transfer-sample``)
-TRANSFER_PARAMS = ("molecules.transfer", "molecules.custom", "molecules.seed", "labeler",
-                   "sample")
+TRANSFER_PARAMS = ("molecules.transfer", "molecules.transfer_harmonic", "molecules.custom",
+                   "molecules.seed", "labeler", "sample")
 #: read but result-neutral: where the work runs (not tracked by DVC).
 RUNTIME_PARAMS = ("compute",)
 
@@ -48,8 +49,9 @@ def main(
         p = load_params(params)
         mols = run_molecules(p, where=str(params), which=molecules)
         with executor_for(p.compute, n_molecules=len(mols)) as ex:
-            result = sample_molecules(mols, make_labeler(p.labeler), p.sample,
-                                      seed=p.molecules.seed, executor=ex)
+            result = sample_molecules(
+                mols, make_labeler(p.labeler), p.sample, seed=p.molecules.seed, executor=ex,
+                with_harmonic=molecules == "campaign" or p.molecules.transfer_harmonic)
         with atomic_outputs(samples, equilibrium, frequencies) as (t_s, t_e, t_f):
             structures.write_table(result.samples, t_s)
             structures.write_table(result.equilibrium, t_e)

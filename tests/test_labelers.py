@@ -127,3 +127,30 @@ def test_failed_single_point_is_recorded_not_raised(water):
     assert row.label_attempts == 2
     assert "default settings" in row.label_error and "safer settings" in row.label_error
     assert row.energy_eV is None and row.forces_eVA is None
+
+
+_LABEL_BITS = """
+import sys
+from ase.build import molecule
+from palirs_data.config import LabelerConfig
+from palirs_data.labelers import make_labeler
+label = make_labeler(LabelerConfig(method="pyscf")).label(molecule("H2O"))
+print(repr(label.energy_eV), label.forces_eVA.tobytes().hex(), label.dipole_eA.tobytes().hex())
+"""
+
+
+def test_pyscf_labels_have_the_same_bits_whatever_the_blas_threads():
+    """A stage's own process has every core's BLAS threads, a Dask worker one: PBE water moved
+    by 4.5e-13 eV between the two until the calculator limited BLAS to its own thread count."""
+    import os
+    import subprocess
+    import sys
+
+    out = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        run = subprocess.run([sys.executable, "-c", _LABEL_BITS], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        out.append(run.stdout.strip().splitlines()[-1])
+    assert out[0] == out[1]

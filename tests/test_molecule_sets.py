@@ -298,6 +298,35 @@ def test_an_empty_transfer_set_runs_through_every_transfer_stage(tmp_path):
     assert sorted(p.suffix for p in (tmp_path / "m/fig").iterdir()) == [".png", ".svg"]
 
 
+def test_transfer_minima_without_their_hessians_are_the_minima_with_them(tmp_path):
+    """molecules.transfer_harmonic: false skips the transfer molecules' Hessians and samples
+    (with DFT labels the largest cost of the transfer set) and writes the same labelled minima
+    that the harmonic analysis starts from, bit for bit."""
+    import pyarrow.parquet as pq
+    from conftest import run_stage, write_params
+
+    from palirs_data.config import LabelerConfig, SampleConfig
+    from palirs_data.labelers import make_labeler
+    from palirs_data.sampling import sample_molecules
+
+    params = write_params(tmp_path / "params.yaml",
+                          molecules={"transfer": ["water"], "transfer_harmonic": False})
+    out = run_stage("sample", "--params", str(params), "--molecules", "transfer",
+                    "--samples", "t/normal_modes.parquet",
+                    "--equilibrium", "t/equilibrium.parquet",
+                    "--frequencies", "t/frequencies.parquet", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "minimum only" in out.stderr + out.stdout
+    minimum = structures.read_table(tmp_path / "t/equilibrium.parquet")
+    assert structures.read_table(tmp_path / "t/normal_modes.parquet").num_rows == 0
+    assert pq.read_metadata(tmp_path / "t/frequencies.parquet").num_rows == 0
+    full = sample_molecules(molecules.resolve(["water"], [], where="test"),
+                            make_labeler(LabelerConfig()), SampleConfig())
+    assert full.frequencies.num_rows == 3 and full.samples.num_rows == 30
+    assert minimum.equals(full.equilibrium)
+    assert minimum.column("label_status").to_pylist() == ["ok"]
+
+
 def test_named_settings_make_valid_runs_and_replace_the_iterations(tmp_path):
     from palirs_data.config import Params
     from palirs_data.settings import SETTINGS, apply, merged
