@@ -271,7 +271,9 @@ class MaceTrainingConfig(Strict):
     patience: int = Field(50, ge=1)
     ema: bool = True
     default_dtype: Literal["float64", "float32"] = "float64"
-    threads: int = Field(2, ge=1)  # torch threads per training process
+    # torch threads per training process. 1: members train side by side, one per worker, and
+    # two threads beside a busy process trained 11.7x slower (docs/benchmarks.md)
+    threads: int = Field(1, ge=1)
     # a model to fine-tune: a local .model file (put it in data/user/models/), or a name
     # mace-torch knows (medium_off: MACE-OFF23, ASL licence; medium-mpa-0 ...), fetched once
     # into ~/.cache/mace (palirs_data.foundation.foundation_file)
