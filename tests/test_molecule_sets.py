@@ -347,7 +347,7 @@ def test_named_settings_make_valid_runs_and_replace_the_iterations(tmp_path):
     base = Params.model_validate(yaml.safe_load((REPO / "params.yaml").read_text()))
     converged = Params.model_validate(
         yaml.safe_load(apply(REPO / "params.yaml", "converged-spectra")))
-    assert converged.ir.trajectories == 4 * base.ir.trajectories
+    assert converged.ir.trajectories == 96 > base.ir.trajectories  # measured (docs/method.md)
     assert converged.model_copy(update={"ir": base.ir}) == base  # only the IR runs change
     assert merged({"a": {"b": 1, "c": 2}}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2}}
     with pytest.raises(PalirsInputError, match="unknown setting 'multi' .one of: multi-molecule"):
