@@ -60,8 +60,8 @@ SETTINGS: dict[str, dict] = {
         # 3 runs gave ML-ref PCC intervals up to 0.3 wide (bootstrap over runs): 6 runs
         "ir": {"trajectories": 6, "produce_fs": 2000.0},
     },
-    # 12 runs left ML-ref PCC at 0.946 [0.870, 0.963], 48 at 0.986 [0.960, 0.990] (same seeds,
-    # prefixes of one set): 4x the runs, a 3x narrower interval (docs/method.md)
+    # ML-ref PCC on the present models, prefixes of one seeded set of 96 runs: 12 runs 0.972
+    # [0.894, 0.979], 48 0.992 [0.967, 0.993], 96 0.995 [0.984, 0.996] (docs/method.md)
     "converged-spectra": {"ir": {"trajectories": 96}},
     "full": {
         "molecules": {"names": ["training"], "transfer": ["transfer"]},
