@@ -335,9 +335,16 @@ def test_named_settings_make_valid_runs_and_replace_the_iterations(tmp_path):
         run = Params.model_validate(yaml.safe_load(apply(REPO / "params.yaml", name)))
         assert len(run.molecules.names) >= 1
     multi = Params.model_validate(yaml.safe_load(apply(REPO / "params.yaml", "multi-molecule")))
+    base_initial = yaml.safe_load((REPO / "params.yaml").read_text())["committee"][
+        "initial_epochs"]
     assert len(multi.molecules.names) >= 6 and len(multi.molecules.transfer) >= 2
     assert list(multi.active_learning.iterations) == ["iter1", "iter2"]  # replaced, not merged
     assert multi.committee.seeds == [0, 1, 2]  # untouched sections stay
+    # the demo's short first committee was measured on methanol only: the settings train it
+    # as long as the others
+    assert multi.committee.initial_epochs is None and base_initial == 120
+    full = Params.model_validate(yaml.safe_load(apply(REPO / "params.yaml", "full")))
+    assert full.committee.initial_epochs is None
     dft = Params.model_validate(
         yaml.safe_load(apply(REPO / "params.yaml", "multi-molecule-dft")))
     assert dft.labeler.method == "pyscf" and not dft.reference_md.enabled
