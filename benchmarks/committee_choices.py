@@ -17,7 +17,10 @@ ee67ec5 (``git checkout ee67ec5 -- dvc.lock && dvc checkout``); ``r3_continue`` 
 that lock's iteration-0 committee (r_max 3 Å), so take both from one lock.
 
 Printed per variant: the committee-mean MAE, its bias (mean signed error: an error the members
-share, which their spread cannot show), each member's MAE, the test RMSEs and the training time.
+share, which their spread cannot show), each member's MAE, the test RMSEs, the training time,
+and the force RMSE's difference to the first variant listed, paired over the same test
+structures (95 % bootstrap interval). ``--measure-only`` measures the committees already in
+``--work`` without training them again.
 
 ``--dipole`` trains the dipole-model variants instead (one model each; mDebye: the test RMSE
 with its 95 % bootstrap interval, and the RMSE along the label source's own MD,
@@ -60,6 +63,13 @@ VARIANTS = {
     "r4_e360_last": ({"r_max_A": 4.0}, {"max_num_epochs": 360, "checkpoint": "last"}, {}),
     # the params.yaml settings trained in single precision: faster, and as accurate?
     "r4_e360_f32": ({"r_max_A": 4.0}, {"max_num_epochs": 360, "default_dtype": "float32"}, {}),
+    # the spherical harmonics of the edges up to l = 2 or 1 instead of mace-torch's 3: fewer
+    # components in every edge tensor product (training and MD time), and as accurate?
+    "r4_ell2": ({"r_max_A": 4.0}, {"extra_args": ["--max_ell", "2"]}, {}),
+    "r4_ell1": ({"r_max_A": 4.0}, {"extra_args": ["--max_ell", "1"]}, {}),
+    # l = 2 for the training time of l = 3 at 300 epochs: same cost, more epochs
+    "r4_ell2_e450": ({"r_max_A": 4.0}, {"max_num_epochs": 450,
+                                        "extra_args": ["--max_ell", "2"]}, {}),
 }
 #: name: (changes to dipole.model, to dipole.training[, dipole.seed])
 DIPOLE_VARIANTS = {
@@ -155,10 +165,41 @@ def measure(name: str, args) -> dict:
         paths, structures.read_table(args.sample / "equilibrium.parquet"), reference,
         fmax_eVA=1e-3, max_steps=2000, hessian_step_A=0.01)
     report = full.metrics()
-    test = errors_on_test_set(structures.read_table(args.test), Committee.load(paths))
+    committee = Committee.load(paths)
+    test = errors_on_test_set(structures.read_table(args.test), committee)
     return {"variant": name, "mae": report["frequency_mae_cm1"],
             "members": report["frequency_member_mae_cm1"], "bias": _bias(reference, full),
-            "e_rmse": test["energy_rmse_meV_per_atom"], "f_rmse": test["force_rmse_meV_A"]}
+            "e_rmse": test["energy_rmse_meV_per_atom"], "f_rmse": test["force_rmse_meV_A"],
+            "f_sq": _force_squares(committee, args.test)}
+
+
+def _force_squares(committee, test_path: Path):
+    """Per test structure: the sum of squared force-component errors of the committee mean
+    (meV²/Å²) and the number of components, for a paired comparison of two variants."""
+    import numpy as np
+
+    from palirs_data import structures
+
+    rows = [s for s in structures.from_table(structures.read_table(test_path))
+            if s.label_status == "ok"]
+    pred = committee.predict_table(structures.to_table(rows))
+    sq = np.array([(((p - s.forces_eVA) * 1e3) ** 2).sum()
+                   for p, s in zip(pred["pred_forces_eVA"], rows)])
+    return sq, np.array([s.forces_eVA.size for s in rows])
+
+
+def paired_force_difference(a, b, draws: int = 2000, seed: int = 0):
+    """RMSE(b) - RMSE(a) over the same test structures, meV/Å, with a 95 % interval from
+    resampling the structures (the same draw for both): is b's force error different from
+    a's beyond the choice of test structures?"""
+    import numpy as np
+
+    (sq_a, n), (sq_b, _) = a, b
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(n), size=(draws, len(n)))
+    diff = np.sqrt(sq_b[idx].sum(1) / n[idx].sum(1)) - np.sqrt(sq_a[idx].sum(1) / n[idx].sum(1))
+    point = np.sqrt(sq_b.sum() / n.sum()) - np.sqrt(sq_a.sum() / n.sum())
+    return float(point), [float(x) for x in np.percentile(diff, [2.5, 97.5])]
 
 
 def _bias(reference, report) -> float:
@@ -229,6 +270,8 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/palirs-committee-choices"))
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--measure-only", action="store_true",
+                        help="measure the committees already in --work (no training; s/member 0)")
     parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # a child process: JSON on stdout's last line
@@ -248,15 +291,24 @@ def main() -> None:
                   f"{r['valid_mD']:6.1f} {md:>13} {r['seconds']:5.0f}")
         return
     names = args.variants or list(VARIANTS)
-    trained = _children([[n, str(s)] for n in names for s in args.seeds], args)
+    trained = [] if args.measure_only else \
+        _children([[n, str(s)] for n in names for s in args.seeds], args)
     print(f"{'variant':<12} {'MAE cm-1':>8} {'bias':>6}  {'members':<20} {'E meV/at':>8} "
-          f"{'F meV/Å':>8} {'s/member':>8}")
+          f"{'F meV/Å':>8} {'s/member':>8}  F RMSE minus the first variant's [95 %]")
+    first = None
     for name in names:
         r = measure(name, args)
         secs = [t["seconds"] for t in trained if t["variant"] == name]
+        paired = ""
+        if first is None:
+            first = r["f_sq"]
+        else:
+            d, (lo, hi) = paired_force_difference(first, r["f_sq"])
+            paired = f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+        per_member = sum(secs) / max(1, len(secs))
         print(f"{name:<12} {r['mae']:8.2f} {r['bias']:6.2f}  "
               f"{', '.join(f'{m:.1f}' for m in r['members']):<20} "
-              f"{r['e_rmse']:8.2f} {r['f_rmse']:8.1f} {sum(secs) / len(secs):8.0f}")
+              f"{r['e_rmse']:8.2f} {r['f_rmse']:8.1f} {per_member:8.0f}  {paired}")
 
 
 if __name__ == "__main__":
