@@ -250,10 +250,14 @@ class ComputeConfig(Strict):
 
 class MaceModelConfig(Strict):
     """MACE architecture (mace-torch). The paper's full setting: 128 channels, max_L 1,
-    r_max 3.0 Å, 2 interactions, correlation order 2; the demo uses fewer channels."""
+    max_ell 3, r_max 3.0 Å, 2 interactions, correlation order 2; the demo uses fewer channels
+    and max_ell 2."""
 
     num_channels: int = Field(16, ge=1)
     max_L: int = Field(1, ge=0, le=3)
+    # highest l of the edges' spherical harmonics (mace-torch's --max_ell; its default, and
+    # the method's, is 3). 2 costs ~2/3 of the time per epoch and per MD step (docs/method.md)
+    max_ell: int = Field(3, ge=1, le=4)
     r_max_A: float = Field(3.0, gt=0)
     num_interactions: int = Field(2, ge=1)
     correlation: int = Field(2, ge=1)

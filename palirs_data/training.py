@@ -93,6 +93,7 @@ def mace_train_args(*, name: str, train_file: Path, valid_file: Path, e0s: dict[
         "--forces_key", xyz.MACE_KEYS["forces"],
         "--dipole_key", xyz.MACE_KEYS["dipole"], *KIND_FLAGS[kind],
         "--num_channels", str(m.num_channels), "--max_L", str(m.max_L),
+        "--max_ell", str(m.max_ell),
         "--r_max", str(m.r_max_A), "--num_interactions", str(m.num_interactions),
         "--correlation", str(m.correlation), "--num_radial_basis", str(m.num_radial_basis),
         "--max_num_epochs", str(t.mace_epochs), "--batch_size", str(t.batch_size),

@@ -272,6 +272,25 @@ def test_checkpoint_last_keeps_the_last_epoch(methanol_data, tmp_path):
     assert [f.name for f in kept.glob("*.pt")] == [newest]
 
 
+def test_max_ell_reaches_the_trained_model(methanol_data, tmp_path):
+    """``model.max_ell`` is the highest l of the edges' spherical harmonics in the model that
+    mace-torch trains (not only a flag it accepts)."""
+    from conftest import TINY_MODEL
+
+    from palirs_data.committee import load_model
+    from palirs_data.config import CommitteeConfig
+    from palirs_data.training import train_committee
+
+    config = CommitteeConfig(seeds=[0], model={**TINY_MODEL, "max_ell": 1},
+                             training={"max_num_epochs": 1})
+    report = train_committee(methanol_data["labelled"], e0s=methanol_data["e0s"],
+                             config=config, out_dir=tmp_path / "models",
+                             work_dir=tmp_path / "work")
+    model = load_model(report.members[0].model)
+    assert model.spherical_harmonics.irreps_out.lmax == 1
+    assert CommitteeConfig().model.max_ell == 3  # mace-torch's default and the method's
+
+
 def test_the_run_extends_to_the_next_validated_epoch(tmp_path):
     """mace-torch validates, and checkpoints, after epochs 0, k, 2k ... only: a run of 360
     epochs validated every 5th is extended to 361, so that its last epoch is the one kept."""
@@ -285,6 +304,7 @@ def test_the_run_extends_to_the_next_validated_epoch(tmp_path):
                            seed=0, work_dir=tmp_path)
     assert args[args.index("--max_num_epochs") + 1] == "361"
     assert args[args.index("--eval_interval") + 1] == "5"
+    assert args[args.index("--max_ell") + 1] == "3"  # mace-torch's default, named
 
     epochs = {(360, 1): 360, (360, 5): 361, (361, 5): 361, (356, 5): 356, (3, 2): 3, (4, 2): 5,
               (1, 10): 1, (2, 10): 11}

@@ -342,9 +342,16 @@ def test_named_settings_make_valid_runs_and_replace_the_iterations(tmp_path):
     assert multi.committee.seeds == [0, 1, 2]  # untouched sections stay
     # the demo's short first committee was measured on methanol only: the settings train it
     # as long as the others
-    assert multi.committee.initial_epochs is None and base_initial == 120
+    assert multi.committee.initial_epochs is None and base_initial == 180
     full = Params.model_validate(yaml.safe_load(apply(REPO / "params.yaml", "full")))
     assert full.committee.initial_epochs is None
+    # and the architecture and epochs they were measured (and costed) with, whatever the
+    # demo's: max_ell 3 (the method's), the multi-molecule 180 epochs, the full setting 300
+    base = Params.model_validate(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert base.committee.model.max_ell == 2
+    for run, epochs in ((multi, 180), (full, 300)):
+        assert run.committee.model.max_ell == 3
+        assert run.committee.training.max_num_epochs == epochs
     dft = Params.model_validate(
         yaml.safe_load(apply(REPO / "params.yaml", "multi-molecule-dft")))
     assert dft.labeler.method == "pyscf" and not dft.reference_md.enabled
