@@ -166,22 +166,22 @@ def measure(name: str, args) -> dict:
         fmax_eVA=1e-3, max_steps=2000, hessian_step_A=0.01)
     report = full.metrics()
     committee = Committee.load(paths)
-    test = errors_on_test_set(structures.read_table(args.test), committee)
+    table = structures.read_table(args.test)
+    test = errors_on_test_set(table, committee)
     return {"variant": name, "mae": report["frequency_mae_cm1"],
             "members": report["frequency_member_mae_cm1"], "bias": _bias(reference, full),
             "e_rmse": test["energy_rmse_meV_per_atom"], "f_rmse": test["force_rmse_meV_A"],
-            "f_sq": _force_squares(committee, args.test)}
+            "f_sq": _force_squares(committee, table)}
 
 
-def _force_squares(committee, test_path: Path):
+def _force_squares(committee, table):
     """Per test structure: the sum of squared force-component errors of the committee mean
     (meV²/Å²) and the number of components, for a paired comparison of two variants."""
     import numpy as np
 
     from palirs_data import structures
 
-    rows = [s for s in structures.from_table(structures.read_table(test_path))
-            if s.label_status == "ok"]
+    rows = [s for s in structures.from_table(table) if s.label_status == "ok"]
     pred = committee.predict_table(structures.to_table(rows))
     sq = np.array([(((p - s.forces_eVA) * 1e3) ** 2).sum()
                    for p, s in zip(pred["pred_forces_eVA"], rows)])
