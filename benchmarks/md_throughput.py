@@ -12,11 +12,18 @@ wall time:
              one replica per process; a batch of n replicas is n/p of them one after another
              per process, so its rate does not depend on n: measured once per split. The best
              split is the baseline.
-  engine     palirs_data.dynamics.BatchedMD, the n replicas divided over the p processes;
+  engine     palirs_data.dynamics.BatchedMD, the n replicas divided over the p processes, as
+             the stages run it (in float32 the channelwise edge tensor product,
+             palirs_data.tensor_product);
+  engine-e3nn  the same with e3nn's edge tensor product (``fast_kernels=False``);
   TorchSim   torch_sim.integrate with nvt_langevin and the 3 members wrapped as one model
              (mean energy and forces), the n replicas divided likewise (pip install
              torch-sim-atomistic; skipped when it does not import).
-Figures are replica-steps per second and the ratio to the baseline of the same dtype.
+Every split runs under each allocator of ``--allocators``: ``default`` (glibc's defaults) and
+``reuse`` (palirs_data.dynamics.reuse_freed_memory called first in every process, for every
+driver; the stages' MD calls it). The baseline is the ASE way's best over splits and
+allocators. Figures are replica-steps per second and the ratio to the baseline of the same
+dtype.
 """
 
 from __future__ import annotations
@@ -43,18 +50,24 @@ def _share(n: int, p: int, rank: int) -> int:
 class _Runner:
     """The three drivers inside one benchmark process (models loaded once per dtype)."""
 
-    def __init__(self, models: list[str]) -> None:
+    def __init__(self, models: list[str], reuse: bool) -> None:
         self.models = models
+        self.reuse = reuse
         self.cache: dict = {}
+        if reuse:
+            from palirs_data.dynamics import reuse_freed_memory
 
-    def committee(self, dtype: str):
+            reuse_freed_memory()
+
+    def committee(self, dtype: str, fast_kernels: bool | None = None):
         import torch
 
         from palirs_data.committee import Committee
 
-        key = ("engine", dtype)
+        key = ("engine", dtype, fast_kernels)
         if key not in self.cache:
-            self.cache[key] = Committee.load(self.models, dtype=getattr(torch, dtype))
+            self.cache[key] = Committee.load(self.models, dtype=getattr(torch, dtype),
+                                             fast_kernels=fast_kernels)
         return self.cache[key]
 
     def ase(self, dtype: str, n: int, steps: int) -> tuple[int, float]:
@@ -74,7 +87,7 @@ class _Runner:
         md.run(3)
         return lambda: md.run(steps), steps  # type: ignore[return-value]
 
-    def engine(self, dtype: str, n: int, steps: int):
+    def engine(self, dtype: str, n: int, steps: int, fast_kernels: bool | None = None):
         from ase.build import molecule
 
         from palirs_data import dynamics
@@ -84,9 +97,13 @@ class _Runner:
                                  positions_A=base.positions,
                                  temperature_K=(300.0, 500.0, 700.0)[k % 3],
                                  friction_fs=0.001, seed=k) for k in range(n)]
-        md = dynamics.BatchedMD(self.committee(dtype), reps, timestep_fs=0.5)
+        md = dynamics.BatchedMD(self.committee(dtype, fast_kernels), reps, timestep_fs=0.5,
+                                reuse_memory=self.reuse)
         md.run(3)
         return lambda: md.run(steps), n * steps
+
+    def engine_e3nn(self, dtype: str, n: int, steps: int):
+        return self.engine(dtype, n, steps, fast_kernels=False)
 
     def torchsim(self, dtype: str, n: int, steps: int):
         import torch
@@ -131,17 +148,18 @@ class _Runner:
 
 
 def _worker(rank: int, processes: int, threads: int, models: list[str], specs: list,
-            barrier, queue) -> None:
+            barrier, queue, reuse: bool) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    runner = _Runner(models)
+    runner = _Runner(models, reuse)
     for driver, dtype, n, steps in specs:
         share = _share(n, processes, rank)
         run, replica_steps = None, 0
         try:
             if share:
-                run, replica_steps = getattr(runner, driver)(dtype, share, steps)
+                run, replica_steps = getattr(runner, driver.replace("-", "_"))(dtype, share,
+                                                                               steps)
         except Exception as exc:  # noqa: BLE001  a driver that cannot run is reported
             queue.put((driver, dtype, n, rank, None, f"{type(exc).__name__}: {exc}"))
             run = None
@@ -157,16 +175,19 @@ def _worker(rank: int, processes: int, threads: int, models: list[str], specs: l
             queue.put((driver, dtype, n, rank, 0, 0.0))
 
 
-def measure(models: list[str], processes: int, threads: int, specs: list) -> dict:
-    """Run ``specs`` (driver, dtype, n, steps) on ``processes`` × ``threads``; returns
-    {(driver, dtype, n): replica-steps/s or an error string}."""
+def measure(models: list[str], processes: int, threads: int, specs: list,
+            reuse: bool = False) -> dict:
+    """Run ``specs`` (driver, dtype, n, steps) on ``processes`` × ``threads`` (``reuse``:
+    freed memory kept for reuse); returns {(driver, dtype, n): replica-steps/s or an error
+    string}."""
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(processes), ctx.Queue()
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     procs = [ctx.Process(target=_worker, args=(r, processes, threads, models, specs,
-                                                barrier, queue)) for r in range(processes)]
+                                                barrier, queue, reuse))
+             for r in range(processes)]
     for p in procs:
         p.start()
     for k, v in old.items():
@@ -197,6 +218,8 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 3, 24, 72])
     ap.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    ap.add_argument("--allocators", nargs="+", choices=["default", "reuse"],
+                    default=["default", "reuse"])
     args = ap.parse_args()
     models = [str(m) for m in sorted(args.models.glob("model_*.model"))]
     if len(models) != 3:
@@ -207,14 +230,15 @@ def main() -> None:
         torchsim = importlib.metadata.version("torch-sim-atomistic")
     except importlib.metadata.PackageNotFoundError:
         torchsim = None
-    drivers = ["engine"] + (["torchsim"] if torchsim else [])
+    drivers = ["engine", "engine-e3nn"] + (["torchsim"] if torchsim else [])
     rates: dict = {}
-    for p, t in _splits(args.cores):
-        specs = [("ase", d, 1, args.steps) for d in args.dtypes]
-        specs += [(drv, d, n, args.steps) for d in args.dtypes for drv in drivers
-                  for n in args.replicas if n >= p]
-        for (drv, d, n), rate in measure(models, p, t, specs).items():
-            rates[(drv, d, n, f"{p}x{t}")] = rate
+    for alloc in args.allocators:
+        for p, t in _splits(args.cores):
+            specs = [("ase", d, 1, args.steps) for d in args.dtypes]
+            specs += [(drv, d, n, args.steps) for d in args.dtypes for drv in drivers
+                      for n in args.replicas if n >= p]
+            for (drv, d, n), rate in measure(models, p, t, specs, alloc == "reuse").items():
+                rates[(drv, d, n, f"{p}x{t} {alloc}")] = rate
     import torch
 
     print(f"methanol, 3-model MACE committee, {args.steps} steps, {args.cores} cores; torch "
@@ -224,10 +248,11 @@ def main() -> None:
                if drv == "ase" and dd == d and isinstance(r, float)}
         best_split = max(ase, key=ase.get)
         baseline = ase[best_split]
-        print(f"\n{d}: baseline = ASE way at its best split {best_split} "
+        print(f"\n{d}: baseline = ASE way at its best split and allocator {best_split} "
               f"(processes x threads): {baseline:.1f} replica-steps/s")
         for s, r in sorted(ase.items()):
-            print(f"  {'ASE way':<10}{s:>6}  {'any':>5} replicas {r:9.1f} {r / baseline:7.2f}x")
+            print(f"  {'ASE way':<12}{s:>14}  {'any':>5} replicas {r:9.1f} "
+                  f"{r / baseline:7.2f}x")
         for drv in drivers:
             for n in args.replicas:
                 row = {s: r for (dv, dd, nn, s), r in rates.items()
@@ -235,7 +260,7 @@ def main() -> None:
                 for s, r in sorted(row.items()):
                     text = (f"{r:9.1f} {r / baseline:7.2f}x" if isinstance(r, float)
                             else f"failed: {r[:80]}")
-                    print(f"  {drv:<10}{s:>6}  {n:>5} replicas {text}")
+                    print(f"  {drv:<12}{s:>14}  {n:>5} replicas {text}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,14 @@ installed torch / e3nn / mace:
   compiled  the prepared members under torch.compile(dynamic=True)
   stacked   the members' parameters stacked (torch.func.stack_module_state) and evaluated in
             one torch.func.vmap call, forces by one backward pass
+  channelwise  the eager members with every interaction's edge tensor product (e3nn
+            ``TensorProduct``, 'uvu', per-edge weights) replaced by the same map as three
+            large operations (palirs_data.tensor_product, what the MD uses in float32); also
+            timed alone, forward and backward of the second interaction's product on the
+            edges of the batch
+Every variant but channelwise loads the members with e3nn's product (``fast_kernels=False``).
+``--allocator reuse`` (default) first calls palirs_data.dynamics.reuse_freed_memory, as the
+MD does; ``default`` keeps glibc's defaults (fresh pages for every large tensor).
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ import torch
 from ase.build import molecule
 
 from palirs_data.committee import Committee, load_model
+from palirs_data.dynamics import reuse_freed_memory
+from palirs_data.tensor_product import ChannelwiseTensorProduct
 
 
 def _rate(call, positions: torch.Tensor, n: int, repeats: int) -> float:
@@ -56,17 +66,45 @@ def _stacked(committee: Committee, batch, positions: torch.Tensor) -> torch.Tens
     return -torch.autograd.grad(e.sum(), pos)[0]
 
 
+def _product_alone(committee: Committee, batch, positions: torch.Tensor,
+                   repeats: int) -> tuple[float, float, float]:
+    """ms per forward + backward (a random output gradient, as inside the model) of the
+    second interaction's product on the batch's edges: e3nn, channelwise; max difference."""
+    tp = committee.models[0].interactions[1].conv_tp
+    fast = ChannelwiseTensorProduct(tp).to(positions.dtype)
+    n = batch.graph(positions, committee.r_max)["edge_index"].shape[1]
+    gen = torch.Generator().manual_seed(0)
+    args = [torch.randn(n, d, generator=gen, dtype=positions.dtype).requires_grad_()
+            for d in (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel)]
+    grad = torch.randn(n, tp.irreps_out.dim, generator=gen, dtype=positions.dtype)
+
+    def ms(op) -> float:
+        for _ in range(5):
+            torch.autograd.grad(op(*args), args, grad)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.autograd.grad(op(*args), args, grad)
+        return 1000 * (time.perf_counter() - start) / repeats
+
+    with torch.no_grad():
+        diff = float((tp(*args) - fast(*args)).abs().max())
+    return ms(tp), ms(fast), diff
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path("data/models/committee"))
     parser.add_argument("--replicas", type=int, default=72)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--allocator", default="reuse", choices=["reuse", "default"])
     args = parser.parse_args()
+    if args.allocator == "reuse":
+        print(f"freed memory kept for reuse: {reuse_freed_memory()}")
     torch.set_num_threads(1)
     dtype = getattr(torch, args.dtype)
     paths = sorted(args.models.glob("*.model"))
-    committee = Committee.load(paths, dtype=dtype)
+    committee = Committee.load(paths, dtype=dtype, fast_kernels=False)
     atoms = molecule("CH3OH")
     batch = committee.batch([atoms.numbers] * args.replicas)
     rng = np.random.default_rng(0)
@@ -83,25 +121,25 @@ def main() -> None:
     eager = _rate(lambda p: committee.evaluate(batch, p), positions, args.replicas,
                   args.repeats)
     print(f"{args.replicas} replicas, {args.dtype}, 1 thread, replica-evaluations/s")
-    print(f"eager     {eager:8.1f}  1.00x")
+    print(f"eager       {eager:8.1f}  1.00x")
 
     def report(name: str, build) -> None:
         try:
             call, forces = build()
             diff = float((forces - reference).abs().max())
             rate = _rate(call, positions, args.replicas, args.repeats)
-            print(f"{name:9s} {rate:8.1f}  {rate / eager:.2f}x  (max force difference "
+            print(f"{name:11s} {rate:8.1f}  {rate / eager:.2f}x  (max force difference "
                   f"{diff:.1e} eV/Å)")
         except Exception as error:  # a variant the installed stack refuses: say why
             reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
             where = traceback.extract_tb(error.__traceback__)[-1]
-            print(f"{name:9s} does not run: {type(error).__name__}: {reason} "
+            print(f"{name:11s} does not run: {type(error).__name__}: {reason} "
                   f"(raised in {Path(where.filename).parent.name}/{Path(where.filename).name}"
                   f", {where.name})")
 
     from mace.tools.compile import prepare
 
-    prepared = Committee([prepare(load_model)(p, dtype=dtype) for p in paths])
+    prepared = Committee([prepare(load_model)(p, dtype=dtype, fast_kernels=False) for p in paths])
 
     def build_prepared():
         return (lambda p: prepared.evaluate(batch, p),
@@ -129,6 +167,16 @@ def main() -> None:
         return (lambda p: _stacked(committee, batch, p),
                 _stacked(committee, batch, positions))
 
+    def build_channelwise():
+        fast = Committee.load(paths, dtype=dtype, fast_kernels=True)
+        return (lambda p: fast.evaluate(batch, p),
+                fast.evaluate(batch, positions).member_forces_eVA)
+
+    e3nn_ms, fast_ms, diff = _product_alone(committee, batch, positions, args.repeats)
+    print(f"second interaction's edge product alone, forward + backward: e3nn {e3nn_ms:.2f} ms, "
+          f"channelwise {fast_ms:.2f} ms ({e3nn_ms / fast_ms:.2f}x; max output difference "
+          f"{diff:.1e})")
+    report("channelwise", build_channelwise)
     report("prepared", build_prepared)
     report("scripted", build_scripted)
     report("fused", build_fused)

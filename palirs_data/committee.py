@@ -30,14 +30,20 @@ from ase.data import atomic_masses
 
 from palirs_data import structures
 from palirs_data.errors import PalirsInputError
+from palirs_data.tensor_product import accelerate
 
 #: Regulariser of the relative force deviation, eV/Å.
 REL_DEV_EPS_EVA = 0.05
 
 
 def load_model(path: str | Path, *, dtype: torch.dtype = torch.float64,
-               device: str = "cpu") -> torch.nn.Module:
-    """A trained mace-torch model, in evaluation mode, gradients of weights off."""
+               device: str = "cpu", fast_kernels: bool | None = None) -> torch.nn.Module:
+    """A trained mace-torch model, in evaluation mode, gradients of weights off.
+
+    ``fast_kernels`` swaps in the channelwise edge tensor product
+    (:mod:`palirs_data.tensor_product`: the same map, other rounding); by default in float32,
+    the MD's precision, where it was measured faster, and not in float64, where it was not.
+    """
     path = Path(path)
     if not path.is_file():
         raise PalirsInputError(f"{path}: no such model file")
@@ -45,6 +51,8 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float64,
     model = model.to(dtype=dtype, device=device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if fast_kernels if fast_kernels is not None else dtype == torch.float32:
+        accelerate(model)
     return model
 
 
@@ -142,8 +150,10 @@ class Committee:
 
     @classmethod
     def load(cls, paths: Sequence[str | Path], *, dtype: torch.dtype = torch.float64,
-             device: str = "cpu") -> Committee:
-        return cls([load_model(p, dtype=dtype, device=device) for p in paths])
+             device: str = "cpu", fast_kernels: bool | None = None) -> Committee:
+        """The members in ``paths`` (:func:`load_model`)."""
+        return cls([load_model(p, dtype=dtype, device=device, fast_kernels=fast_kernels)
+                    for p in paths])
 
     def batch(self, numbers: Sequence[np.ndarray], device: str | None = None) -> MolecularBatch:
         return MolecularBatch(numbers, self.z_table, dtype=self.dtype,

@@ -1,0 +1,104 @@
+"""The channelwise edge tensor product: the same map as e3nn's, swapped in for the float32 MD."""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import pytest
+import torch
+
+from palirs_data import dynamics
+from palirs_data.committee import Committee, load_model, predict_dipoles
+from palirs_data.tensor_product import ChannelwiseTensorProduct, accelerate
+
+
+def _inputs(tp, dtype, n=40, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, d, generator=gen, dtype=dtype).requires_grad_()
+            for d in (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel)]
+
+
+def test_the_channelwise_product_is_e3nns_map_with_its_gradients(tiny_committee):
+    """Every interaction of the tiny members (spherical harmonics to l = 3, features to l = 1):
+    outputs and the gradients the forces need agree with e3nn's to rounding in float64."""
+    models = [load_model(p, fast_kernels=False) for p in tiny_committee["paths"]]
+    products = [block.conv_tp for m in models for block in m.interactions]
+    assert max(ir.l for tp in products for _, ir in tp.irreps_in2) == 3
+    for tp in products:
+        fast = ChannelwiseTensorProduct(tp)
+        args = _inputs(tp, torch.float64)
+        want, got = tp(*args), fast(*args)
+        assert float((want - got).abs().max()) < 1e-12 * float(want.abs().max())
+        grad = torch.randn_like(want)
+        for a, b in zip(torch.autograd.grad(want, args, grad),
+                        torch.autograd.grad(got, args, grad)):
+            assert float((a - b).abs().max()) < 1e-11 * max(float(a.abs().max()), 1.0)
+
+
+def test_a_product_of_another_form_is_refused():
+    from e3nn import o3  # after palirs_data, which lets e3nn load its constants
+
+    irreps = o3.Irreps("4x0e+4x1o")
+    shared = o3.FullyConnectedTensorProduct(irreps, o3.Irreps("1x0e+1x1o"), irreps)
+    with pytest.raises(ValueError, match="per-edge weights"):
+        ChannelwiseTensorProduct(shared)
+    mixed = o3.TensorProduct(o3.Irreps("4x0e+2x1o"), o3.Irreps("1x0e"), o3.Irreps("4x0e+2x1o"),
+                             [(0, 0, 0, "uvu", True), (1, 0, 1, "uvu", True)],
+                             shared_weights=False, internal_weights=False)
+    with pytest.raises(ValueError, match="multiplicities"):
+        ChannelwiseTensorProduct(mixed)
+
+
+def _methanol_batch(committee, n, dtype):
+    from ase.build import molecule
+
+    atoms = molecule("CH3OH")
+    rng = np.random.default_rng(1)
+    positions = np.concatenate([atoms.positions + rng.normal(0, 0.05, atoms.positions.shape)
+                                for _ in range(n)])
+    return committee.batch([atoms.numbers] * n), torch.as_tensor(positions, dtype=dtype)
+
+
+def test_float32_models_run_it_with_the_same_forces_and_dipoles(tiny_committee,
+                                                                 tiny_dipole_model):
+    paths = tiny_committee["paths"]
+    fast = Committee.load(paths, dtype=torch.float32)
+    plain = Committee.load(paths, dtype=torch.float32, fast_kernels=False)
+    double = Committee.load(paths)  # float64: e3nn's, as measured faster
+    kinds = lambda c: {type(b.conv_tp).__name__ for m in c.models for b in m.interactions}
+    assert kinds(fast) == {"ChannelwiseTensorProduct"}
+    assert "ChannelwiseTensorProduct" not in kinds(plain) | kinds(double)
+    assert accelerate(fast.models[0]) == 0  # already swapped: nothing to do
+    batch, positions = _methanol_batch(fast, 5, torch.float32)
+    a, b = fast.evaluate(batch, positions), plain.evaluate(batch, positions)
+    scale = float(b.member_forces_eVA.abs().max())
+    assert float((a.member_forces_eVA - b.member_forces_eVA).abs().max()) < 1e-5 * scale
+    assert float((a.member_energies_eV - b.member_energies_eV).abs().max()) < 1e-4
+    dipole_path = tiny_dipole_model["report"].model
+    fast_dipole = load_model(dipole_path, dtype=torch.float32)
+    plain_dipole = load_model(dipole_path, dtype=torch.float32, fast_kernels=False)
+    assert {type(b.conv_tp).__name__ for b in fast_dipole.interactions} == {
+        "ChannelwiseTensorProduct"}
+    mu_fast = predict_dipoles(fast_dipole, batch, positions)
+    mu_plain = predict_dipoles(plain_dipole, batch, positions)
+    assert float((mu_fast - mu_plain).abs().max()) < 1e-5 * float(mu_plain.abs().max()) + 1e-7
+
+
+def test_keeping_freed_memory_changes_no_frame(tiny_committee):
+    """The allocator setting of the MD processes is about speed only: the same frames."""
+    committee = Committee.load(tiny_committee["paths"], dtype=torch.float32)
+    from ase.build import molecule
+
+    atoms = molecule("CH3OH")
+    frames = []
+    for reuse in (False, True):
+        replicas = [dynamics.Replica(key=f"r{k}", molecule="methanol", numbers=atoms.numbers,
+                                     positions_A=atoms.positions, temperature_K=300.0,
+                                     friction_fs=0.01, seed=k) for k in range(3)]
+        md = dynamics.BatchedMD(committee, replicas, timestep_fs=0.5, reuse_memory=reuse)
+        md.run(20)
+        frames.append(torch.cat(md.positions).clone())
+    assert torch.equal(frames[0], frames[1])
+    if platform.libc_ver()[0] == "glibc":
+        assert dynamics.reuse_freed_memory() is True
