@@ -16,6 +16,9 @@ wall time:
              the stages run it (in float32 the channelwise edge tensor product,
              palirs_data.tensor_product);
   engine-e3nn  the same with e3nn's edge tensor product (``fast_kernels=False``);
+  engine-product  the same with the channelwise product alone in place of e3nn's and the
+             messages summed by MACE's scatter (the stages' kernel before the fused
+             convolution, palirs_data.tensor_product.ChannelwiseConvolution);
   TorchSim   torch_sim.integrate with nvt_langevin and the 3 members wrapped as one model
              (mean energy and forces), the n replicas divided likewise (pip install
              torch-sim-atomistic; skipped when it does not import).
@@ -59,15 +62,19 @@ class _Runner:
 
             reuse_freed_memory()
 
-    def committee(self, dtype: str, fast_kernels: bool | None = None):
+    def committee(self, dtype: str, fast_kernels: bool | str | None = None):
         import torch
 
         from palirs_data.committee import Committee
 
         key = ("engine", dtype, fast_kernels)
         if key not in self.cache:
-            self.cache[key] = Committee.load(self.models, dtype=getattr(torch, dtype),
-                                             fast_kernels=fast_kernels)
+            committee = Committee.load(self.models, dtype=getattr(torch, dtype),
+                                       fast_kernels=(None if fast_kernels is None else
+                                                     fast_kernels is True))
+            if fast_kernels == "product":
+                _product_only(committee)
+            self.cache[key] = committee
         return self.cache[key]
 
     def ase(self, dtype: str, n: int, steps: int) -> tuple[int, float]:
@@ -87,7 +94,7 @@ class _Runner:
         md.run(3)
         return lambda: md.run(steps), steps  # type: ignore[return-value]
 
-    def engine(self, dtype: str, n: int, steps: int, fast_kernels: bool | None = None):
+    def engine(self, dtype: str, n: int, steps: int, fast_kernels: bool | str | None = None):
         from ase.build import molecule
 
         from palirs_data import dynamics
@@ -104,6 +111,9 @@ class _Runner:
 
     def engine_e3nn(self, dtype: str, n: int, steps: int):
         return self.engine(dtype, n, steps, fast_kernels=False)
+
+    def engine_product(self, dtype: str, n: int, steps: int):
+        return self.engine(dtype, n, steps, fast_kernels="product")
 
     def torchsim(self, dtype: str, n: int, steps: int):
         import torch
@@ -145,6 +155,19 @@ class _Runner:
         ts.integrate(system=state, model=model, integrator=ts.nvt_langevin, n_steps=3,
                      temperature=300.0, timestep=0.0005)
         return run, n * steps
+
+
+def _product_only(committee) -> None:
+    """Members loaded with e3nn's product get the channelwise product alone in its place,
+    summed over the edges by MACE's own scatter (the stages' kernel before the fused one)."""
+    from palirs_data.tensor_product import ChannelwiseTensorProduct, matches
+
+    for model in committee.models:
+        dtype = next(model.parameters()).dtype
+        for block in model.interactions:
+            fast = ChannelwiseTensorProduct(block.conv_tp).to(dtype)
+            if matches(block.conv_tp, fast, dtype) <= 1e-5:
+                block.conv_tp = fast
 
 
 def _worker(rank: int, processes: int, threads: int, models: list[str], specs: list,
@@ -230,7 +253,7 @@ def main() -> None:
         torchsim = importlib.metadata.version("torch-sim-atomistic")
     except importlib.metadata.PackageNotFoundError:
         torchsim = None
-    drivers = ["engine", "engine-e3nn"] + (["torchsim"] if torchsim else [])
+    drivers = ["engine", "engine-product", "engine-e3nn"] + (["torchsim"] if torchsim else [])
     rates: dict = {}
     for alloc in args.allocators:
         for p, t in _splits(args.cores):

@@ -10,7 +10,8 @@ import torch
 
 from palirs_data import dynamics
 from palirs_data.committee import Committee, load_model, predict_dipoles
-from palirs_data.tensor_product import ChannelwiseTensorProduct, accelerate
+from palirs_data.tensor_product import (EDGE_CHUNK, ChannelwiseConvolution,
+                                        ChannelwiseTensorProduct, accelerate)
 
 
 def _inputs(tp, dtype, n=40, seed=0):
@@ -35,6 +36,56 @@ def test_the_channelwise_product_is_e3nns_map_with_its_gradients(tiny_committee)
                         torch.autograd.grad(got, args, grad)):
             assert float((a - b).abs().max()) < 1e-11 * max(float(a.abs().max()), 1.0)
 
+
+
+def _graph_inputs(tp, dtype, n_nodes=11, n_edges=EDGE_CHUNK + 37, seed=2):
+    gen = torch.Generator().manual_seed(seed)
+    x, x2, w = (torch.randn(n, d, generator=gen, dtype=dtype).requires_grad_()
+                for n, d in ((n_nodes, tp.irreps_in1.dim), (n_edges, tp.irreps_in2.dim),
+                             (n_edges, tp.weight_numel)))
+    return x, x2, w, torch.randint(n_nodes, (2, n_edges), generator=gen)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_the_fused_convolution_is_e3nns_product_summed_over_the_edges(tiny_committee, mode):
+    """The kernel MACE's fusion hook calls: per atom, the sum over its incoming edges of e3nn's
+    product, in values and in the gradients the forces need, over more than one block of
+    edges (evaluation: blocks with a recomputing backward; training: composite operations,
+    which can also be differentiated twice)."""
+    models = [load_model(p, fast_kernels=False) for p in tiny_committee["paths"]]
+    for tp in [block.conv_tp for m in models for block in m.interactions]:
+        fused = ChannelwiseConvolution(tp).train(mode == "train")
+        x, x2, w, edge_index = _graph_inputs(tp, torch.float64)
+        mji = tp(x[edge_index[0]], x2, w)
+        want = torch.zeros(len(x), mji.shape[1], dtype=mji.dtype).index_add(
+            0, edge_index[1], mji)
+        got = fused(x, x2, w, edge_index)
+        assert float((want - got).abs().max()) < 1e-12 * float(want.abs().max())
+        grad = torch.randn_like(want)
+        create = mode == "train"
+        grads_want = torch.autograd.grad(want, (x, x2, w), grad, create_graph=create)
+        grads_got = torch.autograd.grad(got, (x, x2, w), grad, create_graph=create)
+        for a, b in zip(grads_want, grads_got):
+            assert float((a - b).abs().max()) < 1e-11 * max(float(a.abs().max()), 1.0)
+        if create:  # second derivatives, as training on forces needs
+            a, b = (torch.autograd.grad(g[0].square().sum(), w)[0]
+                    for g in (grads_want, grads_got))
+            assert float((a - b).abs().max()) < 1e-10 * max(float(a.abs().max()), 1.0)
+
+
+def test_the_fused_convolution_gives_the_same_forces_in_any_edge_order(tiny_committee):
+    """Blocks of edges are an evaluation order, not a result: shuffled edges, same messages
+    and gradients to rounding."""
+    tp = load_model(tiny_committee["paths"][0], fast_kernels=False).interactions[1].conv_tp
+    fused = ChannelwiseConvolution(tp).eval()
+    x, x2, w, edge_index = _graph_inputs(tp, torch.float64, n_edges=3 * EDGE_CHUNK + 5)
+    order = torch.randperm(edge_index.shape[1], generator=torch.Generator().manual_seed(3))
+    a = fused(x, x2, w, edge_index)
+    b = fused(x, x2[order], w[order], edge_index[:, order])
+    assert float((a - b).abs().max()) < 1e-12 * float(a.abs().max())
+    ga = torch.autograd.grad(a.square().sum(), x)[0]
+    gb = torch.autograd.grad(b.square().sum(), x)[0]
+    assert float((ga - gb).abs().max()) < 1e-11 * float(ga.abs().max())
 
 def test_a_product_of_another_form_is_refused():
     from e3nn import o3  # after palirs_data, which lets e3nn load its constants
@@ -67,8 +118,11 @@ def test_float32_models_run_it_with_the_same_forces_and_dipoles(tiny_committee,
     plain = Committee.load(paths, dtype=torch.float32, fast_kernels=False)
     double = Committee.load(paths)  # float64: e3nn's, as measured faster
     kinds = lambda c: {type(b.conv_tp).__name__ for m in c.models for b in m.interactions}
-    assert kinds(fast) == {"ChannelwiseTensorProduct"}
-    assert "ChannelwiseTensorProduct" not in kinds(plain) | kinds(double)
+    assert kinds(fast) == {"ChannelwiseConvolution"}  # MACE's blocks take a fused kernel
+    assert {getattr(b, "conv_fusion", None) for m in fast.models for b in m.interactions} == {
+        "channelwise"}
+    assert not kinds(plain) & {"ChannelwiseConvolution", "ChannelwiseTensorProduct"}
+    assert not kinds(double) & {"ChannelwiseConvolution", "ChannelwiseTensorProduct"}
     assert accelerate(fast.models[0]) == 0  # already swapped: nothing to do
     batch, positions = _methanol_batch(fast, 5, torch.float32)
     a, b = fast.evaluate(batch, positions), plain.evaluate(batch, positions)
@@ -79,7 +133,7 @@ def test_float32_models_run_it_with_the_same_forces_and_dipoles(tiny_committee,
     fast_dipole = load_model(dipole_path, dtype=torch.float32)
     plain_dipole = load_model(dipole_path, dtype=torch.float32, fast_kernels=False)
     assert {type(b.conv_tp).__name__ for b in fast_dipole.interactions} == {
-        "ChannelwiseTensorProduct"}
+        "ChannelwiseConvolution"}
     mu_fast = predict_dipoles(fast_dipole, batch, positions)
     mu_plain = predict_dipoles(plain_dipole, batch, positions)
     assert float((mu_fast - mu_plain).abs().max()) < 1e-5 * float(mu_plain.abs().max()) + 1e-7
