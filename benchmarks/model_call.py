@@ -16,12 +16,21 @@ installed torch / e3nn / mace:
   compiled  the prepared members under torch.compile(dynamic=True)
   stacked   the members' parameters stacked (torch.func.stack_module_state) and evaluated in
             one torch.func.vmap call, forces by one backward pass
-  channelwise  the eager members with every interaction's edge tensor product (e3nn
+  product   the eager members with every interaction's edge tensor product (e3nn
             ``TensorProduct``, 'uvu', per-edge weights) replaced by the same map as three
-            large operations (palirs_data.tensor_product, what the MD uses in float32); also
+            large operations (palirs_data.tensor_product.ChannelwiseTensorProduct); also
             timed alone, forward and backward of the second interaction's product on the
             edges of the batch
-Every variant but channelwise loads the members with e3nn's product (``fast_kernels=False``).
+  convolution  the product and the sum over each atom's edges as one kernel through MACE's
+            fusion hook (ChannelwiseConvolution)
+  fast      what the MD uses in float32 (``fast_kernels=True``): the convolution and the
+            symmetric contraction with each element's weights folded in
+            (ElementwiseSymmetricContraction)
+Every other variant loads the members with e3nn's product (``fast_kernels=False``).
+Then (before the TorchScript variants, whose CPU fuser stays switched on) one member (the
+first model) under e3nn, product, convolution and fast, timed in
+``--interleave`` interleaved rounds of 10 calls each: median and range of ms per call, the
+figure least moved by this machine's drift.
 ``--allocator reuse`` (default) first calls palirs_data.dynamics.reuse_freed_memory, as the
 MD does; ``default`` keeps glibc's defaults (fresh pages for every large tensor).
 """
@@ -98,6 +107,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--allocator", default="reuse", choices=["reuse", "default"])
+    parser.add_argument("--interleave", type=int, default=6)
     args = parser.parse_args()
     if args.allocator == "reuse":
         print(f"freed memory kept for reuse: {reuse_freed_memory()}")
@@ -167,7 +177,24 @@ def main() -> None:
         return (lambda p: _stacked(committee, batch, p),
                 _stacked(committee, batch, positions))
 
-    def build_channelwise():
+    def build_product():
+        product = Committee.load(paths, dtype=dtype, fast_kernels=False)
+        for model in product.models:
+            for block in model.interactions:
+                block.conv_tp = ChannelwiseTensorProduct(block.conv_tp).to(dtype)
+        return (lambda p: product.evaluate(batch, p),
+                product.evaluate(batch, positions).member_forces_eVA)
+
+    def build_convolution():
+        convolution = Committee.load(paths, dtype=dtype, fast_kernels=True)
+        for model in convolution.models:
+            for block in model.products:
+                block.symmetric_contractions = getattr(block.symmetric_contractions,
+                                                       "original", block.symmetric_contractions)
+        return (lambda p: convolution.evaluate(batch, p),
+                convolution.evaluate(batch, positions).member_forces_eVA)
+
+    def build_fast():
         fast = Committee.load(paths, dtype=dtype, fast_kernels=True)
         return (lambda p: fast.evaluate(batch, p),
                 fast.evaluate(batch, positions).member_forces_eVA)
@@ -176,7 +203,28 @@ def main() -> None:
     print(f"second interaction's edge product alone, forward + backward: e3nn {e3nn_ms:.2f} ms, "
           f"channelwise {fast_ms:.2f} ms ({e3nn_ms / fast_ms:.2f}x; max output difference "
           f"{diff:.1e})")
-    report("channelwise", build_channelwise)
+    report("product", build_product)
+    report("convolution", build_convolution)
+    report("fast", build_fast)
+    one = {"e3nn": Committee.load(paths[:1], dtype=dtype, fast_kernels=False),
+           "product": Committee.load(paths[:1], dtype=dtype, fast_kernels=False),
+           "convolution": Committee.load(paths[:1], dtype=dtype, fast_kernels=True),
+           "fast": Committee.load(paths[:1], dtype=dtype, fast_kernels=True)}
+    for block in one["product"].models[0].interactions:
+        block.conv_tp = ChannelwiseTensorProduct(block.conv_tp).to(dtype)
+    for block in one["convolution"].models[0].products:
+        block.symmetric_contractions = getattr(block.symmetric_contractions, "original",
+                                               block.symmetric_contractions)
+    times: dict[str, list[float]] = {name: [] for name in one}
+    for _ in range(args.interleave):
+        for name, member in one.items():
+            times[name].append(1000 * args.replicas / _rate(
+                lambda p: member.evaluate(batch, p), positions, args.replicas, 10))
+    print(f"one member, {args.interleave} interleaved rounds of 10 calls, ms per call: "
+          "median [min, max], ratio of medians to e3nn's")
+    for name, ms in times.items():
+        print(f"  {name:11s} {np.median(ms):6.2f} [{min(ms):.2f}, {max(ms):.2f}]  "
+              f"{np.median(times['e3nn']) / np.median(ms):.2f}x")
     report("prepared", build_prepared)
     report("scripted", build_scripted)
     report("fused", build_fused)

@@ -11,7 +11,8 @@ import torch
 from palirs_data import dynamics
 from palirs_data.committee import Committee, load_model, predict_dipoles
 from palirs_data.tensor_product import (EDGE_CHUNK, ChannelwiseConvolution,
-                                        ChannelwiseTensorProduct, accelerate)
+                                        ChannelwiseTensorProduct,
+                                        ElementwiseSymmetricContraction, accelerate)
 
 
 def _inputs(tp, dtype, n=40, seed=0):
@@ -87,6 +88,49 @@ def test_the_fused_convolution_gives_the_same_forces_in_any_edge_order(tiny_comm
     gb = torch.autograd.grad(b.square().sum(), x)[0]
     assert float((ga - gb).abs().max()) < 1e-11 * float(ga.abs().max())
 
+
+def _contraction_inputs(contraction, dtype, n_atoms=40, seed=4):
+    gen = torch.Generator().manual_seed(seed)
+    con = contraction.contractions[0]
+    n_elements, n_channels = con.weights_max.shape[0], con.weights_max.shape[-1]
+    x = torch.randn(n_atoms, n_channels, con.U_tensors(1).shape[-2], generator=gen,
+                    dtype=dtype).requires_grad_()
+    y = torch.nn.functional.one_hot(torch.randint(n_elements, (n_atoms,), generator=gen),
+                                    n_elements).to(dtype)
+    return x, y
+
+
+def test_the_folded_symmetric_contraction_is_maces_polynomial(tiny_committee):
+    """Every product block of the tiny members: the per-element folded polynomial gives MACE's
+    values and gradients to rounding (float64), for atoms of mixed elements in any order."""
+    models = [load_model(p, fast_kernels=False) for p in tiny_committee["paths"]]
+    contractions = [b.symmetric_contractions for m in models for b in m.products]
+    assert max(c.correlation for sc in contractions for c in sc.contractions) >= 2
+    for contraction in contractions:
+        fast = ElementwiseSymmetricContraction(contraction).eval()
+        x, y = _contraction_inputs(contraction, torch.float64)
+        want, got = contraction(x, y), fast(x, y)
+        assert float((want - got).abs().max()) < 1e-12 * float(want.abs().max())
+        grad = torch.randn_like(want)
+        a, b = (torch.autograd.grad(out, x, grad)[0] for out in (want, got))
+        assert float((a - b).abs().max()) < 1e-11 * float(a.abs().max())
+
+
+def test_the_folded_contraction_follows_its_weights_and_its_inputs(tiny_committee):
+    """Weights changed in place (an optimiser step) are folded again; training mode and
+    element attributes that are not one-hot go to MACE's own module."""
+    model = load_model(tiny_committee["paths"][0], fast_kernels=False)
+    contraction = model.products[0].symmetric_contractions
+    fast = ElementwiseSymmetricContraction(contraction).eval()
+    x, y = _contraction_inputs(contraction, torch.float64)
+    with torch.no_grad():
+        contraction.contractions[0].weights_max.mul_(1.5)
+    assert torch.allclose(fast(x, y), contraction(x, y), rtol=1e-12, atol=1e-12)
+    mixed = 0.5 * y + 0.5 * y.roll(1, 0)
+    assert torch.equal(fast(x, mixed), contraction(x, mixed))
+    fast.train()
+    assert torch.equal(fast(x, y), contraction(x, y))
+
 def test_a_product_of_another_form_is_refused():
     from e3nn import o3  # after palirs_data, which lets e3nn load its constants
 
@@ -123,6 +167,10 @@ def test_float32_models_run_it_with_the_same_forces_and_dipoles(tiny_committee,
         "channelwise"}
     assert not kinds(plain) & {"ChannelwiseConvolution", "ChannelwiseTensorProduct"}
     assert not kinds(double) & {"ChannelwiseConvolution", "ChannelwiseTensorProduct"}
+    products = lambda c: {type(b.symmetric_contractions).__name__ for m in c.models
+                          for b in m.products}
+    assert products(fast) == {"ElementwiseSymmetricContraction"}
+    assert products(plain) == products(double) == {"SymmetricContraction"}
     assert accelerate(fast.models[0]) == 0  # already swapped: nothing to do
     batch, positions = _methanol_batch(fast, 5, torch.float32)
     a, b = fast.evaluate(batch, positions), plain.evaluate(batch, positions)
