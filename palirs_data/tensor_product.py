@@ -28,10 +28,17 @@ for float32 only, the precision of the MD.
 MACE's interaction blocks then sum the products over each atom's incoming edges. They take a
 kernel that does both (their ``conv_fusion`` hook), and :class:`ChannelwiseConvolution` is
 one: the layout changes move to the atoms' rows, and in evaluation a custom backward
-recomputes each block of edges' intermediates instead of keeping the whole batch's. Measured
-(2026-12-06, same setting): one member 21.4 ms against 23.6 with the product alone and 27.3
-with e3nn's; committee MD at 72 replicas 1.08–1.16× the product alone
-(``benchmarks/md_throughput.py``, docs/method.md, "A fused convolution").
+recomputes each block of edges' intermediates instead of keeping the whole batch's. The
+product basis that follows, MACE's symmetric contraction, gets
+:class:`ElementwiseSymmetricContraction`: each element's weights folded into the
+Clebsch–Gordan tensors once, instead of for every atom at every call.
+
+Measured (2026-12-06, same setting, ``benchmarks/model_call.py``, one member in six
+interleaved rounds, median ms): e3nn and MACE as loaded 28.9, the product alone 25.3, the
+fused convolution 22.8, the convolution and the folded contraction (what the MD uses) 19.9.
+Committee MD at 72 replicas (``benchmarks/md_throughput.py``, two runs): 1.24–1.30× the
+product alone, 26.4–26.6× the ASE way's best split and 1.63–1.71× TorchSim with MACE's own
+modules (docs/method.md, "A fused convolution and a folded contraction").
 """
 
 from __future__ import annotations
