@@ -36,7 +36,7 @@ Clebsch–Gordan tensors once, instead of for every atom at every call.
 Measured (2026-12-06, same setting, ``benchmarks/model_call.py``, one member in six
 interleaved rounds, median ms): e3nn and MACE as loaded 28.9, the product alone 25.3, the
 fused convolution 22.8, the convolution and the folded contraction (what the MD uses) 19.9.
-Committee MD at 72 replicas (``benchmarks/md_throughput.py``, two runs): 1.24–1.30× the
+Committee MD at 72 replicas (``benchmarks/md_throughput.py``, two runs): 1.28–1.30× the
 product alone, 26.4–26.6× the ASE way's best split and 1.63–1.71× TorchSim with MACE's own
 modules (docs/method.md, "A fused convolution and a folded contraction").
 """
