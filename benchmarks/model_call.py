@@ -122,7 +122,7 @@ def main() -> None:
         [atoms.positions + rng.normal(0, 0.05, atoms.positions.shape)
          for _ in range(args.replicas)]), dtype=dtype)
     print("replicas  ms per eager committee call (1 thread)")
-    for n in sorted({1, 8, args.replicas}):
+    for n in sorted({1, min(8, args.replicas), args.replicas}):
         sub = committee.batch([atoms.numbers] * n)
         rate = _rate(lambda p: committee.evaluate(sub, p), positions[:n * len(atoms)], n,
                      args.repeats)
