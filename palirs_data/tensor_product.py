@@ -265,10 +265,17 @@ def matches(tp: torch.nn.Module, fast: torch.nn.Module, dtype: torch.dtype,
 
 
 def _honours_fusion(block: torch.nn.Module) -> bool:
-    """Whether the block's forward hands the whole convolution to ``conv_tp`` when it has a
-    ``conv_fusion`` attribute (MACE's interaction blocks since 0.3.11)."""
+    """Whether the block hands the whole convolution to ``conv_tp`` when it has a
+    ``conv_fusion`` attribute: its forward checks for it (mace-torch 0.3.16's interaction
+    blocks), or calls a ``convolve_messages`` method that does (the layout of later MACE
+    sources). A block that does neither keeps the product alone: correct, only slower."""
     try:
-        return "conv_fusion" in inspect.getsource(type(block).forward)
+        forward = inspect.getsource(type(block).forward)
+        if "conv_fusion" in forward:
+            return True
+        helper = getattr(type(block), "convolve_messages", None)
+        return (helper is not None and "self.convolve_messages(" in forward
+                and "conv_fusion" in inspect.getsource(helper))
     except (OSError, TypeError):
         return False
 

@@ -131,6 +131,42 @@ def test_the_folded_contraction_follows_its_weights_and_its_inputs(tiny_committe
     fast.train()
     assert torch.equal(fast(x, y), contraction(x, y))
 
+
+class _BlockChecksInForward(torch.nn.Module):
+    def forward(self, x):
+        if hasattr(self, "conv_fusion"):
+            return x
+        return -x
+
+
+class _BlockChecksInHelper(torch.nn.Module):
+    def convolve_messages(self, x):
+        if hasattr(self, "conv_fusion"):
+            return x
+        return -x
+
+    def forward(self, x):
+        return self.convolve_messages(x)
+
+
+class _BlockWithoutTheHook(torch.nn.Module):
+    def convolve_messages(self, x):
+        return x
+
+    def forward(self, x):
+        return self.convolve_messages(x)
+
+
+def test_the_fused_kernel_goes_only_to_blocks_that_take_it():
+    """A block takes the fused convolution when its forward, or the message helper it calls
+    (later MACE sources), checks for ``conv_fusion``; any other keeps the product alone."""
+    from palirs_data.tensor_product import _honours_fusion
+
+    assert _honours_fusion(_BlockChecksInForward())
+    assert _honours_fusion(_BlockChecksInHelper())
+    assert not _honours_fusion(_BlockWithoutTheHook())
+    assert not _honours_fusion(torch.nn.Linear(2, 2))
+
 def test_a_product_of_another_form_is_refused():
     from e3nn import o3  # after palirs_data, which lets e3nn load its constants
 
