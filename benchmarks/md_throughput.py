@@ -13,8 +13,8 @@ wall time:
              per process, so its rate does not depend on n: measured once per split. The best
              split is the baseline.
   engine     palirs_data.dynamics.BatchedMD, the n replicas divided over the p processes, as
-             the stages run it (in float32 the channelwise edge tensor product,
-             palirs_data.tensor_product);
+             the stages run it (in float32 the fused channelwise convolution and the folded
+             symmetric contraction, palirs_data.tensor_product);
   engine-e3nn  the same with e3nn's edge tensor product (``fast_kernels=False``);
   engine-product  the same with the channelwise product alone in place of e3nn's and the
              messages summed by MACE's scatter (the stages' kernel before the fused

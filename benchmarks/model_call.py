@@ -100,6 +100,24 @@ def _product_alone(committee: Committee, batch, positions: torch.Tensor,
     return ms(tp), ms(fast), diff
 
 
+def _product_only(committee: Committee) -> Committee:
+    """Members loaded with e3nn's product get the channelwise product alone in its place."""
+    for model in committee.models:
+        dtype = next(model.parameters()).dtype
+        for block in model.interactions:
+            block.conv_tp = ChannelwiseTensorProduct(block.conv_tp).to(dtype)
+    return committee
+
+
+def _convolution_only(committee: Committee) -> Committee:
+    """Members loaded with the MD's kernels get MACE's symmetric contraction back."""
+    for model in committee.models:
+        for block in model.products:
+            block.symmetric_contractions = getattr(block.symmetric_contractions, "original",
+                                                   block.symmetric_contractions)
+    return committee
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path("data/models/committee"))
@@ -178,19 +196,12 @@ def main() -> None:
                 _stacked(committee, batch, positions))
 
     def build_product():
-        product = Committee.load(paths, dtype=dtype, fast_kernels=False)
-        for model in product.models:
-            for block in model.interactions:
-                block.conv_tp = ChannelwiseTensorProduct(block.conv_tp).to(dtype)
+        product = _product_only(Committee.load(paths, dtype=dtype, fast_kernels=False))
         return (lambda p: product.evaluate(batch, p),
                 product.evaluate(batch, positions).member_forces_eVA)
 
     def build_convolution():
-        convolution = Committee.load(paths, dtype=dtype, fast_kernels=True)
-        for model in convolution.models:
-            for block in model.products:
-                block.symmetric_contractions = getattr(block.symmetric_contractions,
-                                                       "original", block.symmetric_contractions)
+        convolution = _convolution_only(Committee.load(paths, dtype=dtype, fast_kernels=True))
         return (lambda p: convolution.evaluate(batch, p),
                 convolution.evaluate(batch, positions).member_forces_eVA)
 
@@ -207,14 +218,11 @@ def main() -> None:
     report("convolution", build_convolution)
     report("fast", build_fast)
     one = {"e3nn": Committee.load(paths[:1], dtype=dtype, fast_kernels=False),
-           "product": Committee.load(paths[:1], dtype=dtype, fast_kernels=False),
-           "convolution": Committee.load(paths[:1], dtype=dtype, fast_kernels=True),
+           "product": _product_only(Committee.load(paths[:1], dtype=dtype,
+                                                   fast_kernels=False)),
+           "convolution": _convolution_only(Committee.load(paths[:1], dtype=dtype,
+                                                           fast_kernels=True)),
            "fast": Committee.load(paths[:1], dtype=dtype, fast_kernels=True)}
-    for block in one["product"].models[0].interactions:
-        block.conv_tp = ChannelwiseTensorProduct(block.conv_tp).to(dtype)
-    for block in one["convolution"].models[0].products:
-        block.symmetric_contractions = getattr(block.symmetric_contractions, "original",
-                                               block.symmetric_contractions)
     times: dict[str, list[float]] = {name: [] for name in one}
     for _ in range(args.interleave):
         for name, member in one.items():
