@@ -40,9 +40,11 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float64,
                device: str = "cpu", fast_kernels: bool | None = None) -> torch.nn.Module:
     """A trained mace-torch model, in evaluation mode, gradients of weights off.
 
-    ``fast_kernels`` swaps in the channelwise edge tensor product
-    (:mod:`palirs_data.tensor_product`: the same map, other rounding); by default in float32,
-    the MD's precision, where it was measured faster, and not in float64, where it was not.
+    ``fast_kernels`` swaps in the kernels of :mod:`palirs_data.tensor_product` (each checked
+    against the module it replaces: the same maps, other rounding): the fused channelwise
+    convolution (or the channelwise edge product alone) and the symmetric contraction with
+    each element's weights folded in; by default in float32, the MD's precision, where they
+    were measured faster, and not in float64, where the edge product was not.
     """
     path = Path(path)
     if not path.is_file():

@@ -297,7 +297,9 @@ class ElementwiseSymmetricContraction(torch.nn.Module):
     channels, then elementwise products and sums. Same polynomial, other rounding.
 
     In training mode, or for element attributes that are not one-hot, it calls MACE's module.
-    The folded tensors are rebuilt when the weights change in place (an optimiser step).
+    The folded tensors are rebuilt when the weights change in place (an optimiser step); they
+    are buffers left out of the state dict, which keeps MACE's own weights (under
+    ``original``).
     """
 
     def __init__(self, contraction: torch.nn.Module) -> None:
@@ -314,6 +316,9 @@ class ElementwiseSymmetricContraction(torch.nn.Module):
         self.parts = parts
         self.n_elements = int(contraction.contractions[0].weights_max.shape[0])
         self._versions: tuple = ()
+        self._attrs: torch.Tensor | None = None  # the element attributes of the last call
+        self._groups: list[tuple[int, torch.Tensor]] = []
+        self._order: torch.Tensor | None = None
         self._fold()
 
     def _weights(self):
@@ -322,45 +327,69 @@ class ElementwiseSymmetricContraction(torch.nn.Module):
             yield con.weights_max
 
     def _fold(self) -> None:
-        dtype = next(self.original.buffers()).dtype
-        self.folded = []
-        for (corr, n_out, n_ell), con in zip(self.parts, self.original.contractions):
-            terms = []
+        """T_n of every part, as buffers ``folded_<part>_<n>`` (not in the state dict: they
+        are derived from MACE's weights, which are; they move with ``.to()``)."""
+        first = next(self.original.buffers())
+        for part, ((corr, n_out, n_ell), con) in enumerate(zip(self.parts,
+                                                                 self.original.contractions)):
             for nu in range(1, corr + 1):
                 u = con.U_tensors(nu).detach().double()
                 w = (con.weights_max if nu == corr else con.weights[corr - nu - 1]).detach()
                 u = u.reshape(n_out, n_ell ** nu, u.shape[-1])
-                terms.append(torch.einsum("omk,zkc->zcom", u, w.double()).to(dtype))
-            self.folded.append(terms)
+                term = torch.einsum("omk,zkc->zcom", u, w.double())
+                self.register_buffer(f"folded_{part}_{nu}",
+                                     term.to(dtype=first.dtype, device=first.device),
+                                     persistent=False)
         self._versions = tuple(w._version for w in self._weights())
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def folded(self, part: int, nu: int) -> torch.Tensor:
+        """T_nu of contraction ``part``: (elements, channels, outputs, ell^nu)."""
+        return getattr(self, f"folded_{part}_{nu}")
+
+    def _element_groups(self, y: torch.Tensor) -> list[tuple[int, torch.Tensor]] | None:
+        """The atoms of each element, for one-hot attributes ``y`` (None otherwise). The
+        attributes of an MD run do not change from call to call: they are compared with the
+        last call's by content (an address could be reused by another tensor) and the groups
+        kept."""
+        last = self._attrs
+        if last is not None and last.shape == y.shape and last.dtype == y.dtype and \
+                last.device == y.device and torch.equal(last, y):
+            return self._groups
         one_hot = (y.shape[1] == self.n_elements and bool(((y == 0) | (y == 1)).all())
                    and bool((y.sum(1) == 1).all()))
-        if (self.training and torch.is_grad_enabled()) or not one_hot:
+        if not one_hot:
+            return None
+        element = y.argmax(1)
+        self._groups = [(int(z), (element == z).nonzero().squeeze(1))
+                        for z in torch.unique(element).tolist()]
+        self._order = torch.cat([index for _, index in self._groups])
+        self._attrs = y.detach().clone()
+        return self._groups
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            return self.original(x, y)
+        groups = self._element_groups(y)
+        if groups is None:
             return self.original(x, y)
         if self._versions != tuple(w._version for w in self._weights()):
             self._fold()
-        element = y.argmax(1)
-        groups = [(int(z), (element == z).nonzero().squeeze(1))
-                  for z in torch.unique(element).tolist()]
-        order = torch.cat([index for _, index in groups])
         n_atoms, n_channels, n_ell = x.shape
         outs = []
-        for (corr, n_out, _), terms in zip(self.parts, self.folded):
+        for part, (corr, n_out, _) in enumerate(self.parts):
             rows = []
             for z, index in groups:
                 n = len(index)
                 xt = x.index_select(0, index).permute(1, 2, 0)  # (c, ell, atoms)
-                t = terms[corr - 1][z].to(x.device, x.dtype)
+                t = self.folded(part, corr)[z].to(x.dtype)
                 out = torch.bmm(t.reshape(n_channels, -1, n_ell), xt)
                 for nu in range(corr - 1, 0, -1):
-                    c_tensor = out + terms[nu - 1][z].to(x.device, x.dtype).reshape(
+                    c_tensor = out + self.folded(part, nu)[z].to(x.dtype).reshape(
                         n_channels, -1, 1)
                     out = (c_tensor.view(n_channels, -1, n_ell, n) * xt.unsqueeze(1)).sum(2)
                 rows.append(out.view(n_channels, n_out, n).permute(2, 0, 1).reshape(n, -1))
             outs.append(x.new_zeros(n_atoms, n_channels * n_out).index_copy(
-                0, order, torch.cat(rows)))
+                0, self._order, torch.cat(rows)))
         return torch.cat(outs, dim=-1)
 
 

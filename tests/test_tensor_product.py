@@ -132,6 +132,26 @@ def test_the_folded_contraction_follows_its_weights_and_its_inputs(tiny_committe
     assert torch.equal(fast(x, y), contraction(x, y))
 
 
+def test_the_folded_contraction_keeps_its_groups_only_for_the_same_elements(tiny_committee):
+    """The atoms' grouping by element is kept from call to call only while the attributes are
+    equal in content: other elements in a tensor of the same shape are grouped again. The
+    folded tensors move with ``.to()`` and stay out of the state dict, which keeps MACE's."""
+    model = load_model(tiny_committee["paths"][0], fast_kernels=False)
+    contraction = model.products[0].symmetric_contractions
+    fast = ElementwiseSymmetricContraction(contraction).eval()
+    x, y = _contraction_inputs(contraction, torch.float64)
+    shifted = y.roll(1, 1)  # every atom another element, same shape
+    assert not torch.equal(shifted, y)
+    for attrs in (y, shifted, y, shifted.clone()):
+        assert torch.allclose(fast(x, attrs), contraction(x, attrs), rtol=1e-12, atol=1e-12)
+    keys = set(fast.state_dict())
+    assert keys == {f"original.{k}" for k in contraction.state_dict()}
+    fast32 = fast.to(torch.float32)
+    assert fast32.folded(0, 1).dtype == torch.float32
+    want = contraction.to(torch.float32)(x.float(), y.float())
+    assert torch.allclose(fast32(x.float(), y.float()), want, rtol=1e-4, atol=1e-5)
+
+
 class _BlockChecksInForward(torch.nn.Module):
     def forward(self, x):
         if hasattr(self, "conv_fusion"):
