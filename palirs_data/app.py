@@ -155,6 +155,48 @@ def show_text(metrics: Path) -> str:
     if (metrics / "compare.json").is_file():
         lines += ["", spectra_text(metrics / "compare.json",
                                    metrics / "figures" / "compare")]
+    temperatures = temperature_text(metrics)
+    if temperatures:
+        lines += ["", temperatures]
+    return "\n".join(lines)
+
+
+def temperature_text(metrics: Path) -> str:
+    """The spectra's MD at its temperature: the pooled kinetic temperature of the production
+    runs of each molecule and target, ML and reference MD side by side (and the transfer
+    molecules'), from the ``kinetic_temperature`` of ``ir.json`` and ``reference_md.json``
+    (and their ``transfer_`` files); empty when none has one. One set of a dozen short runs
+    scatters by a few per cent: docs/method.md, "One sample, however many locks"."""
+    sources = [("", "ir.json", "reference_md.json"),
+               ("transfer molecules (never trained on)", "transfer_ir.json",
+                "transfer_reference_md.json")]
+
+    def cell(v: dict | None) -> str:
+        if not v:
+            return "-"
+        se = f" ± {v['stderr_K']:.1f}" if v.get("stderr_K") is not None else ""
+        return f"{v['mean_K']:.1f}{se} K ({v['deviation_percent']:+.1f} %, {v['runs']} runs)"
+
+    lines = []
+    for title, ml_name, ref_name in sources:
+        sets: dict[str, dict] = {}
+        for side, name in (("ml", ml_name), ("ref", ref_name)):
+            try:
+                pooled = json.loads((metrics / name).read_text(encoding="utf-8"))[
+                    "kinetic_temperature"]["pooled"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            for key, v in pooled.items():
+                sets.setdefault(key, {})[side] = v
+        if sets and title:
+            lines.append(title)
+        for key, v in sorted(sets.items()):
+            lines.append(f"{key[:24]:<24} {cell(v.get('ml')):>34} {cell(v.get('ref')):>34}")
+    if not lines:
+        return ""
+    lines[:0] = ["MD kinetic temperature, pooled over each set's production runs (mean ± "
+                 "standard error)",
+                 f"{'molecule / target':<24} {'ML MD':>34} {'reference MD':>34}"]
     return "\n".join(lines)
 
 
@@ -198,10 +240,11 @@ def spectra_text(compare_json: Path, figures: Path | None = None) -> str:
 
 @app.command()
 def show(metrics: Path = typer.Option(Path("metrics"), help="The metrics directory.")) -> None:
-    """The results in one table: iterations and spectra.
+    """The results in one table: iterations, spectra and their MD's temperature.
 
-    The campaign per iteration (labels, frequency MAE, test errors, committee spread) and the
-    spectra's scores (PCC and Wasserstein distance with their intervals), in 100 columns."""
+    The campaign per iteration (labels, frequency MAE, test errors, committee spread), the
+    spectra's scores (PCC and Wasserstein distance with their intervals) and the pooled
+    kinetic temperature of the ML and reference MD, in 100 columns."""
     _guarded(lambda: show_text(metrics))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -161,9 +162,38 @@ def test_show_fits_a_terminal(tmp_path):
     result = runner.invoke(app, ["show", "--metrics", str(metrics)])
     assert result.exit_code == 0, result.output
     assert "freq MAE" in result.output and "PCC" in result.output
+    assert "MD kinetic temperature" in result.output
     assert max(len(line) for line in result.output.splitlines()) <= 100
     missing = runner.invoke(app, ["show", "--metrics", str(tmp_path)])
     assert missing.exit_code == 1 and "error:" in missing.output
+
+
+def test_show_puts_ml_and_reference_temperatures_side_by_side(tmp_path):
+    """Each molecule and target's pooled kinetic temperature, ML and reference MD on one row,
+    the transfer molecules' too; a side without the set shows a dash; no file, no block."""
+    from palirs_data.app import temperature_text
+
+    assert temperature_text(tmp_path) == ""
+
+    def pooled(**sets):
+        return json.dumps({"kinetic_temperature": {"pooled": {
+            k: {"target_K": 300.0, "mean_K": t, "stderr_K": se, "runs": 12,
+                "deviation_percent": round(100 * (t / 300.0 - 1), 1)}
+            for k, (t, se) in sets.items()}}})
+
+    (tmp_path / "ir.json").write_text(pooled(**{"water/300K": (291.0, 6.0),
+                                                "ammonia/300K": (306.0, 5.0)}))
+    (tmp_path / "reference_md.json").write_text(pooled(**{"water/300K": (303.0, 7.0)}))
+    (tmp_path / "transfer_ir.json").write_text(pooled(**{"acetone/300K": (297.0, None)}))
+    text = temperature_text(tmp_path).splitlines()
+    title = text.index("transfer molecules (never trained on)")
+    assert "acetone/300K" in text[title + 1]  # reported apart, after the training molecules
+    rows = {line.split()[0]: line for line in text[2:] if "/" in line}
+    assert set(rows) == {"water/300K", "ammonia/300K", "acetone/300K"}
+    assert "291.0 ± 6.0 K (-3.0 %, 12 runs)" in rows["water/300K"]
+    assert "303.0 ± 7.0 K (+1.0 %, 12 runs)" in rows["water/300K"]
+    assert rows["ammonia/300K"].rstrip().endswith("-")
+    assert "297.0 K (-1.0 %" in rows["acetone/300K"]
 
 
 def test_run_refuses_a_detached_head_naming_the_way_back(tmp_path):
