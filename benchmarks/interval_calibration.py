@@ -1,0 +1,163 @@
+"""Do the intervals of ``compare`` hold on real MD? Rerun scatter against bootstrap width.
+
+``benchmarks/interval_coverage.py`` checks the intervals on synthetic runs whose lines keep
+one amplitude for a whole run. Real runs also vary within a run: a mode keeps its energy
+for about 1/γ (333 fs at the ``ir`` protocol's 0.003 fs⁻¹), a tenth of a 3 ps run. This
+script measures the intervals on the real thing: ``--runs`` paired runs of the ``ir``
+protocol (``params.yaml``, seeds from ``--seed``) by the final committee with the dipole model
+(``ml_ir``, as the ``ir`` stage) and by the label source (``reference_ir``, as
+``reference-md``), kept in ``--store``. They are cut into disjoint sets of k runs (run k of
+the ML and of the reference side share their seed, as in the pipeline), each set scored ML vs
+reference as ``compare`` scores it. The scatter of the sets' scores is the spread a rerun with
+other seeds shows; each set's interval says what it expects that spread to be. Two ways of
+drawing, and two other intervals, are compared:
+
+- ``runs, then blocks``: ``compare``'s (:func:`palirs_data.spectra.bootstrap_weights`),
+  runs with replacement, then each drawn run's ``compare.block_fs`` blocks with replacement;
+- ``runs only``: runs with replacement, each drawn run whole;
+- ``runs only, bias-corrected``: the bias-corrected percentiles of the same draws;
+- ``jackknife over runs``: each pair of runs left out in turn, the score ± 1.96 standard errors.
+
+Printed per k: the sets' mean score and its scatter (standard deviation over sets), and per
+interval its width over 3.92 (a standard deviation, for a normal interval) and its ratio to
+the scatter (1 is calibrated, above 1 too wide), the mean width of the 95 % interval, and how
+many sets' intervals hold the mean over sets (the expected score of k runs).
+
+    python benchmarks/interval_calibration.py --runs 96 --seed 1000 --store /tmp/calib
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+from palirs_data import structures
+from palirs_data.compare import MdRuns, md_runs
+from palirs_data.compute import Executor, dask_client
+from palirs_data.config import LabelerConfig, load_params
+from palirs_data.ir import ml_ir
+from palirs_data.reference_md import reference_ir
+from palirs_data.spectra import bootstrap_weights, compare_spectra
+from palirs_data.trajectory import TrajectoryStore
+
+Z = norm.ppf(0.975)
+
+
+def generate(store: Path, runs: int, seed: int, params: Path) -> None:
+    """The paired ML and reference runs, unless ``store`` has them already."""
+    if (store / "ir.zarr").exists() and (store / "reference.zarr").exists():
+        return
+    p = load_params(params)
+    ir = p.ir.model_copy(update={"seed": seed, "trajectories": runs})
+    equilibrium = structures.read_table("data/sample/equilibrium.parquet")
+    store.mkdir(parents=True, exist_ok=True)
+    with dask_client(p.compute) as client:
+        t0 = time.perf_counter()
+        ml_ir("data/models/committee", "data/models/dipole.model", equilibrium, ir,
+              TrajectoryStore(store / "ir.zarr"), executor=Executor(client, p.compute),
+              progress=True)
+        t1 = time.perf_counter()
+        reference_ir(equilibrium, ir, p.labeler or LabelerConfig(),
+                     TrajectoryStore(store / "reference.zarr"), executor=Executor(client))
+        t2 = time.perf_counter()
+    print(f"generated {runs} paired runs: ML MD {t1 - t0:.0f} s, reference MD {t2 - t1:.0f} s")
+
+
+def subset(runs: MdRuns, index: list[int]) -> MdRuns:
+    return MdRuns([runs.blocks[i] for i in index], [runs.dipoles[i] for i in index],
+                  runs.timestep_fs, runs.zero_padding,
+                  None if runs.seeds is None else [runs.seeds[i] for i in index])
+
+
+def runs_only_weights(ml: MdRuns, rng: np.random.Generator) -> list[np.ndarray]:
+    counts = np.bincount(rng.integers(0, len(ml.blocks), size=len(ml.blocks)),
+                         minlength=len(ml.blocks))
+    return [np.full(b.n_blocks, float(c)) for c, b in zip(counts, ml.blocks)]
+
+
+def leave_out(runs: MdRuns, i: int) -> list[np.ndarray]:
+    return [np.full(b.n_blocks, float(j != i)) for j, b in enumerate(runs.blocks)]
+
+
+def scores(ml, ref, window, step):
+    s = compare_spectra(ml, ref, window_cm1=window, step_cm1=step)
+    return np.array([s["pcc"], s["wasserstein_cm1"]])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=96)
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[6, 12])
+    parser.add_argument("--draws", type=int, default=400)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    generate(args.store, args.runs, args.seed, args.params)
+    p = load_params(args.params)
+    window, step = tuple(p.compare.window_cm1), p.compare.step_cm1
+    ml_all = md_runs(TrajectoryStore(args.store / "ir.zarr", mode="r"), p.ir, p.compare)
+    ref_all = md_runs(TrajectoryStore(args.store / "reference.zarr", mode="r"), p.ir,
+                      p.compare)
+    rng = np.random.default_rng(0)
+    for key in sorted(ml_all):
+        ml, ref = ml_all[key], ref_all[key]
+        assert ml.pairs_with(ref), "ML and reference runs must share their seeds"
+        n = len(ml.blocks)
+        print(f"{key[0]} {key[1]:g} K: {n} paired runs, {ml.blocks[0].n_blocks} blocks each; "
+              f"all {n}: PCC {scores(ml.spectrum(), ref.spectrum(), window, step)[0]:.4f}, "
+              f"WD {scores(ml.spectrum(), ref.spectrum(), window, step)[1]:.1f} cm-1")
+        for k in args.sizes:
+            sets = [list(range(i, i + k)) for i in range(0, n - k + 1, k)]
+            pairs = [(subset(ml, s), subset(ref, s)) for s in sets]
+            points = np.array([scores(a.spectrum(), b.spectrum(), window, step)
+                               for a, b in pairs])
+            expected, scatter = points.mean(0), points.std(0, ddof=1)
+            print(f"  k = {k}: {len(sets)} sets; PCC {expected[0]:.4f}, scatter "
+                  f"{scatter[0]:.4f}; WD {expected[1]:.1f}, scatter {scatter[1]:.1f} cm-1 "
+                  f"(a scatter over {len(sets)} sets is itself uncertain by "
+                  f"~{100 / np.sqrt(2 * (len(sets) - 1)):.0f} %)")
+            ways = ("runs, then blocks", "runs only", "runs only, bias-corrected",
+                    "jackknife over runs")
+            sd, width, hits = ({w: np.zeros(2) for w in ways} for _ in range(3))
+            for (a, b), point in zip(pairs, points):
+                drawn = {}
+                for way in ways[:2]:
+                    draws = []
+                    for _ in range(args.draws):
+                        if way == "runs only":
+                            w1 = w2 = runs_only_weights(a, rng)
+                        else:
+                            both = bootstrap_weights(a.blocks, rng, paired=b.blocks)
+                            w1, w2 = both[:k], both[k:]
+                        draws.append(scores(a.spectrum(w1), b.spectrum(w2), window, step))
+                    drawn[way] = np.array(draws)
+                share = np.clip((drawn["runs only"] < point).mean(0), 0.5 / args.draws,
+                                1 - 0.5 / args.draws)
+                z0 = norm.ppf(share)
+                jack = np.array([scores(a.spectrum(leave_out(a, i)), b.spectrum(leave_out(b, i)),
+                                        window, step) for i in range(k)])
+                se = np.sqrt((k - 1) / k * ((jack - jack.mean(0)) ** 2).sum(0))
+                bounds = {way: np.percentile(drawn[way], [2.5, 97.5], axis=0)
+                          for way in ways[:2]}
+                bounds["runs only, bias-corrected"] = np.array([np.quantile(
+                    drawn["runs only"][:, j], norm.cdf([2 * z0[j] - Z, 2 * z0[j] + Z]))
+                    for j in range(2)]).T
+                bounds["jackknife over runs"] = np.array([point - Z * se, point + Z * se])
+                for way, (lo, hi) in bounds.items():
+                    sd[way] += (hi - lo) / (2 * Z) / len(pairs)
+                    width[way] += (hi - lo) / len(pairs)
+                    hits[way] += (lo <= expected) & (expected <= hi)
+            for way in ways:
+                print(f"    {way:<27} width/3.92: PCC {sd[way][0]:.4f} "
+                      f"({sd[way][0] / scatter[0]:.2f}x the scatter), WD {sd[way][1]:.1f} cm-1 "
+                      f"({sd[way][1] / scatter[1]:.2f}x); 95 % width PCC {width[way][0]:.4f}, "
+                      f"WD {width[way][1]:.1f} cm-1; holds the mean in {hits[way][0]:.0f}/"
+                      f"{len(pairs)} (PCC), {hits[way][1]:.0f}/{len(pairs)} (WD)", flush=True)
+
+if __name__ == "__main__":
+    main()
