@@ -36,7 +36,7 @@ import numpy as np
 from scipy.stats import norm
 
 from palirs_data import structures
-from palirs_data.compare import MdRuns, md_runs
+from palirs_data.compare import MdRuns, jackknife_interval, md_runs
 from palirs_data.compute import Executor, dask_client
 from palirs_data.config import LabelerConfig, load_params
 from palirs_data.ir import ml_ir
@@ -71,16 +71,6 @@ def subset(runs: MdRuns, index: list[int]) -> MdRuns:
     return MdRuns([runs.blocks[i] for i in index], [runs.dipoles[i] for i in index],
                   runs.timestep_fs, runs.zero_padding,
                   None if runs.seeds is None else [runs.seeds[i] for i in index])
-
-
-def runs_only_weights(ml: MdRuns, rng: np.random.Generator) -> list[np.ndarray]:
-    counts = np.bincount(rng.integers(0, len(ml.blocks), size=len(ml.blocks)),
-                         minlength=len(ml.blocks))
-    return [np.full(b.n_blocks, float(c)) for c, b in zip(counts, ml.blocks)]
-
-
-def leave_out(runs: MdRuns, i: int) -> list[np.ndarray]:
-    return [np.full(b.n_blocks, float(j != i)) for j, b in enumerate(runs.blocks)]
 
 
 def scores(ml, ref, window, step):
@@ -129,25 +119,23 @@ def main() -> None:
                 for way in ways[:2]:
                     draws = []
                     for _ in range(args.draws):
-                        if way == "runs only":
-                            w1 = w2 = runs_only_weights(a, rng)
-                        else:
-                            both = bootstrap_weights(a.blocks, rng, paired=b.blocks)
-                            w1, w2 = both[:k], both[k:]
+                        both = bootstrap_weights(a.blocks, rng, paired=b.blocks,
+                                                 blocks=way != "runs only")
+                        w1, w2 = both[:k], both[k:]
                         draws.append(scores(a.spectrum(w1), b.spectrum(w2), window, step))
                     drawn[way] = np.array(draws)
                 share = np.clip((drawn["runs only"] < point).mean(0), 0.5 / args.draws,
                                 1 - 0.5 / args.draws)
                 z0 = norm.ppf(share)
-                jack = np.array([scores(a.spectrum(leave_out(a, i)), b.spectrum(leave_out(b, i)),
-                                        window, step) for i in range(k)])
-                se = np.sqrt((k - 1) / k * ((jack - jack.mean(0)) ** 2).sum(0))
+                jack = np.array([scores(a.leave_out(i), b.leave_out(i), window, step)
+                                 for i in range(k)])
                 bounds = {way: np.percentile(drawn[way], [2.5, 97.5], axis=0)
                           for way in ways[:2]}
                 bounds["runs only, bias-corrected"] = np.array([np.quantile(
                     drawn["runs only"][:, j], norm.cdf([2 * z0[j] - Z, 2 * z0[j] + Z]))
                     for j in range(2)]).T
-                bounds["jackknife over runs"] = np.array([point - Z * se, point + Z * se])
+                bounds["jackknife over runs"] = np.array([jackknife_interval(
+                    point[j], [list(jack[:, j])], 0.95, (-np.inf, np.inf)) for j in (0, 1)]).T
                 for way, (lo, hi) in bounds.items():
                     sd[way] += (hi - lo) / (2 * Z) / len(pairs)
                     width[way] += (hi - lo) / len(pairs)

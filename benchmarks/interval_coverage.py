@@ -31,7 +31,7 @@ from scipy.stats import norm
 
 from palirs_data.compare import MdRuns
 from palirs_data.config import IrConfig
-from palirs_data.spectra import compare_spectra
+from palirs_data.spectra import bootstrap_weights, compare_spectra
 from palirs_data.units import SPEED_OF_LIGHT_CM_FS
 
 LINES = [(1030.0, 1.0), (1450.0, 0.3), (2950.0, 0.6), (3680.0, 0.4)]  # cm-1, area
@@ -73,12 +73,6 @@ def langevin_runs(n: int, frames: int, gamma: float, seed: int) -> list[np.ndarr
                 z * np.exp(2j * np.pi * SPEED_OF_LIGHT_CM_FS * nu * t))
         runs.append(mu)
     return runs
-
-
-def runs_only(blocks, rng: np.random.Generator) -> list[np.ndarray]:
-    """Runs with replacement, each drawn run whole."""
-    counts = np.bincount(rng.integers(0, len(blocks), size=len(blocks)), minlength=len(blocks))
-    return [np.full(b.n_blocks, float(c)) for c, b in zip(counts, blocks)]
 
 
 def main() -> None:
@@ -125,7 +119,7 @@ def main() -> None:
         for s in sets[:args.checked]:
             point = scores(s.spectrum())
             draws = np.array([scores(s.draw(rng)) for _ in range(args.draws)])
-            whole = np.array([scores(s.spectrum(runs_only(s.blocks, rng)))
+            whole = np.array([scores(s.spectrum(bootstrap_weights(s.blocks, rng, blocks=False)))
                               for _ in range(args.draws)])
             share = np.clip((draws < point).mean(0), 0.5 / args.draws, 1 - 0.5 / args.draws)
             z0 = norm.ppf(share)

@@ -15,16 +15,26 @@ correlation coefficient (PCC, 1 = same shape) and the Wasserstein-1 distance (WD
 two as distributions over wavenumber: in cm⁻¹, and dimensionless, the same distance on the
 window's axis scaled to [0, 1] (WD_cm⁻¹ / window width), the form of the published tables.
 
-Uncertainty: a two-level bootstrap (:func:`palirs_data.spectra.bootstrap_weights`) resamples
-the MD runs, and within each drawn run its time blocks of ``compare.block_fs``; every draw
-pools the drawn blocks' autocorrelation sums into a spectrum. ML and reference runs with the
-same seeds (the ``ir`` protocol gives run k of both the same seed: the same initial velocities
-and thermostat noise, so their mode energies, the main noise of a spectrum, are correlated) are
-drawn as pairs, the same runs and blocks for both (``paired`` in the metrics); other sets are
-drawn independently; the experiment is fixed. Intervals are the central
-``compare.confidence`` percentiles of ``compare.bootstrap_samples`` draws
-(:func:`percentile_interval`). The convergence of each molecule's ML–
-reference PCC with the total ML production (the first k runs) shows whether there is enough.
+Uncertainty: each MD score carries a ``compare.confidence`` interval, PCC's by the jackknife
+over runs and WD's by the percentile bootstrap over runs (``compare.pcc_interval``,
+``compare.wd_interval``), the ways that came closest to the scatter of reruns on real MD
+(``benchmarks/interval_calibration.py``; docs/method.md, "Do the intervals hold on real
+MD?"). ML and reference runs with the same seeds (the ``ir`` protocol gives run k of both the
+same seed: the same initial velocities and thermostat noise, so their mode energies, the
+main noise of a spectrum, are correlated) are left out and drawn as pairs; other sets each
+on their own; the experiment is fixed.
+
+- Jackknife (:func:`jackknife_interval`): each run (pair) left out in turn; the standard
+  error sqrt((n − 1)/n · Σ (θ₍ᵢ₎ − θ̄)²), summed over the sets left out; the score ± z·se,
+  PCC capped at 1. It is centred on the score: a bootstrap's draws are noisier than the set,
+  and noise only lowers a PCC near 1, so its percentiles lie below the score.
+- Bootstrap (:func:`palirs_data.spectra.bootstrap_weights`): ``compare.bootstrap_samples``
+  draws of the runs with replacement, each drawn run whole (``compare.bootstrap_blocks``
+  also draws its time blocks of ``compare.block_fs``, the way of earlier locks, wider);
+  the central percentiles of the draws' scores (:func:`percentile_interval`).
+
+Fewer than two runs give no interval. The convergence of each molecule's ML–reference PCC
+with the total ML production (the first k runs) shows whether there is enough.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+from scipy.stats import norm
 
 from palirs_data.config import CompareConfig, IrConfig
 from palirs_data.experiment import Experiment
@@ -88,8 +99,14 @@ class MdRuns:
     def spectrum(self, weights=None) -> tuple[np.ndarray, np.ndarray]:
         return pooled_spectrum(self.blocks, zero_padding=self.zero_padding, weights=weights)
 
-    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        return self.spectrum(bootstrap_weights(self.blocks, rng))
+    def draw(self, rng: np.random.Generator, blocks: bool = True
+             ) -> tuple[np.ndarray, np.ndarray]:
+        return self.spectrum(bootstrap_weights(self.blocks, rng, blocks=blocks))
+
+    def leave_out(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The spectrum of every run but run ``i``."""
+        return self.spectrum([np.full(b.n_blocks, float(j != i))
+                              for j, b in enumerate(self.blocks)])
 
     def pairs_with(self, other: MdRuns) -> bool:
         """Whether run k of both sets started from the same seed (module docstring)."""
@@ -136,10 +153,10 @@ def _window(config: CompareConfig, experiment: Experiment | None) -> tuple[float
 
 
 def percentile_interval(draws, confidence: float) -> tuple[float, float] | None:
-    """The central ``confidence`` interval of bootstrap ``draws`` (percentiles). Chosen by its
-    coverage of the expected score on synthetic runs of known spread
-    (``benchmarks/interval_coverage.py``): 0.975 for PCC and WD at 12 runs, 0.83 and 0.93 at
-    3; a bias-corrected interval and the jackknife over runs covered less or were wider."""
+    """The central ``confidence`` interval of bootstrap ``draws`` (percentiles). On synthetic
+    runs of one amplitude each (``benchmarks/interval_coverage.py``) it covered 0.975 at 12
+    runs; on real MD, drawing runs and their blocks, it was 2–4× the scatter of reruns for PCC
+    and below the score, 1.4–2× for WD (docs/method.md, "Do the intervals hold on real MD?")."""
     draws = np.asarray(draws, dtype=np.float64)
     if draws.size == 0:
         return None
@@ -148,48 +165,83 @@ def percentile_interval(draws, confidence: float) -> tuple[float, float] | None:
     return float(lo), float(hi)
 
 
-def _interval(values: list[float], confidence: float, digits: int) -> list[float] | None:
-    bounds = percentile_interval(values, confidence)
+def jackknife_interval(point: float, left_out: list[list[float]], confidence: float,
+                       bounds: tuple[float, float]) -> tuple[float, float] | None:
+    """``point`` ± z·se, se the jackknife's standard error summed over the sets in
+    ``left_out`` (each: the score with one of that set's runs left out in turn), cut to
+    ``bounds``; None where a set has fewer than two runs."""
+    if not left_out or any(len(v) < 2 for v in left_out):
+        return None
+    var = sum((len(v) - 1) / len(v) * float(((np.asarray(v) - np.mean(v)) ** 2).sum())
+              for v in left_out)
+    half = float(norm.ppf(0.5 + confidence / 2) * np.sqrt(var))
+    return max(bounds[0], point - half), min(bounds[1], point + half)
+
+
+def _rounded_pair(bounds: tuple[float, float] | None, digits: int) -> list[float] | None:
     return None if bounds is None else [round(bounds[0], digits), round(bounds[1], digits)]
 
 
 def score(first: MdRuns | Spectrum, second: MdRuns | Spectrum, window: tuple[float, float],
           config: CompareConfig, rng: np.random.Generator, *, samples: int | None = None
           ) -> dict:
-    """PCC and WD (cm⁻¹ and dimensionless) of two spectra with bootstrap intervals (module
-    docstring); an :class:`MdRuns` is resampled, a :class:`Spectrum` is fixed."""
+    """PCC and WD (cm⁻¹ and dimensionless) of two spectra with their intervals (module
+    docstring); an :class:`MdRuns` is left out or drawn run by run, a :class:`Spectrum` is
+    fixed."""
 
     def point(x):
         if isinstance(x, MdRuns):
             return x.spectrum()
         return x.wavenumber_cm1, x.intensity
 
+    def scores(a, b) -> tuple[float, float]:
+        s = compare_spectra(a, b, window_cm1=window, step_cm1=config.step_cm1)
+        return s["pcc"], s["wasserstein_cm1"]
+
     paired = isinstance(first, MdRuns) and isinstance(second, MdRuns) \
         and first.pairs_with(second)
+    md = [x for x in (first, second) if isinstance(x, MdRuns)]
+    enough = all(len(x.blocks) >= 2 for x in md)
 
     def draws():
+        blocks = config.bootstrap_blocks
         if paired:
-            both = bootstrap_weights(first.blocks, rng, paired=second.blocks)
+            both = bootstrap_weights(first.blocks, rng, paired=second.blocks, blocks=blocks)
             w1, w2 = both[:len(first.blocks)], both[len(first.blocks):]
             return first.spectrum(w1), second.spectrum(w2)
-        return tuple(x.draw(rng) if isinstance(x, MdRuns) else
+        return tuple(x.draw(rng, blocks) if isinstance(x, MdRuns) else
                      (x.wavenumber_cm1, x.intensity) for x in (first, second))
 
+    def left_out() -> list[list[tuple[float, float]]]:
+        if paired:
+            return [[scores(first.leave_out(i), second.leave_out(i))
+                     for i in range(len(first.blocks))]]
+        return [[scores(x.leave_out(i), point(second)) if x is first else
+                 scores(point(first), x.leave_out(i)) for i in range(len(x.blocks))]
+                for x in md]
+
     width = window[1] - window[0]
-    best = compare_spectra(point(first), point(second), window_cm1=window,
-                           step_cm1=config.step_cm1)
+    best = scores(point(first), point(second))
+    methods = (config.pcc_interval, config.wd_interval)
     n = config.bootstrap_samples if samples is None else samples
-    pcc, wd = [], []
-    for _ in range(n):
-        s = compare_spectra(*draws(), window_cm1=window, step_cm1=config.step_cm1)
-        pcc.append(s["pcc"])
-        wd.append(s["wasserstein_cm1"])
-    wd_ci = _interval(wd, config.confidence, 2)
-    return {"pcc": round(best["pcc"], 4),
-            "pcc_ci": _interval(pcc, config.confidence, 4),
-            "wasserstein_cm1": round(best["wasserstein_cm1"], 2),
+    intervals: list[tuple[float, float] | None] = [None, None]
+    if enough and "jackknife" in methods:
+        sets = left_out()
+        for j, bounds in ((0, (-1.0, 1.0)), (1, (0.0, np.inf))):
+            if methods[j] == "jackknife":
+                intervals[j] = jackknife_interval(best[j], [[v[j] for v in one] for one in sets],
+                                                  config.confidence, bounds)
+    if (enough or config.bootstrap_blocks) and "bootstrap" in methods and n > 0:
+        drawn = np.array([scores(*draws()) for _ in range(n)])
+        for j in (0, 1):
+            if methods[j] == "bootstrap":
+                intervals[j] = percentile_interval(drawn[:, j], config.confidence)
+    pcc_ci, wd_ci = _rounded_pair(intervals[0], 4), _rounded_pair(intervals[1], 2)
+    return {"pcc": round(best[0], 4),
+            "pcc_ci": pcc_ci,
+            "wasserstein_cm1": round(best[1], 2),
             "wasserstein_cm1_ci": wd_ci,
-            "wasserstein": round(best["wasserstein_cm1"] / width, 4),
+            "wasserstein": round(best[1] / width, 4),
             "wasserstein_ci": None if wd_ci is None else [round(v / width, 4) for v in wd_ci],
             "window_cm1": [round(window[0], 1), round(window[1], 1)],
             "runs": [len(x.blocks) if isinstance(x, MdRuns) else None
@@ -271,8 +323,10 @@ def compare(ml: dict[tuple[str, float], MdRuns], reference: dict[tuple[str, floa
             "wasserstein_definition": "W1 between the unit-area spectra over the window; "
                                       "dimensionless: cm-1 / window width (axis scaled to "
                                       "[0, 1])",
-            "confidence": config.confidence, "bootstrap_samples": config.bootstrap_samples,
-            "block_fs": config.block_fs,
+            "confidence": config.confidence,
+            "intervals": {"pcc": config.pcc_interval, "wasserstein": config.wd_interval},
+            "bootstrap_samples": config.bootstrap_samples,
+            "bootstrap_blocks": config.bootstrap_blocks, "block_fs": config.block_fs,
             "molecules": per_molecule, "mean": mean,
             "without_experiment": sorted(set(molecules) - set(experiment)),
             "without_reference": sorted(m for m in molecules if (m, t) not in reference)}

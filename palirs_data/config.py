@@ -616,8 +616,13 @@ class CompareConfig(Strict):
     # the experiment convolved with the MD line shape (Hann lag window of ir's correlation
     # depth) before it is compared: like with like (spectra.convolve_to_md)
     convolve_experiment: bool = True
-    # confidence intervals: two-level bootstrap over runs and time blocks (compare.py)
-    bootstrap_samples: int = Field(1000, ge=0)  # 0: no intervals
+    # confidence intervals (compare.py), each score's by the way that came closest to the
+    # scatter of reruns on real MD (docs/method.md, "Do the intervals hold on real MD?"):
+    # the jackknife over runs, or the percentile bootstrap over runs
+    pcc_interval: Literal["jackknife", "bootstrap"] = "jackknife"
+    wd_interval: Literal["jackknife", "bootstrap"] = "bootstrap"
+    bootstrap_samples: int = Field(1000, ge=0)  # 0: no bootstrap intervals
+    bootstrap_blocks: bool = False  # also draw each drawn run's time blocks (wider)
     block_fs: float = Field(1000.0, gt=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     seed: int = 0

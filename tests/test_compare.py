@@ -332,3 +332,49 @@ def test_a_figure_saved_twice_gives_the_same_bytes(tmp_path):
     for name in ("c.png", "c.svg"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert b"<dc:date>" not in (tmp_path / "a" / "c.svg").read_bytes()
+
+
+def test_the_jackknife_interval_of_a_mean_is_its_standard_error():
+    """Left out one by one, the mean's jackknife standard error is s/sqrt(n) exactly; the
+    interval is the point ± z·se, cut to the score's bounds, and none from one run."""
+    from palirs_data.compare import jackknife_interval
+
+    x = np.random.default_rng(1).normal(0.9, 0.05, size=12)
+    left = [(x.sum() - v) / (x.size - 1) for v in x]
+    lo, hi = jackknife_interval(float(x.mean()), [left], 0.95, (-1.0, 1.0))
+    half = 1.959964 * x.std(ddof=1) / np.sqrt(x.size)
+    assert hi - x.mean() == pytest.approx(half, rel=1e-6)
+    assert x.mean() - lo == pytest.approx(half, rel=1e-6)
+    # two independent sets: their variances add
+    lo2, hi2 = jackknife_interval(float(x.mean()), [left, left], 0.95, (-1.0, 1.0))
+    assert hi2 - lo2 == pytest.approx(np.sqrt(2) * (hi - lo), rel=1e-6)
+    assert jackknife_interval(0.99, [left], 0.95, (-1.0, 1.0))[1] == 1.0  # PCC <= 1
+    assert jackknife_interval(0.9, [[0.9]], 0.95, (-1.0, 1.0)) is None
+
+
+def test_pcc_intervals_are_centred_on_the_score_and_wd_draws_whole_runs():
+    """The default intervals: PCC's by the jackknife, centred on the score (a bootstrap's
+    noisier draws put the percentiles of a PCC near 1 below it: docs/method.md); WD's by the
+    bootstrap over whole runs (no block of a run drawn apart from the others); one run gives
+    no interval; the way of earlier locks stays an option."""
+    from palirs_data.spectra import bootstrap_weights
+
+    ml = _runs(runs=8, spread=0.3, seed=21)
+    ref = _runs(40.0, runs=8, spread=0.3, seed=22)  # 40 cm-1 apart: PCC well below 1
+    config = CompareConfig(bootstrap_samples=100)
+    s = score(ml, ref, (500.0, 4000.0), config, np.random.default_rng(0))
+    lo, hi = s["pcc_ci"]
+    assert lo < s["pcc"] < hi < 1.0
+    assert s["pcc"] - lo == pytest.approx(hi - s["pcc"], abs=2e-4)
+    assert s["wasserstein_cm1_ci"][0] < s["wasserstein_cm1_ci"][1]
+    for w in bootstrap_weights(ml.blocks, np.random.default_rng(3), blocks=False):
+        assert np.all(w == w[0])  # a drawn run is taken whole, however often
+    assert sum(w[0] for w in bootstrap_weights(ml.blocks, np.random.default_rng(3),
+                                               blocks=False)) == len(ml.blocks)
+    one = score(_runs(runs=1, seed=23), ref, (500.0, 4000.0), config,
+                np.random.default_rng(0))
+    assert one["pcc_ci"] is None and one["wasserstein_cm1_ci"] is None
+    before = CompareConfig(bootstrap_samples=100, pcc_interval="bootstrap",
+                           bootstrap_blocks=True)
+    old = score(ml, ref, (500.0, 4000.0), before, np.random.default_rng(0))
+    assert old["pcc"] == s["pcc"] and old["pcc_ci"] != s["pcc_ci"]
