@@ -213,10 +213,13 @@ def spectra_text(compare_json: Path, figures: Path | None = None) -> str:
         raise PalirsInputError(f"{compare_json}: no comparison metrics (run the compare "
                                "stage)") from None
     confidence = int(round(100 * m.get("confidence", 0.95)))
+    ways = m.get("intervals") or {"pcc": "bootstrap", "wasserstein": "bootstrap"}  # earlier
     lines = [f"spectra at {m['temperature_K']:g} K: Pearson correlation PCC (higher is better), "
              f"Wasserstein distance WD",
              f"(lower is better; in cm-1, and over the window's width), [{confidence} % "
-             f"bootstrap interval]",
+             f"interval]",
+             f"intervals over runs: PCC by the {ways.get('pcc')}, WD by the "
+             f"{ways.get('wasserstein')}",
              f"{'molecule':<14} {'comparison':<27} {'PCC':>21} {'WD, cm-1':>19} {'WD':>7}"]
     rows = [(mol, p, e[p]) for mol, e in m["molecules"].items() for p in PAIRS if p in e]
     rows += [("mean", p, v) for p, v in m.get("mean", {}).items()]

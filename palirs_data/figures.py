@@ -146,7 +146,7 @@ def comparison_figure(molecule: str, metrics: dict, ml: MdSpectrum | None,
     ax.set_ylabel("intensity (unit area, offset)")
     ax.set_yticks([])
     ax.set_title(f"{molecule}, {config.temperature_K:g} K "
-                 f"({int(100 * metrics.get('confidence', 0.95))} % bootstrap intervals)")
+                 f"({int(100 * metrics.get('confidence', 0.95))} % intervals over runs)")
     if sticks:
         _sticks(axes[1, 0], harmonic_cm1, harmonic_km_mol, (lo, hi))
     axes[-1, 0].set_xlim(hi, lo)  # chemists' convention: wavenumber decreasing to the right
@@ -161,7 +161,7 @@ def comparison_figure(molecule: str, metrics: dict, ml: MdSpectrum | None,
 
 
 def _interval(s: dict | None, key: str) -> list[float] | None:
-    """A score's interval: its bootstrap interval, or ± its std over molecules (a mean)."""
+    """A score's interval: its interval over runs, or ± its std over molecules (a mean)."""
     if not s:
         return None
     if s.get(f"{key}_ci"):
@@ -207,7 +207,7 @@ def summary_figure(metrics: dict, path: Path) -> None:
     a.set_ylim(min(0.0, a.get_ylim()[0]), 1.0)
     b.set_ylim(0, None)
     fig.suptitle(f"IR spectra at {metrics['temperature_K']:g} K, "
-                 f"{int(100 * metrics.get('confidence', 0.95))} % bootstrap intervals"
+                 f"{int(100 * metrics.get('confidence', 0.95))} % intervals over runs"
                  + ("; mean: ± std over molecules" if len(molecules) > 1 else ""), fontsize=9)
     fig.legend(loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     save(fig, path)
