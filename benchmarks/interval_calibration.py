@@ -24,6 +24,8 @@ the scatter (1 is calibrated, above 1 too wide), the mean width of the 95 % inte
 many sets' intervals hold the mean over sets (the expected score of k runs).
 
     python benchmarks/interval_calibration.py --runs 96 --seed 1000 --store /tmp/calib
+    python benchmarks/interval_calibration.py --runs 96 --seed 2000 --store /tmp/calib_b
+    python benchmarks/interval_calibration.py --store /tmp/calib /tmp/calib_b --sizes 12 24 48
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ def subset(runs: MdRuns, index: list[int]) -> MdRuns:
                   None if runs.seeds is None else [runs.seeds[i] for i in index])
 
 
+def joined(first: MdRuns, second: MdRuns) -> MdRuns:
+    """The runs of both, ``first``'s then ``second``'s."""
+    return MdRuns(first.blocks + second.blocks, first.dipoles + second.dipoles,
+                  first.timestep_fs, first.zero_padding,
+                  None if first.seeds is None or second.seeds is None
+                  else first.seeds + second.seeds)
+
+
 def scores(ml, ref, window, step):
     s = compare_spectra(ml, ref, window_cm1=window, step_cm1=step)
     return np.array([s["pcc"], s["wasserstein_cm1"]])
@@ -82,17 +92,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=96)
     parser.add_argument("--seed", type=int, default=1000)
-    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--store", type=Path, nargs="+", required=True,
+                        help="where the runs are kept; several: their runs pooled "
+                             "(generated only into a single, new one)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[6, 12])
     parser.add_argument("--draws", type=int, default=400)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
-    generate(args.store, args.runs, args.seed, args.params)
+    if len(args.store) == 1:
+        generate(args.store[0], args.runs, args.seed, args.params)
     p = load_params(args.params)
     window, step = tuple(p.compare.window_cm1), p.compare.step_cm1
-    ml_all = md_runs(TrajectoryStore(args.store / "ir.zarr", mode="r"), p.ir, p.compare)
-    ref_all = md_runs(TrajectoryStore(args.store / "reference.zarr", mode="r"), p.ir,
-                      p.compare)
+    ml_all, ref_all = {}, {}
+    for store in args.store:
+        for name, pooled in (("ir.zarr", ml_all), ("reference.zarr", ref_all)):
+            for key, runs in md_runs(TrajectoryStore(store / name, mode="r"), p.ir,
+                                     p.compare).items():
+                pooled[key] = runs if key not in pooled else joined(pooled[key], runs)
     rng = np.random.default_rng(0)
     for key in sorted(ml_all):
         ml, ref = ml_all[key], ref_all[key]

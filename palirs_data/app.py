@@ -216,10 +216,8 @@ def spectra_text(compare_json: Path, figures: Path | None = None) -> str:
     ways = m.get("intervals") or {"pcc": "bootstrap", "wasserstein": "bootstrap"}  # earlier
     lines = [f"spectra at {m['temperature_K']:g} K: Pearson correlation PCC (higher is better), "
              f"Wasserstein distance WD",
-             f"(lower is better; in cm-1, and over the window's width), [{confidence} % "
-             f"interval]",
-             f"intervals over runs: PCC by the {ways.get('pcc')}, WD by the "
-             f"{ways.get('wasserstein')}",
+             f"(lower is better; cm-1 and over the window's width); [{confidence} % interval:"
+             f" PCC {ways.get('pcc')}, WD {ways.get('wasserstein')}]",
              f"{'molecule':<14} {'comparison':<27} {'PCC':>21} {'WD, cm-1':>19} {'WD':>7}"]
     rows = [(mol, p, e[p]) for mol, e in m["molecules"].items() for p in PAIRS if p in e]
     rows += [("mean", p, v) for p, v in m.get("mean", {}).items()]

@@ -15,23 +15,23 @@ correlation coefficient (PCC, 1 = same shape) and the Wasserstein-1 distance (WD
 two as distributions over wavenumber: in cm⁻¹, and dimensionless, the same distance on the
 window's axis scaled to [0, 1] (WD_cm⁻¹ / window width), the form of the published tables.
 
-Uncertainty: each MD score carries a ``compare.confidence`` interval, PCC's by the jackknife
-over runs and WD's by the percentile bootstrap over runs (``compare.pcc_interval``,
-``compare.wd_interval``), the ways that came closest to the scatter of reruns on real MD
-(``benchmarks/interval_calibration.py``; docs/method.md, "Do the intervals hold on real
-MD?"). ML and reference runs with the same seeds (the ``ir`` protocol gives run k of both the
-same seed: the same initial velocities and thermostat noise, so their mode energies, the
-main noise of a spectrum, are correlated) are left out and drawn as pairs; other sets each
-on their own; the experiment is fixed.
+Uncertainty: each MD score carries a ``compare.confidence`` interval over the runs. ML and
+reference runs with the same seeds (the ``ir`` protocol gives run k of both the same seed:
+the same initial velocities and thermostat noise, so their mode energies, the main noise of a
+spectrum, are correlated) are drawn and left out as pairs; other sets each on their own; the
+experiment is fixed.
 
-- Jackknife (:func:`jackknife_interval`): each run (pair) left out in turn; the standard
-  error sqrt((n − 1)/n · Σ (θ₍ᵢ₎ − θ̄)²), summed over the sets left out; the score ± z·se,
-  PCC capped at 1. It is centred on the score: a bootstrap's draws are noisier than the set,
-  and noise only lowers a PCC near 1, so its percentiles lie below the score.
-- Bootstrap (:func:`palirs_data.spectra.bootstrap_weights`): ``compare.bootstrap_samples``
-  draws of the runs with replacement, each drawn run whole (``compare.bootstrap_blocks``
-  also draws its time blocks of ``compare.block_fs``, the way of earlier locks, wider);
+- Bootstrap (the default for both scores; :func:`palirs_data.spectra.bootstrap_weights`):
+  ``compare.bootstrap_samples`` draws of the runs with replacement, each drawn run whole;
   the central percentiles of the draws' scores (:func:`percentile_interval`).
+  ``compare.bootstrap_blocks`` also draws each drawn run's time blocks of
+  ``compare.block_fs``, the way of the locks before 2026-12-06: on 192 real runs
+  (``benchmarks/interval_calibration.py``; docs/method.md, "Do the intervals hold on real
+  MD?") that was 1.3× wider and held the mean score of reruns no more often.
+- Jackknife (``compare.pcc_interval`` / ``compare.wd_interval``: ``jackknife``;
+  :func:`jackknife_interval`): each run (pair) left out in turn, the standard error
+  sqrt((n − 1)/n · Σ (θ₍ᵢ₎ − θ̄)²) summed over the sets left out, the score ± z·se, PCC
+  capped at 1: centred on the score, where the percentiles of a PCC near 1 lie below it.
 
 Fewer than two runs give no interval. The convergence of each molecule's ML–reference PCC
 with the total ML production (the first k runs) shows whether there is enough.
@@ -155,8 +155,9 @@ def _window(config: CompareConfig, experiment: Experiment | None) -> tuple[float
 def percentile_interval(draws, confidence: float) -> tuple[float, float] | None:
     """The central ``confidence`` interval of bootstrap ``draws`` (percentiles). On synthetic
     runs of one amplitude each (``benchmarks/interval_coverage.py``) it covered 0.975 at 12
-    runs; on real MD, drawing runs and their blocks, it was 2–4× the scatter of reruns for PCC
-    and below the score, 1.4–2× for WD (docs/method.md, "Do the intervals hold on real MD?")."""
+    runs; on real MD, drawing runs and their blocks, it was 1.4–2.5× the scatter of reruns for
+    PCC and 1.3–1.5× for WD, drawing whole runs 1.1–1.8× and 1.1–1.3× (docs/method.md, "Do the
+    intervals hold on real MD?")."""
     draws = np.asarray(draws, dtype=np.float64)
     if draws.size == 0:
         return None

@@ -616,10 +616,10 @@ class CompareConfig(Strict):
     # the experiment convolved with the MD line shape (Hann lag window of ir's correlation
     # depth) before it is compared: like with like (spectra.convolve_to_md)
     convolve_experiment: bool = True
-    # confidence intervals (compare.py), each score's by the way that came closest to the
-    # scatter of reruns on real MD (docs/method.md, "Do the intervals hold on real MD?"):
-    # the jackknife over runs, or the percentile bootstrap over runs
-    pcc_interval: Literal["jackknife", "bootstrap"] = "jackknife"
+    # confidence intervals (compare.py): the percentile bootstrap over whole runs, or the
+    # jackknife over runs, per score; chosen by the scatter of reruns on real MD
+    # (docs/method.md, "Do the intervals hold on real MD?")
+    pcc_interval: Literal["jackknife", "bootstrap"] = "bootstrap"
     wd_interval: Literal["jackknife", "bootstrap"] = "bootstrap"
     bootstrap_samples: int = Field(1000, ge=0)  # 0: no bootstrap intervals
     bootstrap_blocks: bool = False  # also draw each drawn run's time blocks (wider)

@@ -352,16 +352,15 @@ def test_the_jackknife_interval_of_a_mean_is_its_standard_error():
     assert jackknife_interval(0.9, [[0.9]], 0.95, (-1.0, 1.0)) is None
 
 
-def test_pcc_intervals_are_centred_on_the_score_and_wd_draws_whole_runs():
-    """The default intervals: PCC's by the jackknife, centred on the score (a bootstrap's
-    noisier draws put the percentiles of a PCC near 1 below it: docs/method.md); WD's by the
-    bootstrap over whole runs (no block of a run drawn apart from the others); one run gives
-    no interval; the way of earlier locks stays an option."""
+def test_the_bootstrap_draws_whole_runs_and_the_jackknife_is_centred():
+    """The default intervals draw whole runs (no block of a run drawn apart from the others);
+    the jackknife's PCC interval is centred on the score; one run gives no interval; the way
+    of earlier locks (blocks drawn too) stays an option."""
     from palirs_data.spectra import bootstrap_weights
 
     ml = _runs(runs=8, spread=0.3, seed=21)
     ref = _runs(40.0, runs=8, spread=0.3, seed=22)  # 40 cm-1 apart: PCC well below 1
-    config = CompareConfig(bootstrap_samples=100)
+    config = CompareConfig(bootstrap_samples=100, pcc_interval="jackknife")
     s = score(ml, ref, (500.0, 4000.0), config, np.random.default_rng(0))
     lo, hi = s["pcc_ci"]
     assert lo < s["pcc"] < hi < 1.0
@@ -374,7 +373,10 @@ def test_pcc_intervals_are_centred_on_the_score_and_wd_draws_whole_runs():
     one = score(_runs(runs=1, seed=23), ref, (500.0, 4000.0), config,
                 np.random.default_rng(0))
     assert one["pcc_ci"] is None and one["wasserstein_cm1_ci"] is None
-    before = CompareConfig(bootstrap_samples=100, pcc_interval="bootstrap",
-                           bootstrap_blocks=True)
-    old = score(ml, ref, (500.0, 4000.0), before, np.random.default_rng(0))
-    assert old["pcc"] == s["pcc"] and old["pcc_ci"] != s["pcc_ci"]
+    default = score(ml, ref, (500.0, 4000.0), CompareConfig(bootstrap_samples=100),
+                    np.random.default_rng(0))
+    before = score(ml, ref, (500.0, 4000.0),
+                   CompareConfig(bootstrap_samples=100, bootstrap_blocks=True),
+                   np.random.default_rng(0))
+    assert default["pcc"] == before["pcc"] == s["pcc"]
+    assert default["wasserstein_cm1_ci"] != before["wasserstein_cm1_ci"]
