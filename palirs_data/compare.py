@@ -217,12 +217,13 @@ def score(first: MdRuns | Spectrum, second: MdRuns | Spectrum, window: tuple[flo
         if paired:
             return [[scores(first.leave_out(i), second.leave_out(i))
                      for i in range(len(first.blocks))]]
-        return [[scores(x.leave_out(i), point(second)) if x is first else
-                 scores(point(first), x.leave_out(i)) for i in range(len(x.blocks))]
+        return [[scores(x.leave_out(i), whole[1]) if x is first else
+                 scores(whole[0], x.leave_out(i)) for i in range(len(x.blocks))]
                 for x in md]
 
     width = window[1] - window[0]
-    best = scores(point(first), point(second))
+    whole = point(first), point(second)  # each side's spectrum, computed once
+    best = scores(*whole)
     methods = (config.pcc_interval, config.wd_interval)
     n = config.bootstrap_samples if samples is None else samples
     intervals: list[tuple[float, float] | None] = [None, None]
