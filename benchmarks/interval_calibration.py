@@ -21,11 +21,17 @@ drawing, and two other intervals, are compared:
 Printed per k: the sets' mean score and its scatter (standard deviation over sets), and per
 interval its width over 3.92 (a standard deviation, for a normal interval) and its ratio to
 the scatter (1 is calibrated, above 1 too wide), the mean width of the 95 % interval, and how
-many sets' intervals hold the mean over sets (the expected score of k runs).
+many sets' intervals hold the mean over sets (the expected score of k runs). Also per k: the
+signed shift of the spectrum's centroid, ML minus reference, over sets (W1 is at least its
+magnitude; it shows whether a WD is a difference or noise), and for all runs pooled their
+scores as ``compare`` scores them.
 
     python benchmarks/interval_calibration.py --runs 96 --seed 1000 --store /tmp/calib
     python benchmarks/interval_calibration.py --runs 96 --seed 2000 --store /tmp/calib_b
     python benchmarks/interval_calibration.py --store /tmp/calib /tmp/calib_b --sizes 12 24 48
+    # 2026-12-07: three more sets (seeds 3000, 4000, 5000 into /tmp/calib_c, _d, _e), then
+    python benchmarks/interval_calibration.py --store /tmp/calib /tmp/calib_b /tmp/calib_c \
+        /tmp/calib_d /tmp/calib_e --sizes 12 48 96 240
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ import numpy as np
 from scipy.stats import norm
 
 from palirs_data import structures
-from palirs_data.compare import MdRuns, jackknife_interval, md_runs
+from palirs_data.compare import (MdRuns, centroid_shift_cm1, jackknife_interval, md_runs,
+                                 score)
 from palirs_data.compute import Executor, dask_client
 from palirs_data.config import LabelerConfig, load_params
 from palirs_data.ir import ml_ir
@@ -114,19 +121,29 @@ def main() -> None:
         ml, ref = ml_all[key], ref_all[key]
         assert ml.pairs_with(ref), "ML and reference runs must share their seeds"
         n = len(ml.blocks)
+        whole = score(ml, ref, window, p.compare, np.random.default_rng(p.compare.seed))
         print(f"{key[0]} {key[1]:g} K: {n} paired runs, {ml.blocks[0].n_blocks} blocks each; "
-              f"all {n}: PCC {scores(ml.spectrum(), ref.spectrum(), window, step)[0]:.4f}, "
-              f"WD {scores(ml.spectrum(), ref.spectrum(), window, step)[1]:.1f} cm-1")
+              f"all {n}, as compare scores them: PCC {whole['pcc']:.4f} {whole['pcc_ci']}, "
+              f"WD {whole['wasserstein_cm1']:.1f} {whole['wasserstein_cm1_ci']} cm-1, "
+              f"centroid shift {centroid_shift_cm1(ml.spectrum(), ref.spectrum(), window, step):+.1f}"
+              f" cm-1")
         for k in args.sizes:
             sets = [list(range(i, i + k)) for i in range(0, n - k + 1, k)]
+            if len(sets) < 2:
+                print(f"  k = {k}: fewer than two sets of {k} in {n} runs; no scatter")
+                continue
             pairs = [(subset(ml, s), subset(ref, s)) for s in sets]
             points = np.array([scores(a.spectrum(), b.spectrum(), window, step)
                                for a, b in pairs])
             expected, scatter = points.mean(0), points.std(0, ddof=1)
+            shifts = np.array([centroid_shift_cm1(a.spectrum(), b.spectrum(), window, step)
+                               for a, b in pairs])
             print(f"  k = {k}: {len(sets)} sets; PCC {expected[0]:.4f}, scatter "
                   f"{scatter[0]:.4f}; WD {expected[1]:.1f}, scatter {scatter[1]:.1f} cm-1 "
                   f"(a scatter over {len(sets)} sets is itself uncertain by "
                   f"~{100 / np.sqrt(2 * (len(sets) - 1)):.0f} %)")
+            print(f"    centroid shift, ML - reference: mean {shifts.mean():+.1f}, scatter "
+                  f"{shifts.std(ddof=1):.1f} cm-1 (WD >= |shift|)")
             ways = ("runs, then blocks", "runs only", "runs only, bias-corrected",
                     "jackknife over runs")
             sd, width, hits = ({w: np.zeros(2) for w in ways} for _ in range(3))

@@ -380,3 +380,27 @@ def test_the_bootstrap_draws_whole_runs_and_the_jackknife_is_centred():
                    np.random.default_rng(0))
     assert default["pcc"] == before["pcc"] == s["pcc"]
     assert default["wasserstein_cm1_ci"] != before["wasserstein_cm1_ci"]
+
+
+def test_the_centroid_shift_is_signed_and_its_interval_holds_zero_for_the_same_physics():
+    """Every band moved by 25 cm-1: the centroid shift is the shift, with its sign, and W1
+    its magnitude. Two sets of the same physics whose line amplitudes spread from run to run:
+    the shift's interval holds zero, while W1, which noise only raises, stays above zero; the
+    shift's interval follows WD's kind (the jackknife: centred)."""
+    window = (500.0, 4000.0)
+    config = CompareConfig(bootstrap_samples=200)
+    up = score(_runs(), _runs(25.0), window, config, np.random.default_rng(0))
+    assert up["centroid_shift_cm1"] == pytest.approx(-25.0, abs=1.0)
+    assert up["wasserstein_cm1"] == pytest.approx(25.0, abs=1.0)
+    first, second = _runs(runs=12, spread=0.3, seed=31), _runs(runs=12, spread=0.3, seed=32)
+    same = score(first, second, window, config, np.random.default_rng(0))
+    lo, hi = same["centroid_shift_cm1_ci"]
+    assert lo < 0.0 < hi
+    assert same["wasserstein_cm1_ci"][0] > 0.0
+    assert same["wasserstein_cm1"] >= abs(same["centroid_shift_cm1"]) - 1e-6
+    jack = score(first, second, window, CompareConfig(bootstrap_samples=0,
+                                                      wd_interval="jackknife"),
+                 np.random.default_rng(0))
+    lo, hi = jack["centroid_shift_cm1_ci"]
+    assert jack["centroid_shift_cm1"] - lo == pytest.approx(hi - jack["centroid_shift_cm1"],
+                                                           abs=0.02)
