@@ -404,11 +404,13 @@ def _rounded(value, digits):
 
 def summary_csv(metrics: dict) -> str:
     """The table of all comparisons: one row per molecule and comparison (PCC and WD with
-    their intervals, the committee's median force spread along the ML runs), then one row per
-    comparison with the mean and standard deviation over molecules (molecule ``mean``)."""
+    their intervals, the committee's median force spread along the ML runs, the centroid
+    shift with its interval), then one row per comparison with the mean and standard
+    deviation over molecules (molecule ``mean``)."""
     lines = ["molecule,comparison,pcc,pcc_lo,pcc_hi,wasserstein_cm1,wasserstein_cm1_lo,"
              "wasserstein_cm1_hi,wasserstein,pcc_std,wasserstein_cm1_std,wasserstein_std,"
-             "n_molecules,committee_force_std_median_eVA"]
+             "n_molecules,committee_force_std_median_eVA,centroid_shift_cm1,"
+             "centroid_shift_cm1_lo,centroid_shift_cm1_hi"]
     for molecule, entry in metrics["molecules"].items():
         spread = (entry.get("committee_force_std_max_eVA") or {}).get("median_eVA", "")
         for pair in PAIRS:
@@ -416,14 +418,16 @@ def summary_csv(metrics: dict) -> str:
                 e = entry[pair]
                 pci = e.get("pcc_ci") or ["", ""]
                 wci = e.get("wasserstein_cm1_ci") or ["", ""]
+                cci = e.get("centroid_shift_cm1_ci") or ["", ""]
                 lines.append(f'"{molecule}",{pair},{e["pcc"]},{pci[0]},{pci[1]},'
                              f'{e["wasserstein_cm1"]},{wci[0]},{wci[1]},{e["wasserstein"]},'
-                             f',,,1,{spread}')
+                             f',,,1,{spread},{e.get("centroid_shift_cm1", "")},{cci[0]},'
+                             f'{cci[1]}')
     for pair, e in metrics.get("mean", {}).items():
         std = [("" if e.get(f"{k}_std") is None else e[f"{k}_std"])
                for k in ("pcc", "wasserstein_cm1", "wasserstein")]
         lines.append(f'"mean",{pair},{e["pcc"]},,,{e["wasserstein_cm1"]},,,{e["wasserstein"]},'
-                     f'{std[0]},{std[1]},{std[2]},{e["n_molecules"]},')
+                     f'{std[0]},{std[1]},{std[2]},{e["n_molecules"]},,,,')
     return "\n".join(lines) + "\n"
 
 

@@ -137,6 +137,12 @@ def test_identical_md_spectra_agree_and_a_shifted_experiment_is_as_far_as_its_sh
     assert float(mean_row[header.index("wasserstein_cm1_std")]) == pytest.approx(
         mean["wasserstein_cm1_std"])
     assert mean_row[header.index("n_molecules")] == "2"
+    assert all(len(r.split(",")) == len(header) for r in rows)
+    # ML's pyridine bands 30 cm-1 above the reference's: its centroid too, with the sign
+    pyridine_row = next(r for r in rows if r.startswith('"pyridine",ml_vs_reference,'))
+    assert float(pyridine_row.split(",")[header.index("centroid_shift_cm1")]) == \
+        pytest.approx(30.0, abs=1.0)
+    assert pyridine["ml_vs_reference"]["centroid_shift_cm1"] == pytest.approx(30.0, abs=1.0)
 
     # no reference MD (disabled): experiment comparisons only
     alone = compare(ml, {}, experiment, config, IR)
