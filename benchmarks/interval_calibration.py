@@ -44,8 +44,7 @@ import numpy as np
 from scipy.stats import norm
 
 from palirs_data import structures
-from palirs_data.compare import (MdRuns, centroid_shift_cm1, jackknife_interval, md_runs,
-                                 score)
+from palirs_data.compare import MdRuns, jackknife_interval, md_runs, score
 from palirs_data.compute import Executor, dask_client
 from palirs_data.config import LabelerConfig, load_params
 from palirs_data.ir import ml_ir
@@ -90,9 +89,9 @@ def joined(first: MdRuns, second: MdRuns) -> MdRuns:
                   else first.seeds + second.seeds)
 
 
-def scores(ml, ref, window, step):
+def scores(ml, ref, window, step, keys=("pcc", "wasserstein_cm1")):
     s = compare_spectra(ml, ref, window_cm1=window, step_cm1=step)
-    return np.array([s["pcc"], s["wasserstein_cm1"]])
+    return np.array([s[key] for key in keys])
 
 
 def main() -> None:
@@ -125,19 +124,18 @@ def main() -> None:
         print(f"{key[0]} {key[1]:g} K: {n} paired runs, {ml.blocks[0].n_blocks} blocks each; "
               f"all {n}, as compare scores them: PCC {whole['pcc']:.4f} {whole['pcc_ci']}, "
               f"WD {whole['wasserstein_cm1']:.1f} {whole['wasserstein_cm1_ci']} cm-1, "
-              f"centroid shift {centroid_shift_cm1(ml.spectrum(), ref.spectrum(), window, step):+.1f}"
-              f" cm-1")
+              f"centroid shift {whole['centroid_shift_cm1']:+.1f} cm-1")
         for k in args.sizes:
             sets = [list(range(i, i + k)) for i in range(0, n - k + 1, k)]
             if len(sets) < 2:
                 print(f"  k = {k}: fewer than two sets of {k} in {n} runs; no scatter")
                 continue
             pairs = [(subset(ml, s), subset(ref, s)) for s in sets]
-            points = np.array([scores(a.spectrum(), b.spectrum(), window, step)
+            points = np.array([scores(a.spectrum(), b.spectrum(), window, step,
+                                      ("pcc", "wasserstein_cm1", "centroid_shift_cm1"))
                                for a, b in pairs])
+            points, shifts = points[:, :2], points[:, 2]
             expected, scatter = points.mean(0), points.std(0, ddof=1)
-            shifts = np.array([centroid_shift_cm1(a.spectrum(), b.spectrum(), window, step)
-                               for a, b in pairs])
             print(f"  k = {k}: {len(sets)} sets; PCC {expected[0]:.4f}, scatter "
                   f"{scatter[0]:.4f}; WD {expected[1]:.1f}, scatter {scatter[1]:.1f} cm-1 "
                   f"(a scatter over {len(sets)} sets is itself uncertain by "

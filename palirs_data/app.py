@@ -14,6 +14,7 @@ Every subcommand has ``--help``; bad input ends in one ``error:`` line and exit 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -202,8 +203,8 @@ def temperature_text(metrics: Path) -> str:
 
 def spectra_text(compare_json: Path, figures: Path | None = None) -> str:
     """The spectra's scores of a ``compare.json`` as a table (fits 100 columns): PCC and WD
-    (cm⁻¹, and over the window's width, the published comparison's unit) per molecule and
-    comparison, with their intervals; then where the figures are."""
+    (cm⁻¹, and over the window's width, the published comparison's unit) and the centroid
+    shift per molecule and comparison, with their intervals; then where the figures are."""
     from palirs_data.compare import LABELS, PAIRS
 
     try:
@@ -216,19 +217,30 @@ def spectra_text(compare_json: Path, figures: Path | None = None) -> str:
     ways = m.get("intervals") or {"pcc": "bootstrap", "wasserstein": "bootstrap"}  # earlier
     lines = [f"spectra at {m['temperature_K']:g} K: Pearson correlation PCC (higher is better), "
              f"Wasserstein distance WD",
-             f"(lower is better; cm-1 and over the window's width); [{confidence} % interval:"
-             f" PCC {ways.get('pcc')}, WD {ways.get('wasserstein')}]",
-             f"{'molecule':<14} {'comparison':<27} {'PCC':>21} {'WD, cm-1':>19} {'WD':>7}"]
+             "(lower is better; cm-1 and over the window's width), centroid shift (cm-1; "
+             "first minus second,",
+             f"< 0: the first lies lower); [{confidence} % interval: PCC {ways.get('pcc')}, "
+             f"WD and shift {ways.get('wasserstein')}]",
+             f"{'molecule':<14} {'comparison':<26} {'PCC':>18} {'WD, cm-1':>14} {'WD':>6} "
+             f"{'shift, cm-1':>17}"]
     rows = [(mol, p, e[p]) for mol, e in m["molecules"].items() for p in PAIRS if p in e]
     rows += [("mean", p, v) for p, v in m.get("mean", {}).items()]
+
+    def shift(s: dict) -> str:
+        if s.get("centroid_shift_cm1") is None:  # a compare.json of before the shift
+            return "-"
+        ci = s.get("centroid_shift_cm1_ci")
+        return f"{s['centroid_shift_cm1']:+.0f}" + (
+            f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci and all(map(math.isfinite, ci)) else "")
+
     for molecule, pair, s in rows:
         pcc = f"{s['pcc']:.3f}" + (f" [{s['pcc_ci'][0]:.2f}, {s['pcc_ci'][1]:.2f}]"
                                    if s.get("pcc_ci") else "")
         wd = f"{s['wasserstein_cm1']:.0f}" + (
             f" [{s['wasserstein_cm1_ci'][0]:.0f}, {s['wasserstein_cm1_ci'][1]:.0f}]"
             if s.get("wasserstein_cm1_ci") else "")
-        lines.append(f"{molecule[:14]:<14} {LABELS[pair]:<27} {pcc:>21} {wd:>19} "
-                     f"{s.get('wasserstein', float('nan')):>7.4f}")
+        lines.append(f"{molecule[:14]:<14} {LABELS[pair]:<26} {pcc:>18} {wd:>14} "
+                     f"{s.get('wasserstein', float('nan')):>6.4f} {shift(s):>17}")
     pictures = sorted(Path(figures).glob("*.png")) if figures is not None else []
     if pictures:
         import textwrap

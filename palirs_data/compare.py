@@ -14,8 +14,8 @@ range where an experiment takes part), normalised to unit area, and scored by Pe
 correlation coefficient (PCC, 1 = same shape) and the Wasserstein-1 distance (WD) between the
 two as distributions over wavenumber: in cm⁻¹, and dimensionless, the same distance on the
 window's axis scaled to [0, 1] (WD_cm⁻¹ / window width), the form of the published tables.
-Beside WD, the centroid shift (:func:`centroid_shift_cm1`): the first moment of the first
-spectrum minus the second's on the same grid. W1 is at least its magnitude; it is signed and
+Beside WD, the centroid shift (:func:`palirs_data.spectra.centroid_shift_cm1`): the first
+moment of the first spectrum minus the second's on the same grid. W1 is at least its magnitude; it is signed and
 linear in the spectra, so its interval can hold zero where a WD of finite runs cannot (noise
 only raises a W1): on 480 real runs a WD of k runs was mostly the noise of k runs
 (docs/method.md, "WD: a difference or noise?").
@@ -54,7 +54,7 @@ from scipy.stats import norm
 from palirs_data.config import CompareConfig, IrConfig
 from palirs_data.experiment import Experiment
 from palirs_data.spectra import (CorrelationBlocks, Spectrum, bootstrap_weights, compare_spectra,
-                                 correlation_blocks, on_grid, pooled_spectrum)
+                                 correlation_blocks, pooled_spectrum)
 from palirs_data.trajectory import dipoles_of
 
 log = logging.getLogger(__name__)
@@ -188,16 +188,6 @@ def _rounded_pair(bounds: tuple[float, float] | None, digits: int) -> list[float
     return None if bounds is None else [round(bounds[0], digits), round(bounds[1], digits)]
 
 
-def centroid_shift_cm1(first: tuple[np.ndarray, np.ndarray],
-                       second: tuple[np.ndarray, np.ndarray], window: tuple[float, float],
-                       step_cm1: float) -> float:
-    """The centroid (first moment, cm⁻¹) of the unit-area ``first`` spectrum minus that of
-    ``second``, on the grid of :func:`palirs_data.spectra.compare_spectra`."""
-    grid = np.arange(window[0], window[1] + step_cm1 / 2, step_cm1)
-    a, b = on_grid(*first, grid), on_grid(*second, grid)
-    return float(np.trapezoid(grid * (a - b), grid))
-
-
 def score(first: MdRuns | Spectrum, second: MdRuns | Spectrum, window: tuple[float, float],
           config: CompareConfig, rng: np.random.Generator, *, samples: int | None = None
           ) -> dict:
@@ -212,8 +202,7 @@ def score(first: MdRuns | Spectrum, second: MdRuns | Spectrum, window: tuple[flo
 
     def scores(a, b) -> tuple[float, float, float]:
         s = compare_spectra(a, b, window_cm1=window, step_cm1=config.step_cm1)
-        return (s["pcc"], s["wasserstein_cm1"],
-                centroid_shift_cm1(a, b, window, config.step_cm1))
+        return s["pcc"], s["wasserstein_cm1"], s["centroid_shift_cm1"]
 
     paired = isinstance(first, MdRuns) and isinstance(second, MdRuns) \
         and first.pairs_with(second)
@@ -354,14 +343,16 @@ def compare(ml: dict[tuple[str, float], MdRuns], reference: dict[tuple[str, floa
 
 def over_molecules(per_molecule: dict[str, dict]) -> dict[str, dict]:
     """Per comparison: mean and standard deviation (ddof 1; None for one molecule) over the
-    molecules that have it, of PCC and both WDs: the published table's summary rows."""
+    molecules that have it, of PCC and both WDs (the published table's summary rows) and of
+    the centroid shift (a mean far from zero against its spread: the spectra of one side sit
+    lower or higher than the other's for most molecules, a systematic shift)."""
     mean = {}
     for pair in PAIRS:
         values = [e[pair] for e in per_molecule.values() if pair in e]
         if not values:
             continue
         mean[pair] = {}
-        for key in ("pcc", "wasserstein_cm1", "wasserstein"):
+        for key in ("pcc", "wasserstein_cm1", "wasserstein", "centroid_shift_cm1"):
             v = np.array([x[key] for x in values], dtype=float)
             mean[pair][key] = round(float(v.mean()), 4)
             mean[pair][f"{key}_std"] = round(float(v.std(ddof=1)), 4) if len(v) > 1 else None
@@ -406,11 +397,11 @@ def summary_csv(metrics: dict) -> str:
     """The table of all comparisons: one row per molecule and comparison (PCC and WD with
     their intervals, the committee's median force spread along the ML runs, the centroid
     shift with its interval), then one row per comparison with the mean and standard
-    deviation over molecules (molecule ``mean``)."""
+    deviation over molecules (molecule ``mean``; the ``_std`` columns)."""
     lines = ["molecule,comparison,pcc,pcc_lo,pcc_hi,wasserstein_cm1,wasserstein_cm1_lo,"
              "wasserstein_cm1_hi,wasserstein,pcc_std,wasserstein_cm1_std,wasserstein_std,"
              "n_molecules,committee_force_std_median_eVA,centroid_shift_cm1,"
-             "centroid_shift_cm1_lo,centroid_shift_cm1_hi"]
+             "centroid_shift_cm1_lo,centroid_shift_cm1_hi,centroid_shift_cm1_std"]
     for molecule, entry in metrics["molecules"].items():
         spread = (entry.get("committee_force_std_max_eVA") or {}).get("median_eVA", "")
         for pair in PAIRS:
@@ -422,12 +413,13 @@ def summary_csv(metrics: dict) -> str:
                 lines.append(f'"{molecule}",{pair},{e["pcc"]},{pci[0]},{pci[1]},'
                              f'{e["wasserstein_cm1"]},{wci[0]},{wci[1]},{e["wasserstein"]},'
                              f',,,1,{spread},{e.get("centroid_shift_cm1", "")},{cci[0]},'
-                             f'{cci[1]}')
+                             f'{cci[1]},')
     for pair, e in metrics.get("mean", {}).items():
         std = [("" if e.get(f"{k}_std") is None else e[f"{k}_std"])
-               for k in ("pcc", "wasserstein_cm1", "wasserstein")]
+               for k in ("pcc", "wasserstein_cm1", "wasserstein", "centroid_shift_cm1")]
         lines.append(f'"mean",{pair},{e["pcc"]},,,{e["wasserstein_cm1"]},,,{e["wasserstein"]},'
-                     f'{std[0]},{std[1]},{std[2]},{e["n_molecules"]},,,,')
+                     f'{std[0]},{std[1]},{std[2]},{e["n_molecules"]},,'
+                     f'{e.get("centroid_shift_cm1", "")},,,{std[3]}')
     return "\n".join(lines) + "\n"
 
 

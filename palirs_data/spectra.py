@@ -9,8 +9,10 @@ spectrum by ω², which equals the harmonic quantum correction up to a constant,
 correction is applied by default.
 
 Comparison (:func:`compare_spectra`): both spectra are interpolated onto one grid over a stated
-window, clipped at zero and normalised to unit area; then Pearson's correlation coefficient
-and the Wasserstein (earth mover's) distance in cm⁻¹ (``scipy.stats.wasserstein_distance``).
+window, clipped at zero and normalised to unit area; then Pearson's correlation coefficient,
+the Wasserstein (earth mover's) distance in cm⁻¹ (``scipy.stats.wasserstein_distance``) and
+the centroid shift in cm⁻¹ (:func:`centroid_shift_cm1`: first moment of the first minus the
+second's; signed, and at most the Wasserstein distance in magnitude).
 
 Units: dipoles e·Å, time fs, wavenumbers cm⁻¹; intensities are in arbitrary units
 ((e·Å/fs)² fs), meaningful relative to each other within one spectrum.
@@ -335,11 +337,20 @@ def wasserstein_cm1(grid_cm1: np.ndarray, a: np.ndarray, b: np.ndarray) -> float
     return float(wasserstein_distance(grid_cm1, grid_cm1, u_weights=a, v_weights=b))
 
 
+def centroid_shift_cm1(grid_cm1: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """The centroid (first moment, cm⁻¹) of unit-area spectrum ``a`` minus that of ``b``, both
+    on ``grid_cm1``: negative where ``a`` carries its intensity lower. W1 is at least its
+    magnitude; being signed and linear in the spectra, the noise of finite MD averages out of
+    it where it only raises a W1."""
+    return float(np.trapezoid(grid_cm1 * (a - b), grid_cm1))
+
+
 def compare_spectra(first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray],
                     *, window_cm1: tuple[float, float] = (500.0, 4000.0),
                     step_cm1: float = 1.0) -> dict[str, float]:
-    """PCC and Wasserstein distance of two spectra ``(wavenumber_cm1, intensity)`` over
-    ``window_cm1`` (see the module docstring)."""
+    """PCC, Wasserstein distance and centroid shift (first minus second) of two spectra
+    ``(wavenumber_cm1, intensity)`` over ``window_cm1`` (see the module docstring)."""
     grid = np.arange(window_cm1[0], window_cm1[1] + step_cm1 / 2, step_cm1)
     a, b = on_grid(*first, grid), on_grid(*second, grid)
-    return {"pcc": pearson(a, b), "wasserstein_cm1": wasserstein_cm1(grid, a, b)}
+    return {"pcc": pearson(a, b), "wasserstein_cm1": wasserstein_cm1(grid, a, b),
+            "centroid_shift_cm1": centroid_shift_cm1(grid, a, b)}

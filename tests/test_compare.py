@@ -143,6 +143,12 @@ def test_identical_md_spectra_agree_and_a_shifted_experiment_is_as_far_as_its_sh
     assert float(pyridine_row.split(",")[header.index("centroid_shift_cm1")]) == \
         pytest.approx(30.0, abs=1.0)
     assert pyridine["ml_vs_reference"]["centroid_shift_cm1"] == pytest.approx(30.0, abs=1.0)
+    # over molecules: shifts 0 and +30 -> mean +15, spread 21.2, in the json and the mean row
+    assert mean["centroid_shift_cm1"] == pytest.approx(15.0, abs=0.5)
+    assert mean["centroid_shift_cm1_std"] == pytest.approx(30 / np.sqrt(2), abs=1.0)
+    assert float(mean_row[header.index("centroid_shift_cm1")]) == mean["centroid_shift_cm1"]
+    assert float(mean_row[header.index("centroid_shift_cm1_std")]) == \
+        mean["centroid_shift_cm1_std"]
 
     # no reference MD (disabled): experiment comparisons only
     alone = compare(ml, {}, experiment, config, IR)
@@ -283,8 +289,12 @@ def test_compare_stage_writes_metrics_table_and_figures(tmp_path):
     assert "higher is better" in summary and "lower is better" in summary
 
     printed = spectra_text(tmp_path / "m/compare.json", tmp_path / "m/fig").splitlines()
-    assert printed[3].split()[:4] == ["methanol", "ML", "vs", "reference"]
-    assert float(printed[3].split()[-1]) == pytest.approx(5.0 / 3500, abs=2e-4)
+    assert all(len(line) <= 100 for line in printed[:-2])
+    row = printed[4].split()  # ... WD [lo, hi] WD/width shift [lo, hi]
+    assert row[:4] == ["methanol", "ML", "vs", "reference"]
+    assert float(row[-4]) == pytest.approx(5.0 / 3500, abs=2e-4)
+    assert float(row[-3]) == pytest.approx(
+        methanol["ml_vs_reference"]["centroid_shift_cm1"], abs=0.5)
     assert printed[-2] == f"figures (PNG and SVG) in {tmp_path / 'm/fig'}/:"
     assert printed[-1] == ("  methanol, methanol_convergence, methanol_temperatures, molecules, "
                            "summary")

@@ -88,6 +88,7 @@ def test_a_spectrum_agrees_with_itself():
     result = compare_spectra((grid, spectrum), (grid, spectrum))
     assert result["pcc"] == pytest.approx(1.0, abs=1e-12)
     assert result["wasserstein_cm1"] == pytest.approx(0.0, abs=1e-9)
+    assert result["centroid_shift_cm1"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_a_shifted_spectrum_is_as_far_as_the_shift():
@@ -96,6 +97,9 @@ def test_a_shifted_spectrum_is_as_far_as_the_shift():
     shifted = _gaussian(grid, 1225) + 0.5 * _gaussian(grid, 2925, 40)
     result = compare_spectra((grid, spectrum), (grid, shifted))
     assert result["wasserstein_cm1"] == pytest.approx(25.0, abs=0.1)
+    assert result["centroid_shift_cm1"] == pytest.approx(-25.0, abs=0.1)  # the first lies lower
+    assert compare_spectra((grid, shifted), (grid, spectrum))["centroid_shift_cm1"] == \
+        pytest.approx(25.0, abs=0.1)
     assert result["pcc"] < 0.9
     # normalised to unit area on the comparison grid, negative parts clipped
     window = np.arange(500.0, 4001.0)
