@@ -97,8 +97,8 @@ def _agreement(scores: list[dict], key: str, unit: str) -> str:
     within = sum(abs(points[a] - points[b]) <= np.hypot(half[a], half[b]) for a, b in pairs)
     digits = 3 if key == "pcc" else 0
     return (f"{points.mean():.{digits}f} ± {points.std(ddof=1):.{digits}f}{unit} (mean ± std "
-            f"over {n} runs; mean half-width {half.mean():.{digits}f}); a's point in b's interval {inside}/"
-            f"{n * (n - 1)} (above {above}, below {below}); |a - b| within the combined "
+            f"over {n} runs; mean half-width {half.mean():.{digits}f}); a's point in b's "
+            f"interval {inside}/{n * (n - 1)} (above {above}, below {below}); |a - b| within the combined "
             f"half-widths {within}/{len(pairs)}")
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ Run: python benchmarks/ir_md_placement.py [--models data/models/committee]
 
 Every variant runs the same MD on the default local cluster (params.yaml compute: 2 workers ×
 1 thread): the ir runs of params.yaml (molecules of data/sample/equilibrium.parquet ×
-temperatures × ir.trajectories, dipoles every step) with ``--produce-fs`` of production after
-``--thermalise-fs`` of thermalisation:
+temperatures × ir.trajectories, frames every ir.write_every steps) with ``--produce-fs`` of
+production after ``--thermalise-fs`` of thermalisation:
   one task            all runs as one ml_md_task on one worker (how the stage ran before):
                       the other core idles;
   divided, float64    palirs_data.ir.ml_ir: the runs divided over the MD slots
@@ -75,7 +75,7 @@ def main() -> None:
                 tasks[dtype] = m["md_tasks"]
     first = np.mean(rates["one task"])
     print(f"ir MD: {len(replicas)} runs x ({base.thermalise_steps} + {base.produce_steps}) "
-          f"steps, dipoles every step; {params.compute.n_workers} workers x "
+          f"steps, frames every {base.write_every} steps; {params.compute.n_workers} workers x "
           f"{params.compute.threads_per_worker} thread(s); {args.repeats} repeats")
     for name, values in rates.items():
         n = tasks.get(name.split(", ")[-1], 1) if name != "one task" else 1

@@ -15,10 +15,10 @@ correlation coefficient (PCC, 1 = same shape) and the Wasserstein-1 distance (WD
 two as distributions over wavenumber: in cm⁻¹, and dimensionless, the same distance on the
 window's axis scaled to [0, 1] (WD_cm⁻¹ / window width), the form of the published tables.
 Beside WD, the centroid shift (:func:`palirs_data.spectra.centroid_shift_cm1`): the first
-moment of the first spectrum minus the second's on the same grid. W1 is at least its magnitude; it is signed and
-linear in the spectra, so its interval can hold zero where a WD of finite runs cannot (noise
-only raises a W1): on 480 real runs a WD of k runs was mostly the noise of k runs
-(docs/method.md, "WD: a difference or noise?").
+moment of the first spectrum minus the second's on the same grid. W1 is at least its
+magnitude; it is signed and linear in the spectra, so its interval can hold zero where a WD of
+finite runs cannot (noise only raises a W1): on 480 real runs a WD of k runs was mostly the
+noise of k runs (docs/method.md, "WD: a difference or noise?").
 
 Uncertainty: each MD score carries a ``compare.confidence`` interval over the runs. ML and
 reference runs with the same seeds (the ``ir`` protocol gives run k of both the same seed:
