@@ -2,7 +2,7 @@
 (params.yaml's settings, one thread each, ``--parallel`` side by side) with each of
 ``--seeds`` on one table, and scores every model and the mean of their dipoles as the stage
 does: RMSE (mDebye, per Cartesian component) on the test set with its 95 % bootstrap interval
-over structures, and along the label source's own MD (every 50th frame of every run).
+over structures, and along the label source's own MD (a frame every 25 fs of every run).
 
     python benchmarks/dipole_ensemble.py --seeds 0 1 2 --table data/labelled/final.parquet
 

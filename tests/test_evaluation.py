@@ -210,6 +210,14 @@ def test_dipole_error_along_md_reads_the_label_source_runs(tiny_dipole_model, ti
     assert got["frames"] == 2 * 3 and got["runs"] == 2  # frames 0, 50 and 100 of each
     assert got["dipole_rmse_mD"] == pytest.approx(np.sqrt(4 / 6), rel=1e-6)
     assert got["run_rmse_range_mD"] == pytest.approx([0.0, np.sqrt(4 / 3)], abs=1e-6)
+    # frames recorded 2 fs apart (ir.write_every: 4): every 12th, about 25 fs as before
+    coarse = TrajectoryStore(tmp_path / "coarse.zarr")
+    traj = coarse.create("methanol/300K/0", numbers=rows[0].numbers, molecule="methanol",
+                         timestep_fs=0.5, temperature_K=300.0,
+                         arrays=["positions_A", "dipole_eA", "time_fs"])
+    traj.append(positions_A=pos, dipole_eA=mu, time_fs=2.0 * np.arange(1, len(pos) + 1))
+    assert evaluation.dipole_errors_along_md(tmp_path / "coarse.zarr", dip)[
+        "methanol/300K"]["frames"] == 10  # frames 0, 12, ..., 108 of 120
 
 
 def test_dipole_model_rotates_with_the_molecule(tiny_dipole_model, tiny_committee,
