@@ -18,6 +18,12 @@ Committee statistics, per atom ``i`` and member ``k`` (K members), with F̄_i th
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import logging
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +38,30 @@ from palirs_data import structures
 from palirs_data.errors import PalirsInputError
 from palirs_data.tensor_product import accelerate
 
+log = logging.getLogger(__name__)
+
 #: Regulariser of the relative force deviation, eV/Å.
 REL_DEV_EPS_EVA = 0.05
+
+
+def import_mace() -> None:
+    """Import mace-torch once per process, without its two import-time notices.
+
+    mace-torch sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` when imported, so e3nn's own
+    ``torch.load`` of its constants, imported next, warns about it; and it prints that
+    cuequivariance (a GPU library) is missing. Both came once per process, in every stage's
+    output and from every Dask worker: eleven in the demo, noise a user can do nothing about.
+    The warning is ignored here only, and the notice goes to the debug log.
+    """
+    if "mace.modules" in sys.modules:
+        return
+    printed = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
+        warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD",
+                                category=UserWarning)
+        importlib.import_module("mace.modules")
+    if printed.getvalue().strip():
+        log.debug("mace-torch on import: %s", printed.getvalue().strip())
 
 
 def load_model(path: str | Path, *, dtype: torch.dtype = torch.float64,
@@ -49,6 +77,7 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float64,
     path = Path(path)
     if not path.is_file():
         raise PalirsInputError(f"{path}: no such model file")
+    import_mace()
     model = torch.load(path, map_location=device, weights_only=False)
     model = model.to(dtype=dtype, device=device).eval()
     for p in model.parameters():

@@ -379,3 +379,18 @@ def test_a_foundation_model_by_name_is_fetched_once_or_refused_in_one_line(tmp_p
         foundation_file("huge_off", key=key)
     with pytest.raises(PalirsInputError, match="x.model: no such file"):
         foundation_file("data/user/models/x.model", key=key)
+
+
+def test_loading_a_model_prints_no_import_notices(tiny_committee):
+    """mace-torch's import notices (e3nn's weights_only warning, the cuequivariance print) came
+    once per process in every stage's output; a fresh process loading a model is now quiet."""
+    import subprocess
+    import sys
+
+    code = ("from palirs_data.committee import load_model; import sys; "
+            "load_model(sys.argv[1]); print('loaded')")
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_committee["paths"][0])],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "loaded"
+    assert proc.stderr.strip() == ""
