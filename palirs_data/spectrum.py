@@ -18,7 +18,9 @@ committee MD with dipoles (:func:`palirs_data.ir.ml_ir`, the ``ir`` section of
   (``metrics/compare.json``); well above theirs, the spectrum is an extrapolation;
 - ``spectrum.png``: the spectrum with its band of ± one standard deviation over runs.
 
-A molecule with an element the committee was not trained on is refused with one line.
+A molecule with an element the committee was not trained on is refused with one line, and so
+is an ``--out`` whose replacement would delete anything but an earlier output of this command
+(:func:`check_out`), before any work starts.
 """
 
 from __future__ import annotations
@@ -90,6 +92,40 @@ def predict(minimum: pa.Table, committee_dir: Path, dipole_path: Path, config: I
     return PredictedSpectrum(minimum, result.spectra, result.harmonic, result.metrics), store.path
 
 
+#: Files every output of this command holds: an existing ``--out`` is replaced only with them.
+OUTPUT_FILES = ("spectrum.parquet", "summary.json")
+
+
+def check_out(out: Path, keep: dict[str, Path] | None = None) -> None:
+    """Refuse an output directory that :func:`write` would replace at a loss, in one line.
+
+    ``--out`` is replaced as a whole, so it must be new, empty or an earlier output of this
+    command (it holds :data:`OUTPUT_FILES`); and it must be neither the working directory nor
+    any path of ``keep`` (option name: path, e.g. the models), nor hold one: a slip such as
+    ``--out data`` or ``--out .`` would otherwise delete the campaign after the MD had run.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PalirsInputError(f"--out {out}: a file, not a directory")
+    target = out.resolve()
+    for what, path in {"the working directory": Path.cwd(),
+                       **{f"the {k} path": Path(v) for k, v in (keep or {}).items()}}.items():
+        resolved = path.resolve()
+        if resolved == target:
+            raise PalirsInputError(f"--out {out}: is {what} ({path}): give a new directory")
+        if target in resolved.parents:
+            raise PalirsInputError(f"--out {out}: holds {what} ({path}), which replacing it "
+                                   f"would delete: give a new directory")
+    if out.is_dir():
+        present = sorted(p.name for p in out.iterdir())
+        if present and not all((out / name).is_file() for name in OUTPUT_FILES):
+            shown = ", ".join(present[:3]) + (", ..." if len(present) > 3 else "")
+            raise PalirsInputError(
+                f"--out {out}: holds {shown} and is not an earlier output of palirs spectrum "
+                f"(no {' and '.join(OUTPUT_FILES)}); it would be replaced as a whole: give a "
+                f"new or empty directory")
+
+
 def write(result: PredictedSpectrum, store_path: Path, out: Path, window_cm1) -> None:
     """The files of the module docstring, into ``out`` (atomically, as a whole)."""
     from palirs_data.atomic import atomic_path
@@ -111,7 +147,8 @@ def write(result: PredictedSpectrum, store_path: Path, out: Path, window_cm1) ->
 
 
 def command(
-    out: Path = typer.Option(..., help="Output directory (replaced as a whole)."),
+    out: Path = typer.Option(..., help="Output directory, replaced as a whole: new, empty "
+                             "or an earlier output of this command."),
     name: str = typer.Option(..., help="The molecule's name (a catalogue name alone "
                              "is enough: its SMILES is known)."),
     smiles: str | None = typer.Option(None, help="SMILES of the molecule."),
@@ -134,6 +171,8 @@ def command(
     from palirs_data.config import load_params
 
     def body() -> str:
+        check_out(out, {"--models": models, "--dipole": dipole, "--params": params,
+                        "--work-dir": work_dir, **({"--xyz": xyz} if xyz else {})})
         p = load_params(params)
         molecule = _molecule(name, smiles, xyz)
         overrides = {k: v for k, v in (("trajectories", trajectories),

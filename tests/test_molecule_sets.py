@@ -4,9 +4,11 @@ transfer set kept out of training, and the one-molecule spectrum command."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -223,6 +225,58 @@ def test_the_spectrum_command_refuses_an_element_the_committee_never_saw(tiny_co
     assert lines[-1] == ("error: spectrum: methanethiol: contains S, which the committee in "
                          f"{models} was not trained on (it knows H, C, N, O)")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_spectrum_command_replaces_only_its_own_output(tmp_path, monkeypatch):
+    """--out is replaced as a whole: a new, empty or earlier output directory is taken; one
+    holding other files, the working directory or an input is refused in one line."""
+    from palirs_data.spectrum import OUTPUT_FILES, check_out
+
+    monkeypatch.chdir(tmp_path)
+    models = tmp_path / "data" / "models" / "committee"
+    models.mkdir(parents=True)
+    (models / "model_0.model").write_bytes(b"weights")
+    earlier = tmp_path / "results" / "acetone"
+    earlier.mkdir(parents=True)
+    for name in (*OUTPUT_FILES, "spectrum.png"):
+        (earlier / name).write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    for fine in (tmp_path / "results" / "new", tmp_path / "empty", earlier):
+        check_out(fine, {"--models": models})
+    refused = {
+        models: "holds model_0.model and is not an earlier output of palirs spectrum",
+        tmp_path / "data": "holds the --models path (data/models/committee), which replacing",
+        tmp_path / "data/models/committee": "is the --models path (data/models/committee)",
+        Path("."): f"--out .: is the working directory ({tmp_path})",
+        tmp_path.parent: f"holds the working directory ({tmp_path})",
+        earlier / "spectrum.png": "a file, not a directory",
+    }
+    for out, message in refused.items():
+        with pytest.raises(PalirsInputError, match=re.escape(message)):
+            check_out(out, {"--models": Path("data/models/committee")})
+    (earlier / "summary.json").unlink()  # half an output: not this command's
+    with pytest.raises(PalirsInputError, match="no spectrum.parquet and summary.json"):
+        check_out(earlier)
+
+
+def test_the_spectrum_command_refuses_to_replace_the_models(tiny_committee, tmp_path):
+    """A slip of --out onto the committee's directory is refused before any work, in one line,
+    and the models stay."""
+    models = tmp_path / "committee"
+    models.mkdir()
+    for k, path in enumerate(tiny_committee["paths"]):
+        shutil.copyfile(path, models / f"model_{k}.model")
+    before = sorted(p.name for p in models.iterdir())
+    result = subprocess.run(
+        [sys.executable, "-m", "palirs_data.spectrum", "--name", "water", "--models",
+         str(models), "--dipole", str(tmp_path / "none.model"), "--params",
+         str(REPO / "params.yaml"), "--out", str(models)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: spectrum: --out {models}: is the --models path ({models}): give a new "
+        f"directory")
+    assert sorted(p.name for p in models.iterdir()) == before
 
 
 def test_the_spectrum_command_predicts_with_the_stages_code(tiny_committee, tiny_dipole_model,
