@@ -154,6 +154,28 @@ def distinct(selected: list[Molecule], *, where: str) -> None:
                                        "rename or drop one")
 
 
+def check_spin(molecule: Molecule, numbers=None, *, where: str = "") -> None:
+    """Refuse a charge and multiplicity that no state of ``molecule`` has: the electrons left
+    after the unpaired ones (multiplicity − 1) must pair up. GFN2-xTB (tblite) computes such a
+    state without complaint (a methyl radical as a singlet, with fractional occupations), so a
+    campaign would learn it. ``numbers``: the atomic numbers, if already built."""
+    if numbers is None:
+        numbers = ([a.GetAtomicNum() for a in _rdkit_molecule(molecule).GetAtoms()]
+                   if molecule.smiles is not None else _atoms_from_xyz(molecule).numbers)
+    electrons = int(np.sum(numbers)) - molecule.charge_e
+    unpaired = molecule.multiplicity - 1
+    prefix = f"{where}: " if where else ""
+    if electrons < 0:
+        raise PalirsInputError(f"{prefix}molecule '{molecule.name}': charge "
+                               f"{molecule.charge_e} leaves {electrons} electrons")
+    if unpaired > electrons or (electrons - unpaired) % 2:
+        fits = "1 (singlet), 3, ..." if electrons % 2 == 0 else "2 (doublet), 4, ..."
+        raise PalirsInputError(
+            f"{prefix}molecule '{molecule.name}': {electrons} electrons (charge "
+            f"{molecule.charge_e}) cannot have multiplicity {molecule.multiplicity}: give "
+            f"multiplicity {fits}")
+
+
 def resolve(names: list[str], custom: list[Molecule], *, where: str,
             allow_empty: bool = False) -> list[Molecule]:
     """Molecules selected by name: catalogue names, group names (``training``, ``transfer``),
@@ -191,6 +213,9 @@ def resolve(names: list[str], custom: list[Molecule], *, where: str,
         raise PalirsInputError(f"{where}: the molecule list is empty")
     result = list(selected.values())
     distinct(result, where=where)
+    for m in own.values():
+        if m.name in selected:
+            check_spin(m, where=where)
     return result
 
 
@@ -202,6 +227,7 @@ def build_atoms(molecule: Molecule, *, seed: int = 0) -> Atoms:
         atoms = _atoms_from_smiles(molecule, seed=seed)
     else:
         raise PalirsInputError(f"molecule '{molecule.name}': give a SMILES string or an XYZ file")
+    check_spin(molecule, atoms.numbers)
     atoms.info.update(
         molecule=molecule.name, charge=molecule.charge_e, multiplicity=molecule.multiplicity
     )

@@ -55,3 +55,32 @@ def test_resolve_groups_custom_and_errors():
 def test_unsafe_names_rejected(name):
     with pytest.raises(PalirsInputError, match="invalid molecule name"):
         molecules.check_name(name, where="p")
+
+
+def test_a_charge_and_multiplicity_no_state_has_are_refused(tmp_path):
+    """Electrons left after the unpaired ones must pair up: tblite computed a methyl radical
+    as a singlet without complaint."""
+    methyl = molecules.Molecule("methyl", "[CH3]")  # 9 electrons
+    with pytest.raises(PalirsInputError, match=r"^molecules.custom: molecule 'methyl': 9 "
+                       r"electrons \(charge 0\) cannot have multiplicity 1: give multiplicity "
+                       r"2 \(doublet\), 4, \.\.\.$"):
+        molecules.resolve(["methyl"], [methyl], where="molecules.custom")
+    doublet = molecules.Molecule("methyl", "[CH3]", multiplicity=2)
+    assert molecules.resolve(["methyl"], [doublet], where="p") == [doublet]
+    assert len(molecules.build_atoms(doublet)) == 4
+    with pytest.raises(PalirsInputError, match="9 electrons"):
+        molecules.build_atoms(methyl)
+    methoxide = molecules.Molecule("methoxide", "C[O-]", charge_e=-1)  # 18 electrons
+    assert len(molecules.build_atoms(methoxide)) == 5
+    xyz = tmp_path / "water.xyz"
+    xyz.write_text("3\nwater\nO 0 0 0.12\nH 0 0.76 -0.47\nH 0 -0.76 -0.47\n")
+    for charge, multiplicity, ok in ((0, 1, True), (0, 3, True), (0, 2, False), (1, 2, True),
+                                     (1, 1, False), (10, 1, True), (10, 3, False)):
+        water = molecules.Molecule("w", xyz=xyz, charge_e=charge, multiplicity=multiplicity)
+        if ok:
+            molecules.check_spin(water)
+        else:
+            with pytest.raises(PalirsInputError, match="cannot have multiplicity"):
+                molecules.check_spin(water)
+    with pytest.raises(PalirsInputError, match="charge 11 leaves -1 electrons"):
+        molecules.check_spin(molecules.Molecule("w", xyz=xyz, charge_e=11))
