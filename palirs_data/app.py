@@ -43,6 +43,22 @@ def _guarded(fn: Callable[[], str]) -> None:
         raise typer.Exit(code=1) from None
 
 
+def output_path(out: Path, *inputs: Path, directory: bool = False) -> Path:
+    """``out``, the file (or with ``directory``, the directory) a command writes, refused in one
+    line where writing it would fail half-way or destroy an input: a directory where a file is
+    asked for or the other way round, or one of the command's own ``inputs`` (an export over
+    its source table)."""
+    out = Path(out)
+    if directory and out.exists() and not out.is_dir():
+        raise PalirsInputError(f"{out}: a file, not a directory")
+    if not directory and out.is_dir():
+        raise PalirsInputError(f"{out}: a directory; give the file to write")
+    for source in inputs:
+        if out.resolve() == Path(source).resolve():
+            raise PalirsInputError(f"{out}: the input too; give another file to write")
+    return out
+
+
 def check_branch(repo: Path = Path("."), *, detached_ok: bool = False) -> None:
     """Refuse to start experiments on a detached git HEAD (unless ``detached_ok``).
 
@@ -275,6 +291,7 @@ def export_structures(
     from palirs_data import structures, xyz
 
     def body() -> str:
+        output_path(out, table)
         n = xyz.write_structures(structures.read_table(table), out, only_labelled=not all_rows)
         return f"{n} structures -> {out}"
 
@@ -299,6 +316,7 @@ def export_spectra(
         bad = sorted(set(formats) - {"csv", "jdx"})
         if bad:
             raise PalirsInputError(f"--format {bad[0]}: not one of csv, jdx")
+        output_path(out_dir, directory=True)
         written = exchange.export_spectra(read_spectra(table), out_dir, formats=formats)
         return f"{len(written)} files -> {out_dir}"
 
@@ -322,6 +340,7 @@ def export_trajectory(
     def body() -> str:
         if not Path(store).is_dir():
             raise PalirsInputError(f"{store}: no such trajectory store")
+        output_path(out, store)
         n = exchange.export_trajectory(TrajectoryStore(store, mode="r"), key, out, every=every)
         return f"{n} frames -> {out}"
 
@@ -348,6 +367,7 @@ def import_structures(
     from palirs_data import structures, xyz
 
     def body() -> str:
+        output_path(out, file)
         keys = {k: v for k, v in (("energy", energy_key), ("forces", forces_key),
                                   ("dipole", dipole_key)) if v}
         table = xyz.import_structures(file, level_of_theory=level_of_theory,

@@ -126,6 +126,30 @@ def test_spectra_as_jcamp_dx_read_back_by_jcamp(tmp_path):
     np.testing.assert_allclose(csv[:, 1], intensity, rtol=1e-8)
 
 
+def test_exports_and_import_refuse_an_output_they_cannot_or_must_not_write(water, tmp_path):
+    """One line and exit 1, no traceback: a directory where a file is written, a file where a
+    directory is, and the command's own input (an export over its source table)."""
+    table = tmp_path / "t.parquet"
+    structures.write_table(_labelled_table(water), table)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f.csv").write_text("x")
+    before = table.read_bytes()
+    cases = {
+        ("export", "structures", str(table), str(tmp_path / "d")): "a directory; give the file",
+        ("export", "structures", str(table), str(table)): "the input too",
+        ("export", "spectra", str(table), str(tmp_path / "f.csv")): "a file, not a directory",
+        ("import", str(tmp_path / "d"), "--out", str(tmp_path / "d")): "a directory; give",
+    }
+    for words, message in cases.items():
+        result = runner.invoke(app, list(words))
+        assert result.exit_code == 1, (words, result.output)
+        last = result.output.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last, (words, last)
+        assert "Traceback" not in result.output
+    assert table.read_bytes() == before
+    assert list((tmp_path / "d").iterdir()) == []
+
+
 def test_trajectory_export_keeps_predictions_apart_from_labels(tmp_path):
     from ase.io import read
 
