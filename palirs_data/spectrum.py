@@ -168,6 +168,8 @@ def command(
     dipole model; a molecule outside the training data shows in the committee's spread."""
     from palirs_data.cli import run_stage
     from palirs_data.compute import executor as make_executor
+    from pydantic import ValidationError
+
     from palirs_data.config import load_params
 
     def body() -> str:
@@ -177,7 +179,12 @@ def command(
         molecule = _molecule(name, smiles, xyz)
         overrides = {k: v for k, v in (("trajectories", trajectories),
                                        ("produce_fs", produce_fs)) if v is not None}
-        config = IrConfig(**{**p.ir.model_dump(), **overrides})
+        try:
+            config = IrConfig(**{**p.ir.model_dump(), **overrides})
+        except ValidationError as exc:  # only an override can be wrong: params.yaml passed
+            err = exc.errors()[0]
+            raise PalirsInputError(f"--{str(err['loc'][0]).replace('_', '-')}: "
+                                   f"{err['msg'].removeprefix('Value error, ')}") from None
         minimum = committee_minimum(molecule, models, seed=p.molecules.seed)
         with make_executor(p.compute) as ex:
             result, store = predict(minimum, models, dipole, config, work_dir,

@@ -279,6 +279,18 @@ def test_the_spectrum_command_refuses_to_replace_the_models(tiny_committee, tmp_
     assert sorted(p.name for p in models.iterdir()) == before
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--trajectories", "0", "--trajectories: Input should be greater than or equal to 1"),
+    ("--produce-fs", "-5", "--produce-fs: Input should be greater than 0")])
+def test_the_spectrum_command_names_a_bad_override(tmp_path, option, value, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "palirs_data.spectrum", "--name", "water", "--params",
+         str(REPO / "params.yaml"), "--out", str(tmp_path / "out"), option, value],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: spectrum: {message}"]
+
+
 def test_the_spectrum_command_predicts_with_the_stages_code(tiny_committee, tiny_dipole_model,
                                                             tmp_path):
     """Water with the tiny methanol committee: the committee's minimum, two short runs
