@@ -166,10 +166,10 @@ def command(
 
     The committee's own minimum of the molecule, then the ir stage's committee MD with the
     dipole model; a molecule outside the training data shows in the committee's spread."""
-    from palirs_data.cli import run_stage
-    from palirs_data.compute import executor as make_executor
     from pydantic import ValidationError
 
+    from palirs_data.cli import run_stage
+    from palirs_data.compute import executor as make_executor
     from palirs_data.config import load_params
 
     def body() -> str:
