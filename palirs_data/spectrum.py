@@ -153,6 +153,10 @@ def command(
                              "is enough: its SMILES is known)."),
     smiles: str | None = typer.Option(None, help="SMILES of the molecule."),
     xyz: Path | None = typer.Option(None, help="An XYZ file with its geometry instead."),
+    charge: int = typer.Option(0, help="Total charge, e (recorded with the minimum and "
+                               "checked against the SMILES; the models know no charge)."),
+    multiplicity: int = typer.Option(1, min=1, help="Spin multiplicity (checked against the "
+                                     "electron count; the models know no spin)."),
     models: Path = typer.Option(Path("data/models/committee"), help="The committee."),
     dipole: Path = typer.Option(Path("data/models/dipole.model"), help="The dipole model."),
     params: Path = typer.Option(Path("params.yaml"), help="Parameter file: its ir "
@@ -176,7 +180,7 @@ def command(
         check_out(out, {"--models": models, "--dipole": dipole, "--params": params,
                         "--work-dir": work_dir, **({"--xyz": xyz} if xyz else {})})
         p = load_params(params)
-        molecule = _molecule(name, smiles, xyz)
+        molecule = _molecule(name, smiles, xyz, charge, multiplicity)
         overrides = {k: v for k, v in (("trajectories", trajectories),
                                        ("produce_fs", produce_fs)) if v is not None}
         try:
@@ -212,15 +216,20 @@ def _stopped(out: Path) -> list[dict]:
     return [store[k].attrs for k in store.keys() if "stop_reason" in store[k].attrs]
 
 
-def _molecule(name: str, smiles: str | None, xyz: Path | None) -> molecules.Molecule:
+def _molecule(name: str, smiles: str | None, xyz: Path | None, charge: int = 0,
+              multiplicity: int = 1) -> molecules.Molecule:
     """The molecule of the command line: SMILES, an XYZ file, or a catalogue name alone."""
+    import dataclasses
+
     molecules.check_name(name, where="--name")
     if smiles and xyz:
         raise PalirsInputError("give --smiles or --xyz, not both")
     if smiles or xyz:
-        return molecules.Molecule(name, smiles=smiles, xyz=xyz)
+        return molecules.Molecule(name, smiles=smiles, xyz=xyz, charge_e=charge,
+                                  multiplicity=multiplicity)
     if name in molecules.CATALOGUE:
-        return molecules.CATALOGUE[name]
+        return dataclasses.replace(molecules.CATALOGUE[name], charge_e=charge,
+                                   multiplicity=multiplicity)
     raise PalirsInputError(f"--name: '{name}' is not a catalogue molecule"
                            f"{molecules.closest_hint(name, molecules.CATALOGUE)}; "
                            "give its --smiles or --xyz")

@@ -291,6 +291,21 @@ def test_the_spectrum_command_names_a_bad_override(tmp_path, option, value, mess
     assert result.stderr.strip().splitlines() == [f"error: spectrum: {message}"]
 
 
+def test_the_spectrum_command_takes_a_radical_with_its_multiplicity():
+    """The spin check applies to the command's molecule, and the command has the option the
+    refusal asks for."""
+    from palirs_data.spectrum import _molecule
+
+    with pytest.raises(PalirsInputError, match="9 electrons .* give multiplicity 2"):
+        molecules.build_atoms(_molecule("methyl", "[CH3]", None))
+    methyl = _molecule("methyl", "[CH3]", None, multiplicity=2)
+    assert len(molecules.build_atoms(methyl)) == 4
+    cation = _molecule("methanol", None, None, charge=1, multiplicity=2)  # catalogue SMILES
+    assert cation.smiles == "CO"
+    with pytest.raises(PalirsInputError, match="SMILES has total charge 0, but charge_e is 1"):
+        molecules.build_atoms(cation)
+
+
 def test_the_spectrum_command_predicts_with_the_stages_code(tiny_committee, tiny_dipole_model,
                                                             tmp_path):
     """Water with the tiny methanol committee: the committee's minimum, two short runs
