@@ -392,7 +392,7 @@ REFUSALS = {"share the trajectory group": "colliding_names", "share the file nam
             "colliding_names", "two entries of molecules.custom": "custom_name_twice",
             "are the same molecule": "same_smiles", "not in committee.elements": "element",
             "experiment.files.": "typo_key", "listed twice": "temperature_twice",
-            "unknown molecule": "unknown_name"}
+            "unknown molecule": "unknown_name", "cannot have multiplicity": "spin"}
 
 
 @SETTINGS
@@ -403,7 +403,7 @@ def test_run_level_params(params):
     line naming the file and one of the known reasons (counted per reason)."""
     from palirs_data.config import load_params, run_molecules
     from palirs_data.names import file_stem
-    from palirs_data.molecules import canonical_smiles, elements
+    from palirs_data.molecules import canonical_smiles, check_spin, elements
     from palirs_data.trajectory import trajectory_key
 
     counter = OUTCOMES.setdefault("run_params", Counter())
@@ -430,4 +430,6 @@ def test_run_level_params(params):
         values = [key(m) for m in mols]
         assert len(set(values)) == len(values), values
     assert all(elements(m) <= set(loaded.committee.elements) for m in mols)
+    for m in mols:  # every molecule that loads has a state (electrons pair up)
+        check_spin(m)
     assert set(loaded.experiment.files) <= {m.name for m in mols}
