@@ -26,9 +26,6 @@ def foundation_url(name: str) -> str | None:
     (``small_off``, ``medium_off``, ``large_off``; organic molecules, Academic Software
     Licence) or a MACE-MP model (``medium-mpa-0``, ``small`` ...; materials, MIT or ASL as
     mace-torch states). None: not a name it knows."""
-    from palirs_data.committee import import_mace
-
-    import_mace()
     from mace.calculators.foundations_models import mace_mp_urls, mace_off_urls
 
     if name.endswith("_off") and name[:-4] in mace_off_urls:
@@ -43,11 +40,9 @@ def foundation_file(value: str, *, key: str, timeout_s: float = 60.0) -> Path:
     reachable (an offline machine) is refused in one line that says where to put the file."""
     import urllib.request
 
-    from palirs_data.committee import import_mace
-    from palirs_data.config import is_model_file
-
-    import_mace()
     from mace.tools.utils import get_cache_dir
+
+    from palirs_data.config import is_model_file
 
     path = Path(value)
     if is_model_file(value) or path.is_file():
