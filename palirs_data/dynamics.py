@@ -17,10 +17,12 @@ committee mean. Units: Å, Å/fs, amu, eV/Å, fs, K.
 
 Frames (positions, velocities, committee energy and spread, time, and dipoles when a dipole
 model is given) stream into a :class:`TrajectoryStore` in chunks; a run continues from the
-last committed frame of each trajectory. Random numbers come from one torch generator per
-replica, seeded by (seed, frames in the store) at the start and again after every chunk is
-written: a run killed and continued from its last committed chunk draws the same noise as one
-that was never interrupted, so it ends with the same frames (same batch, same device).
+last committed frame of each trajectory. Random numbers are a function of a replica's seed
+and its step alone: the noise of step k is drawn from a Philox generator keyed by the seed at
+counter k (:func:`step_noise`), the starting velocities from another counter. So the dynamics
+do not depend on how often frames are written or how they are chunked, nor on the batch, and
+a run killed and continued from any committed frame draws the same noise as one that was never
+interrupted: it ends with the same frames (same batch, same device).
 A replica stopped by a guard records ``stopped_at_time_fs`` and ``stop_reason`` in its
 trajectory's attributes when it stops.
 """
@@ -104,15 +106,24 @@ class Replica:
     n_frames: int = 0  # frames committed to the store (before this run, then as written)
     stopped_at_step: int | None = None
     buffer: dict[str, list] = field(default_factory=dict, repr=False)
+    step_index: int = 0  # steps since the trajectory began: round(time_fs / timestep)
 
 
-def _generator(seed: int, n_frames: int) -> torch.Generator:
-    """The noise generator of a replica with ``n_frames`` committed frames."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(
-        [seed, n_frames]).generate_state(1)[0]))
+def _philox(seed: int, step: int, stream: int) -> np.random.Generator:
+    """Random numbers of replica ``seed`` at ``step`` in ``stream`` (0: thermostat noise,
+    1: starting velocities): Philox keyed by the seed, its counter set by step and stream, so
+    no two (step, stream) pairs share numbers (one step's draws advance only the lowest word)."""
+    return np.random.Generator(np.random.Philox(key=int(seed), counter=[0, step, stream, 0]))
 
 
-def maxwell_boltzmann(numbers: np.ndarray, temperature_K: float, generator: torch.Generator,
+def step_noise(seed: int, step: int, n_atoms: int) -> np.ndarray:
+    """The standard normal numbers (n_atoms, 3) of the thermostat in step ``step`` (1, 2, ...)
+    of a replica seeded ``seed``: a function of these alone."""
+    return _philox(seed, step, 0).standard_normal((n_atoms, 3))
+
+
+def maxwell_boltzmann(numbers: np.ndarray, temperature_K: float,
+                      generator: torch.Generator | np.random.Generator,
                       dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Velocities (Å/fs) drawn at ``temperature_K``, centre-of-mass motion removed: the
     kinetic energy then averages (3N−3)·kT/2 (3 degrees of freedom fewer)."""
@@ -120,7 +131,11 @@ def maxwell_boltzmann(numbers: np.ndarray, temperature_K: float, generator: torc
 
     m = torch.as_tensor(atomic_masses[np.asarray(numbers)], dtype=dtype)[:, None]
     sigma = torch.sqrt(units.KB_EV_PER_K * temperature_K / m / units.AMU_A2_FS2_IN_EV)
-    v = sigma * torch.randn((len(numbers), 3), generator=generator, dtype=dtype)
+    if isinstance(generator, np.random.Generator):
+        xi = torch.as_tensor(generator.standard_normal((len(numbers), 3)), dtype=dtype)
+    else:
+        xi = torch.randn((len(numbers), 3), generator=generator, dtype=dtype)
+    v = sigma * xi
     return v - (m * v).sum(0) / m.sum()
 
 
@@ -192,13 +207,13 @@ class BatchedMD:
                     r.positions_A = traj.last("positions_A")
                     r.velocities_A_fs = traj.last("velocities_A_fs")
                     r.time_fs = float(traj.last("time_fs"))
-            gen = _generator(r.seed, r.n_frames)
-            r.generator = gen  # type: ignore[attr-defined]
+            r.step_index = round(r.time_fs / self.dt)
             positions.append(torch.as_tensor(np.array(r.positions_A), dtype=self.dtype))
             velocities.append(
                 torch.as_tensor(r.velocities_A_fs, dtype=self.dtype)
                 if r.velocities_A_fs is not None
-                else maxwell_boltzmann(r.numbers, r.temperature_K, gen, self.dtype))
+                else maxwell_boltzmann(r.numbers, r.temperature_K,
+                                       _philox(r.seed, r.step_index, 1), self.dtype))
             r.buffer = {name: [] for name in self._arrays}
         self.active = list(range(len(self.replicas)))
         self._x = torch.cat(positions).to(self.device)
@@ -224,10 +239,12 @@ class BatchedMD:
         return self.committee.evaluate(self.batch, self._x)
 
     def _noise(self) -> torch.Tensor:
-        # per-replica CPU generators: a replica's noise does not depend on its batch
-        return torch.cat([torch.randn((len(self.replicas[i].numbers), 3), dtype=self.dtype,
-                                      generator=self.replicas[i].generator)
-                          for i in self.active]).to(self.device)
+        # per replica and step, on the CPU: a replica's noise depends on neither its batch
+        # nor the frames written (module docstring)
+        reps = [self.replicas[i] for i in self.active]
+        xi = np.concatenate([step_noise(r.seed, r.step_index + 1, len(r.numbers))
+                             for r in reps])
+        return torch.as_tensor(xi, dtype=self.dtype).to(self.device)
 
     def step(self) -> CommitteeOutput:
         """One BAOAB step of every active replica."""
@@ -241,6 +258,7 @@ class BatchedMD:
         self._v = self._v + half * self.output.forces_eVA * self._inv_m
         for i in self.active:
             self.replicas[i].time_fs += self.dt
+            self.replicas[i].step_index += 1
         return self.output
 
     @property
@@ -288,7 +306,6 @@ class BatchedMD:
                 self.store[r.key].append(**{k: np.asarray(v) for k, v in r.buffer.items()})
             r.buffer = {name: [] for name in self._arrays}
             r.n_frames += n
-            r.generator = _generator(r.seed, r.n_frames)  # type: ignore[attr-defined]
             written += n
         return written
 

@@ -323,7 +323,7 @@ def resume(store: TrajectoryStore, keys: Sequence[str]) -> Resumed:
     left in ``store`` (the store is keyed by everything the runs depend on): a run the guard
     stopped stays stopped; the others are cut back to the shortest of them (an append the kill
     interrupted between trajectories; a run with no frame yet cuts all of them back to 0) and
-    continue from there. Every replica's noise is reseeded per written chunk
+    continue from there. Every replica's noise is a function of its seed and step
     (:mod:`palirs_data.dynamics`), so the continued runs end where uninterrupted ones would."""
     stopped = [k for k in keys
                if k in store and store[k].attrs.get("stopped_at_time_fs") is not None]
