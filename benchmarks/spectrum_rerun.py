@@ -2,9 +2,9 @@
 
 Reruns the committee MD of ``ir`` (the final committee and dipole model of the pipeline, the
 ``ir`` protocol of ``params.yaml``) and the reference MD with ``ir.seed`` set to ``--seed``,
-scores them with the bootstrap intervals of ``compare`` and prints that beside the pipeline's
-own ``metrics/compare.json`` figures (the seed of ``params.yaml``), with the kinetic
-temperatures of the rerun.
+scores them with the bootstrap intervals of ``compare`` (PCC, WD and the centroid shift) and
+prints that beside the pipeline's own ``metrics/compare.json`` figures (the seed of
+``params.yaml``), with the kinetic temperatures of the rerun.
 
     python benchmarks/spectrum_rerun.py --seed 1
 """
@@ -62,7 +62,8 @@ def main() -> None:
                       for k, v in temps.items())
           + "; reference " + ", ".join(f"{k} {v['mean_K']:.0f} ± {v['stderr_K'] or 0:.0f} K"
                                        for k, v in ref_temps.items()))
-    print(f"{'molecule':<12} {'comparison':<18} {'seed':>5} {'PCC':>24} {'WD cm-1':>20}")
+    print(f"{'molecule':<12} {'comparison':<18} {'seed':>5} {'PCC':>24} {'WD cm-1':>20} "
+          f"{'shift cm-1':>22}")
     for (molecule, temperature), runs in sorted(rerun.items()):
         if temperature != t:
             continue
@@ -78,7 +79,9 @@ def main() -> None:
                 print(f"{molecule:<12} {pair:<18} {seed:>5} "
                       f"{s['pcc']:>7.3f} [{s['pcc_ci'][0]:.3f}, {s['pcc_ci'][1]:.3f}] "
                       f"{s['wasserstein_cm1']:>6.0f} [{s['wasserstein_cm1_ci'][0]:.0f}, "
-                      f"{s['wasserstein_cm1_ci'][1]:.0f}]")
+                      f"{s['wasserstein_cm1_ci'][1]:.0f}] "
+                      f"{s['centroid_shift_cm1']:>+6.0f} [{s['centroid_shift_cm1_ci'][0]:+.0f}, "
+                      f"{s['centroid_shift_cm1_ci'][1]:+.0f}]")
 
 
 if __name__ == "__main__":
