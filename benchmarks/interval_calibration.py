@@ -16,15 +16,17 @@ drawing, and two other intervals, are compared:
   runs with replacement, then each drawn run's ``compare.block_fs`` blocks with replacement;
 - ``runs only``: runs with replacement, each drawn run whole;
 - ``runs only, bias-corrected``: the bias-corrected percentiles of the same draws;
-- ``jackknife over runs``: each pair of runs left out in turn, the score ± 1.96 standard errors.
+- ``jackknife over runs``: each pair of runs left out in turn, the score ± 1.96 standard errors;
+- ``jackknife, Student t``: the same standard error times the t quantile of k − 1 degrees of
+  freedom (2.20 at k = 12), the textbook interval for a mean of few samples.
 
 Printed per k: the sets' mean score and its scatter (standard deviation over sets), and per
 interval its width over 3.92 (a standard deviation, for a normal interval) and its ratio to
 the scatter (1 is calibrated, above 1 too wide), the mean width of the 95 % interval, and how
-many sets' intervals hold the mean over sets (the expected score of k runs). Also per k: the
-signed shift of the spectrum's centroid, ML minus reference, over sets (W1 is at least its
-magnitude; it shows whether a WD is a difference or noise), and for all runs pooled their
-scores as ``compare`` scores them.
+many sets' intervals hold the mean over sets (the expected score of k runs). The same for the
+signed shift of the spectrum's centroid, ML minus reference (W1 is at least its magnitude; it
+shows whether a WD is a difference or noise), with how many sets' shift intervals hold zero;
+and for all runs pooled their scores as ``compare`` scores them.
 
     python benchmarks/interval_calibration.py --runs 96 --seed 1000 --store /tmp/calib
     python benchmarks/interval_calibration.py --runs 96 --seed 2000 --store /tmp/calib_b
@@ -32,6 +34,9 @@ scores as ``compare`` scores them.
     # 2026-12-07: three more sets (seeds 3000, 4000, 5000 into /tmp/calib_c, _d, _e), then
     python benchmarks/interval_calibration.py --store /tmp/calib /tmp/calib_b /tmp/calib_c \
         /tmp/calib_d /tmp/calib_e --sizes 12 48 96 240
+    # 2026-12-07, later: the lock of 91302cc (the MD's noise a function of seed and step, so
+    # the pairs share it), 96 + 96 runs (seeds 7000, 8000 into /tmp/calnew_a, _b), then
+    python benchmarks/interval_calibration.py --store /tmp/calnew_a /tmp/calnew_b --sizes 12 48 96
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from palirs_data import structures
 from palirs_data.compare import MdRuns, jackknife_interval, md_runs, score
@@ -89,7 +95,10 @@ def joined(first: MdRuns, second: MdRuns) -> MdRuns:
                   else first.seeds + second.seeds)
 
 
-def scores(ml, ref, window, step, keys=("pcc", "wasserstein_cm1")):
+KEYS = ("pcc", "wasserstein_cm1", "centroid_shift_cm1")
+
+
+def scores(ml, ref, window, step, keys=KEYS):
     s = compare_spectra(ml, ref, window_cm1=window, step_cm1=step)
     return np.array([s[key] for key in keys])
 
@@ -131,10 +140,9 @@ def main() -> None:
                 print(f"  k = {k}: fewer than two sets of {k} in {n} runs; no scatter")
                 continue
             pairs = [(subset(ml, s), subset(ref, s)) for s in sets]
-            points = np.array([scores(a.spectrum(), b.spectrum(), window, step,
-                                      ("pcc", "wasserstein_cm1", "centroid_shift_cm1"))
+            points = np.array([scores(a.spectrum(), b.spectrum(), window, step)
                                for a, b in pairs])
-            points, shifts = points[:, :2], points[:, 2]
+            shifts = points[:, 2]
             expected, scatter = points.mean(0), points.std(0, ddof=1)
             print(f"  k = {k}: {len(sets)} sets; PCC {expected[0]:.4f}, scatter "
                   f"{scatter[0]:.4f}; WD {expected[1]:.1f}, scatter {scatter[1]:.1f} cm-1 "
@@ -143,8 +151,10 @@ def main() -> None:
             print(f"    centroid shift, ML - reference: mean {shifts.mean():+.1f}, scatter "
                   f"{shifts.std(ddof=1):.1f} cm-1 (WD >= |shift|)")
             ways = ("runs, then blocks", "runs only", "runs only, bias-corrected",
-                    "jackknife over runs")
-            sd, width, hits = ({w: np.zeros(2) for w in ways} for _ in range(3))
+                    "jackknife over runs", "jackknife, Student t")
+            t_over_z = student_t.ppf(0.975, k - 1) / Z
+            sd, width, hits = ({w: np.zeros(3) for w in ways} for _ in range(3))
+            zero = {w: 0 for w in ways}
             for (a, b), point in zip(pairs, points):
                 drawn = {}
                 for way in ways[:2]:
@@ -164,19 +174,28 @@ def main() -> None:
                           for way in ways[:2]}
                 bounds["runs only, bias-corrected"] = np.array([np.quantile(
                     drawn["runs only"][:, j], norm.cdf([2 * z0[j] - Z, 2 * z0[j] + Z]))
-                    for j in range(2)]).T
+                    for j in range(3)]).T
                 bounds["jackknife over runs"] = np.array([jackknife_interval(
-                    point[j], [list(jack[:, j])], 0.95, (-np.inf, np.inf)) for j in (0, 1)]).T
+                    point[j], [list(jack[:, j])], 0.95, (-np.inf, np.inf))
+                    for j in range(3)]).T
+                mid = bounds["jackknife over runs"].mean(0)
+                half = (bounds["jackknife over runs"][1] - mid) * t_over_z
+                bounds["jackknife, Student t"] = np.array([mid - half, mid + half])
                 for way, (lo, hi) in bounds.items():
                     sd[way] += (hi - lo) / (2 * Z) / len(pairs)
                     width[way] += (hi - lo) / len(pairs)
                     hits[way] += (lo <= expected) & (expected <= hi)
+                    zero[way] += int(lo[2] <= 0 <= hi[2])
             for way in ways:
                 print(f"    {way:<27} width/3.92: PCC {sd[way][0]:.4f} "
                       f"({sd[way][0] / scatter[0]:.2f}x the scatter), WD {sd[way][1]:.1f} cm-1 "
                       f"({sd[way][1] / scatter[1]:.2f}x); 95 % width PCC {width[way][0]:.4f}, "
                       f"WD {width[way][1]:.1f} cm-1; holds the mean in {hits[way][0]:.0f}/"
-                      f"{len(pairs)} (PCC), {hits[way][1]:.0f}/{len(pairs)} (WD)", flush=True)
+                      f"{len(pairs)} (PCC), {hits[way][1]:.0f}/{len(pairs)} (WD)")
+                print(f"    {'':<27} shift: width/3.92 {sd[way][2]:.1f} cm-1 "
+                      f"({sd[way][2] / scatter[2]:.2f}x the scatter), 95 % width "
+                      f"{width[way][2]:.1f} cm-1, holds the mean in {hits[way][2]:.0f}/"
+                      f"{len(pairs)}, holds zero in {zero[way]:.0f}/{len(pairs)}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -57,8 +57,10 @@ def save(fig, path: Path) -> None:
 def _score_text(score: dict | None, what: str) -> str:
     if not score:
         return ""
+    shift = (f", shift {ci_text(score, 'centroid_shift_cm1', '+.0f')}"
+             if score.get("centroid_shift_cm1") is not None else "")
     return (f"; {what}: PCC {ci_text(score, 'pcc', '.3f')}, "
-            f"WD {ci_text(score, 'wasserstein_cm1', '.0f')} cm$^{{-1}}$")
+            f"WD {ci_text(score, 'wasserstein_cm1', '.0f')}{shift} cm$^{{-1}}$")
 
 
 def _trace_labels(entry: dict, ml: MdSpectrum | None, reference: MdSpectrum | None,

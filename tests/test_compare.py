@@ -366,6 +366,13 @@ def test_the_jackknife_interval_of_a_mean_is_its_standard_error():
     assert hi2 - lo2 == pytest.approx(np.sqrt(2) * (hi - lo), rel=1e-6)
     assert jackknife_interval(0.99, [left], 0.95, (-1.0, 1.0))[1] == 1.0  # PCC <= 1
     assert jackknife_interval(0.9, [[0.9]], 0.95, (-1.0, 1.0)) is None
+    # Student's t: n - 1 degrees of freedom for one set (2.201 at 12 runs), Welch's for two
+    # sets of equal variance and size (2 (n - 1) = 22: 2.074)
+    lo, hi = jackknife_interval(float(x.mean()), [left], 0.95, (-9.0, 9.0), student=True)
+    assert hi - x.mean() == pytest.approx(2.200985 * x.std(ddof=1) / np.sqrt(x.size), rel=1e-6)
+    lo2, hi2 = jackknife_interval(float(x.mean()), [left, left], 0.95, (-9.0, 9.0),
+                                  student=True)
+    assert hi2 - lo2 == pytest.approx(np.sqrt(2) * (hi - lo) * 2.073873 / 2.200985, rel=1e-6)
 
 
 def test_the_bootstrap_draws_whole_runs_and_the_jackknife_is_centred():
@@ -402,7 +409,8 @@ def test_the_centroid_shift_is_signed_and_its_interval_holds_zero_for_the_same_p
     """Every band moved by 25 cm-1: the centroid shift is the shift, with its sign, and W1
     its magnitude. Two sets of the same physics whose line amplitudes spread from run to run:
     the shift's interval holds zero, while W1, which noise only raises, stays above zero; the
-    shift's interval follows WD's kind (the jackknife: centred)."""
+    shift's interval is the jackknife's with Student's t whatever WD's kind: centred, and
+    wider than the normal one by t/z."""
     window = (500.0, 4000.0)
     config = CompareConfig(bootstrap_samples=200)
     up = score(_runs(), _runs(25.0), window, config, np.random.default_rng(0))
@@ -417,6 +425,20 @@ def test_the_centroid_shift_is_signed_and_its_interval_holds_zero_for_the_same_p
     jack = score(first, second, window, CompareConfig(bootstrap_samples=0,
                                                       wd_interval="jackknife"),
                  np.random.default_rng(0))
+    assert jack["centroid_shift_cm1_ci"] == same["centroid_shift_cm1_ci"]  # not WD's kind
     lo, hi = jack["centroid_shift_cm1_ci"]
     assert jack["centroid_shift_cm1"] - lo == pytest.approx(hi - jack["centroid_shift_cm1"],
                                                            abs=0.02)
+    # two unpaired sets of 12 runs: the normal interval of the same left-out shifts times t/z,
+    # t of the Welch degrees of freedom (between 11 and 22)
+    from palirs_data.compare import jackknife_interval
+    from palirs_data.spectra import compare_spectra
+
+    def shift(a, b):
+        return compare_spectra(a, b, window_cm1=window)["centroid_shift_cm1"]
+
+    whole = first.spectrum(), second.spectrum()
+    sets = [[shift(first.leave_out(i), whole[1]) for i in range(12)],
+            [shift(whole[0], second.leave_out(i)) for i in range(12)]]
+    z_lo, z_hi = jackknife_interval(shift(*whole), sets, 0.95, (-np.inf, np.inf))
+    assert 2.0738 / 1.96 - 1e-3 < (hi - lo) / (z_hi - z_lo) < 2.2010 / 1.96 + 1e-3
