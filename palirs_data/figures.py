@@ -59,7 +59,7 @@ def _score_text(score: dict | None, what: str) -> str:
         return ""
     shift = (f", shift {ci_text(score, 'centroid_shift_cm1', '+.0f')}"
              if score.get("centroid_shift_cm1") is not None else "")
-    return (f"; {what}: PCC {ci_text(score, 'pcc', '.3f')}, "
+    return (f"\n{what}: PCC {ci_text(score, 'pcc', '.3f')}, "
             f"WD {ci_text(score, 'wasserstein_cm1', '.0f')}{shift} cm$^{{-1}}$")
 
 
