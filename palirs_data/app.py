@@ -221,7 +221,7 @@ def spectra_text(compare_json: Path, figures: Path | None = None) -> str:
     """The spectra's scores of a ``compare.json`` as a table (fits 100 columns): PCC and WD
     (cm⁻¹, and over the window's width, the published comparison's unit) and the centroid
     shift per molecule and comparison, with their intervals; then where the figures are."""
-    from palirs_data.compare import LABELS, PAIRS
+    from palirs_data.compare import LABELS, TABLE_ROWS
 
     try:
         m = json.loads(Path(compare_json).read_text(encoding="utf-8"))
@@ -236,10 +236,11 @@ def spectra_text(compare_json: Path, figures: Path | None = None) -> str:
              "(lower is better; cm-1 and over the window's width), centroid shift (cm-1; "
              "first minus second,",
              f"< 0: the first lies lower); [{confidence} % interval: PCC {ways.get('pcc')}, "
-             f"WD and shift {ways.get('wasserstein')}]",
+             f"WD {ways.get('wasserstein')}, shift "
+             f"{ways.get('centroid_shift', ways.get('wasserstein'))}]",
              f"{'molecule':<14} {'comparison':<26} {'PCC':>18} {'WD, cm-1':>14} {'WD':>6} "
              f"{'shift, cm-1':>17}"]
-    rows = [(mol, p, e[p]) for mol, e in m["molecules"].items() for p in PAIRS if p in e]
+    rows = [(mol, p, e[p]) for mol, e in m["molecules"].items() for p in TABLE_ROWS if p in e]
     rows += [("mean", p, v) for p, v in m.get("mean", {}).items()]
 
     def shift(s: dict) -> str:

@@ -44,6 +44,12 @@ experiment is fixed.
   runs (docs/method.md, "The shift's interval") the whole-run percentiles were 0.76–0.89×
   the scatter of reruns at 12–48 runs, the t interval 0.93–1.00×.
 
+With the dipole model (``compare --dipole-model``, :func:`add_dipole_model_check`), each
+molecule also gets ``dipole_model_on_reference_md``: the model's spectrum along the label
+source's own runs against the label source's spectrum of the same runs. Only the dipoles
+differ, so the MD's noise cancels and a few runs measure the intensity error that the ML
+spectrum carries.
+
 Fewer than two runs give no interval. The convergence of each molecule's ML–reference PCC
 with the total ML production (the first k runs) shows whether there is enough.
 """
@@ -51,7 +57,8 @@ with the total ML production (the first k runs) shows whether there is enough.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -67,8 +74,13 @@ from palirs_data.trajectory import dipoles_of
 log = logging.getLogger(__name__)
 
 PAIRS = ("ml_vs_reference", "ml_vs_experiment", "reference_vs_experiment")
+#: the dipole model along the label source's MD against the label source's own dipoles there
+#: (:func:`add_dipole_model_check`); a row of the tables, not a pair of spectra in the figures
+DIPOLE_CHECK = "dipole_model_on_reference_md"
+TABLE_ROWS = PAIRS + (DIPOLE_CHECK,)
 LABELS = {"ml_vs_reference": "ML vs reference MD", "ml_vs_experiment": "ML vs experiment",
-          "reference_vs_experiment": "reference MD vs experiment"}
+          "reference_vs_experiment": "reference MD vs experiment",
+          DIPOLE_CHECK: "dipole model on ref. MD"}
 
 
 @dataclass
@@ -134,22 +146,25 @@ class MdRuns:
                    None if seeds is None else list(seeds))
 
 
-def md_runs(store, ir: IrConfig, config: CompareConfig) -> dict[tuple[str, float], MdRuns]:
+def md_runs(store, ir: IrConfig, config: CompareConfig, dipoles: Callable = dipoles_of
+            ) -> dict[tuple[str, float], MdRuns]:
     """Every (molecule, T) of a trajectory store (``ir`` or ``reference-md``) as
     :class:`MdRuns`; runs shorter than twice the correlation depth are left out, as in
-    :func:`palirs_data.md_analysis.spectra_table`."""
+    :func:`palirs_data.md_analysis.spectra_table`. ``dipoles`` gives a trajectory's dipole
+    series (by default the stored one; another model's along the same frames: the runs
+    keep their seeds, so they pair with the stored ones)."""
     dt = ir.timestep_fs * ir.write_every
     depth = int(round(ir.max_correlation_fs / dt))
     grouped: dict[tuple[str, float], list[tuple[int, np.ndarray]]] = {}
     for key in sorted(store.keys(), key=lambda k: (k.rsplit("/", 1)[0],
                                                    int(k.rsplit("/", 1)[1]))):
         traj = store[key]
-        dipoles = dipoles_of(traj)
-        if dipoles is None or traj.n_frames < 2 * depth:
+        if dipoles_of(traj) is None or traj.n_frames < 2 * depth:
             continue
+        series = dipoles(traj)
         attrs = traj.attrs
         grouped.setdefault((attrs["molecule"], float(attrs["temperature_K"])), []).append(
-            (attrs.get("seed"), dipoles))
+            (attrs.get("seed"), series))
     return {key: MdRuns.from_dipoles([d for _, d in runs], dt, ir, config.block_fs,
                                      seeds=[s for s, _ in runs])
             for key, runs in sorted(grouped.items())}
@@ -350,7 +365,8 @@ def compare(ml: dict[tuple[str, float], MdRuns], reference: dict[tuple[str, floa
                                       "dimensionless: cm-1 / window width (axis scaled to "
                                       "[0, 1])",
             "confidence": config.confidence,
-            "intervals": {"pcc": config.pcc_interval, "wasserstein": config.wd_interval},
+            "intervals": {"pcc": config.pcc_interval, "wasserstein": config.wd_interval,
+                          "centroid_shift": "jackknife_t"},
             "bootstrap_samples": config.bootstrap_samples,
             "bootstrap_blocks": config.bootstrap_blocks, "block_fs": config.block_fs,
             "molecules": per_molecule, "mean": mean,
@@ -358,13 +374,14 @@ def compare(ml: dict[tuple[str, float], MdRuns], reference: dict[tuple[str, floa
             "without_reference": sorted(m for m in molecules if (m, t) not in reference)}
 
 
-def over_molecules(per_molecule: dict[str, dict]) -> dict[str, dict]:
+def over_molecules(per_molecule: dict[str, dict], pairs: tuple[str, ...] = PAIRS
+                   ) -> dict[str, dict]:
     """Per comparison: mean and standard deviation (ddof 1; None for one molecule) over the
     molecules that have it, of PCC and both WDs (the published table's summary rows) and of
     the centroid shift (a mean far from zero against its spread: the spectra of one side sit
     lower or higher than the other's for most molecules, a systematic shift)."""
     mean = {}
-    for pair in PAIRS:
+    for pair in pairs:
         values = [e[pair] for e in per_molecule.values() if pair in e]
         if not values:
             continue
@@ -375,6 +392,36 @@ def over_molecules(per_molecule: dict[str, dict]) -> dict[str, dict]:
             mean[pair][f"{key}_std"] = round(float(v.std(ddof=1)), 4) if len(v) > 1 else None
         mean[pair]["n_molecules"] = len(values)
     return mean
+
+
+def add_dipole_model_check(metrics: dict, model_runs: dict[tuple[str, float], MdRuns],
+                           reference: dict[tuple[str, float], MdRuns], config: CompareConfig
+                           ) -> dict:
+    """Adds to each molecule of ``metrics`` (from :func:`compare`) the dipole model's spectrum
+    along the label source's own MD against the label source's spectrum of the same runs
+    (``dipole_model_on_reference_md``, at ``compare.temperature_K``), and its mean over the
+    molecules. The trajectories are the same, so the MD's noise cancels: what is left is the
+    dipole model's error in the intensities, which the ML spectrum carries too (its RMSE
+    does not show it: on the demo's lock the model gave the O–H stretch two thirds of its
+    intensity at 10.7 mDebye; docs/method.md, "The shift's interval, and where the lock's
+    shift comes from"). Its own random stream, so the other scores' draws are unchanged."""
+    rng = np.random.default_rng([config.seed, 1])
+    t = float(config.temperature_K)
+    entries = {}
+    for molecule, entry in metrics["molecules"].items():
+        mine, ref = model_runs.get((molecule, t)), reference.get((molecule, t))
+        if mine is not None and ref is not None:
+            if not mine.pairs_with(ref):  # the same runs by construction: paired by position
+                if len(mine.blocks) != len(ref.blocks):
+                    raise ValueError(f"{molecule}: the dipole model's runs are not the "
+                                     "reference's")
+                mine = replace(mine, seeds=list(range(len(mine.blocks))))
+                ref = replace(ref, seeds=list(range(len(ref.blocks))))
+            entry[DIPOLE_CHECK] = score(mine, ref, _window(config, None), config, rng)
+            entries[molecule] = entry
+    if entries:
+        metrics["mean"].update(over_molecules(entries, (DIPOLE_CHECK,)))
+    return metrics
 
 
 def add_committee_spread(metrics: dict, store, baseline=None) -> dict:
@@ -421,7 +468,7 @@ def summary_csv(metrics: dict) -> str:
              "centroid_shift_cm1_lo,centroid_shift_cm1_hi,centroid_shift_cm1_std"]
     for molecule, entry in metrics["molecules"].items():
         spread = (entry.get("committee_force_std_max_eVA") or {}).get("median_eVA", "")
-        for pair in PAIRS:
+        for pair in TABLE_ROWS:
             if pair in entry:
                 e = entry[pair]
                 pci = e.get("pcc_ci") or ["", ""]

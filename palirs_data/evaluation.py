@@ -419,6 +419,23 @@ def _frame_spacing_fs(traj) -> float:
     return float(traj.attrs["timestep_fs"])
 
 
+def model_dipoles(dipole_model: torch.nn.Module, numbers, positions_A: np.ndarray, *,
+                  batch_frames: int = 500) -> np.ndarray:
+    """The dipole model's dipoles (e·Å, float64) of frames ``positions_A`` (n, atoms, 3) of one
+    molecule, ``batch_frames`` frames per call, in the model's dtype and on its device."""
+    dtype = next(dipole_model.parameters()).dtype
+    device = next(dipole_model.parameters()).device
+    z_table = [int(z) for z in dipole_model.atomic_numbers]
+    out = [np.zeros((0, 3))]
+    for start in range(0, len(positions_A), batch_frames):
+        pos = positions_A[start:start + batch_frames]
+        batch = MolecularBatch([numbers] * len(pos), z_table, dtype=dtype, device=str(device))
+        mu = predict_dipoles(dipole_model, batch, torch.as_tensor(
+            pos.reshape(-1, 3), dtype=dtype, device=device))
+        out.append(mu.detach().cpu().numpy().astype(np.float64))
+    return np.concatenate(out)
+
+
 def dipole_errors_along_md(store_path: Path, dipole_model: torch.nn.Module, *,
                            every_fs: float = 25.0) -> dict:
     """The dipole model against the label source's own dipoles along the label source's MD
@@ -430,9 +447,6 @@ def dipole_errors_along_md(store_path: Path, dipole_model: torch.nn.Module, *,
     12 runs of 3 ps, frames 2 fs apart, every 12th)."""
     store = TrajectoryStore(store_path, mode="r")
     runs: dict[str, list[np.ndarray]] = {}
-    dtype = next(dipole_model.parameters()).dtype
-    device = next(dipole_model.parameters()).device
-    z_table = [int(z) for z in dipole_model.atomic_numbers]
     for key in store.keys():
         traj = store[key]
         if traj.n_frames == 0 or "dipole_eA" not in traj.array_names:
@@ -440,10 +454,7 @@ def dipole_errors_along_md(store_path: Path, dipole_model: torch.nn.Module, *,
         every = max(1, int(round(every_fs / _frame_spacing_fs(traj))))
         pos = traj.read("positions_A")[::every]
         ref = traj.read("dipole_eA")[::every]
-        batch = MolecularBatch([traj.numbers] * len(pos), z_table, dtype=dtype,
-                               device=str(device))
-        mu = predict_dipoles(dipole_model, batch, torch.as_tensor(
-            pos.reshape(-1, 3), dtype=dtype, device=device)).cpu().numpy()
+        mu = model_dipoles(dipole_model, traj.numbers, pos, batch_frames=max(1, len(pos)))
         runs.setdefault(key.rsplit("/", 1)[0], []).append((mu - ref) / DEBYE_EA * 1e3)
     out = {}
     for group, errors in sorted(runs.items()):

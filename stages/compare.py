@@ -14,8 +14,9 @@ import typer
 
 from palirs_data.atomic import atomic_path, write_text_atomic
 from palirs_data.cli import run_stage
-from palirs_data.compare import add_committee_spread, compare, md_runs, spectra_by_key, summary_csv
-from palirs_data.config import load_params
+from palirs_data.compare import (DIPOLE_CHECK, add_committee_spread, add_dipole_model_check,
+                                 compare, md_runs, spectra_by_key, summary_csv)
+from palirs_data.config import load_params, torch_dtype
 from palirs_data.experiment import experimental_spectra
 from palirs_data.figures import (comparison_figure, convergence_figure, empty_figure,
                                  figure_name, molecules_figure, summary_figure,
@@ -51,6 +52,9 @@ def main(
                                help="Output metrics: one row per molecule and comparison."),
     figures: Path = typer.Option(Path("metrics/figures/compare"),
                                  help="Output plots: one figure per molecule and a summary."),
+    dipole_model: Path | None = typer.Option(
+        None, help="The dipole model (data/models/dipole.model): its spectrum along the "
+        "reference runs against theirs, the intensity error the ML spectrum carries."),
     spread_baseline: Path | None = typer.Option(
         None, help="The campaign's ML runs (data/ir/trajectories.zarr), when comparing the "
         "transfer set: each molecule's committee spread is also given relative to theirs."),
@@ -65,11 +69,20 @@ def main(
         exp = experimental_spectra(experiment, cfg, p.ir)
         ml_store = TrajectoryStore(ml_trajectories, mode="r")
         ml_runs = md_runs(ml_store, p.ir, cfg)
-        ref_runs = md_runs(TrajectoryStore(reference_trajectories, mode="r"), p.ir, cfg)
+        ref_store = TrajectoryStore(reference_trajectories, mode="r")
+        ref_runs = md_runs(ref_store, p.ir, cfg)
         baseline = (TrajectoryStore(spread_baseline, mode="r") if spread_baseline is not None
                     else None)
         result = add_committee_spread(compare(ml_runs, ref_runs, exp, cfg, p.ir), ml_store,
                                       baseline)
+        if dipole_model is not None and ref_runs:
+            from palirs_data.committee import load_model
+            from palirs_data.evaluation import model_dipoles
+
+            model = load_model(dipole_model, dtype=torch_dtype(p.ir.dtype))
+            along = md_runs(ref_store, p.ir, cfg, dipoles=lambda traj: model_dipoles(
+                model, traj.numbers, traj.read("positions_A")))
+            add_dipole_model_check(result, along, ref_runs, cfg)
         modes = read_harmonic(harmonic).to_pydict()
         ml_by, ref_by = spectra_by_key(ml_table), spectra_by_key(ref_table)
         t = float(cfg.temperature_K)
@@ -104,11 +117,12 @@ def main(
             write_text_atomic(metrics, json.dumps(result, indent=2) + "\n")
         parts = []
         for pair, label in (("ml_vs_reference", "ML vs reference MD"),
-                            ("ml_vs_experiment", "ML vs experiment")):
+                            ("ml_vs_experiment", "ML vs experiment"),
+                            (DIPOLE_CHECK, "dipole model along the reference MD")):
             if pair in result["mean"]:
                 s = result["mean"][pair]
                 parts.append(f"{label}: PCC {s['pcc']:.3f}, WD {s['wasserstein_cm1']:.1f} cm-1 "
-                             f"({s['wasserstein']:.4f})")
+                             f"({s['wasserstein']:.4f}), shift {s['centroid_shift_cm1']:+.1f}")
         return (f"{len(result['molecules'])} molecules at {t:g} K; "
                 + ("; ".join(parts) or "nothing to compare") + f" -> {metrics}")
 

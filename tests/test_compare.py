@@ -442,3 +442,92 @@ def test_the_centroid_shift_is_signed_and_its_interval_holds_zero_for_the_same_p
             [shift(whole[0], second.leave_out(i)) for i in range(12)]]
     z_lo, z_hi = jackknife_interval(shift(*whole), sets, 0.95, (-np.inf, np.inf))
     assert 2.0738 / 1.96 - 1e-3 < (hi - lo) / (z_hi - z_lo) < 2.2010 / 1.96 + 1e-3
+
+
+def test_the_dipole_model_check_scores_the_same_runs_so_their_noise_cancels(tmp_path):
+    """The dipole model's spectrum along the label source's own runs against theirs
+    (``compare --dipole-model``): a model that gives the 2950 cm-1 line (along z) 0.8 of its
+    dipole, 0.64 of its intensity, moves the centroid down; the runs' amplitudes spread by
+    30 % from run to run, but the two spectra come from the same runs (paired by position
+    where the runs carry no seed), so that noise cancels and the interval is narrow, where
+    two sets of other runs with the same difference read an interval ten times wider. The
+    model that gives the stored dipoles reads PCC 1 and no shift."""
+    from palirs_data.compare import DIPOLE_CHECK, add_dipole_model_check, md_runs
+    from palirs_data.trajectory import TrajectoryStore, dipoles_of
+
+    _store(tmp_path / "ref.zarr", {("methanol", 300.0): _dipoles(runs=8, spread=0.3, seed=41)})
+    store = TrajectoryStore(tmp_path / "ref.zarr", mode="r")
+    config = CompareConfig(bootstrap_samples=100)
+    ref = md_runs(store, IR, config)
+    assert ref[("methanol", 300.0)].seeds == [None] * 8  # no seeds: paired by position
+    weak = md_runs(store, IR, config, dipoles=lambda traj: dipoles_of(traj) * [1.0, 1.0, 0.8])
+    metrics = {"molecules": {"methanol": {}, "ethanol": {}}, "mean": {}}
+    add_dipole_model_check(metrics, weak, ref, config)
+    check = metrics["molecules"]["methanol"][DIPOLE_CHECK]
+    assert DIPOLE_CHECK not in metrics["molecules"]["ethanol"]  # no runs of it
+    assert check["paired"] and check["runs"] == [8, 8]
+    lo, hi = check["centroid_shift_cm1_ci"]
+    assert check["centroid_shift_cm1"] < -50.0 and hi < 0.0  # measured: -104 [-133, -75]
+    assert metrics["mean"][DIPOLE_CHECK]["centroid_shift_cm1"] == check["centroid_shift_cm1"]
+    weaker = MdRuns.from_dipoles([d * [1.0, 1.0, 0.8] for d in _dipoles(runs=8, spread=0.3,
+                                                                      seed=42)], DT, IR, 1000.0)
+    apart = score(weaker, _runs(runs=8, spread=0.3, seed=43), (500.0, 4000.0), config,
+                  np.random.default_rng(0))["centroid_shift_cm1_ci"]
+    assert apart[1] - apart[0] > 5 * (hi - lo)  # measured: 11x
+    same = {"molecules": {"methanol": {}}, "mean": {}}
+    add_dipole_model_check(same, md_runs(store, IR, config, dipoles=dipoles_of), ref, config)
+    exact = same["molecules"]["methanol"][DIPOLE_CHECK]
+    assert exact["pcc"] == 1.0 and exact["centroid_shift_cm1"] == 0.0
+    assert exact["centroid_shift_cm1_ci"] == [0.0, 0.0]
+
+
+def test_compare_stage_checks_the_dipole_model_along_the_reference_runs(
+        tmp_path, tiny_dipole_model, methanol_data):
+    """``compare --dipole-model``: two reference runs whose recorded dipoles are the model's
+    own along their frames (and a third run's scaled by 0.9 along z) read the check: the
+    model's spectrum on those frames against theirs, in compare.json, the table, ``palirs
+    show`` and the summary line."""
+    from palirs_data import structures
+    from palirs_data.evaluation import model_dipoles
+    from palirs_data.trajectory import TrajectoryStore, trajectory_key
+
+    rows = structures.from_table(methanol_data["labelled"])[:100]
+    numbers = rows[0].numbers
+    store = TrajectoryStore(tmp_path / "ref.zarr")
+    for k in range(2):
+        pos = np.tile(np.array([s.positions_A for s in rows[k::2]]), (50, 1, 1))  # 2500 frames
+        mu = model_dipoles(tiny_dipole_model["model"], numbers, pos)
+        traj = store.create(trajectory_key("methanol", 300.0, k), numbers=numbers,
+                            molecule="methanol", timestep_fs=DT, temperature_K=300.0,
+                            arrays=["positions_A", "dipole_eA", "time_fs"], seed=10 + k)
+        traj.append(positions_A=pos, dipole_eA=mu * [1.0, 1.0, 0.9 if k else 1.0],
+                    time_fs=DT * np.arange(1, len(pos) + 1))
+    grid = np.arange(0.0, 4500.0, 2.0)
+    write_spectra(_table({("methanol", 300.0): _bands(grid)}, grid), tmp_path / "ml.parquet")
+    write_spectra(_table({("methanol", 300.0): _bands(grid)}, grid), tmp_path / "ref.parquet")
+    _store(tmp_path / "ml.zarr", {("methanol", 300.0): _dipoles(runs=2, frames=2500)})
+    write_harmonic(pa.Table.from_pydict({"molecule": [], "mode": [], "frequency_cm1": [],
+                                         "intensity_km_mol": []}, schema=HARMONIC_IR_SCHEMA),
+                   tmp_path / "harmonic.parquet")
+    _experiment_dir(tmp_path, shift=0.0)
+    params = write_params(tmp_path / "params.yaml", compare={"bootstrap_samples": 20},
+                          ir={"max_correlation_fs": 500.0, "produce_fs": 1250.0})
+    result = run_stage("compare", "--params", str(params), "--ml", "ml.parquet",
+                       "--harmonic", "harmonic.parquet", "--reference", "ref.parquet",
+                       "--ml-trajectories", "ml.zarr", "--reference-trajectories", "ref.zarr",
+                       "--experiment", "experiment", "--dipole-model",
+                       str(tiny_dipole_model["report"].model), "--metrics", "m/compare.json",
+                       "--table", "m/compare.csv", "--figures", "m/fig", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "dipole model along the reference MD: PCC" in result.stdout
+    metrics = json.loads((tmp_path / "m/compare.json").read_text())
+    check = metrics["molecules"]["methanol"]["dipole_model_on_reference_md"]
+    assert check["paired"] and check["runs"] == [2, 2]
+    assert check["pcc"] > 0.9 and check["centroid_shift_cm1"] != 0.0  # run 1 differs along z
+    lo, hi = check["centroid_shift_cm1_ci"]
+    assert lo <= check["centroid_shift_cm1"] <= hi
+    assert metrics["mean"]["dipole_model_on_reference_md"]["n_molecules"] == 1
+    assert metrics["intervals"]["centroid_shift"] == "jackknife_t"
+    table = (tmp_path / "m/compare.csv").read_text()
+    assert '"methanol",dipole_model_on_reference_md,' in table
+    assert "dipole model on ref. MD" in spectra_text(tmp_path / "m/compare.json", None)

@@ -218,6 +218,11 @@ def test_dipole_error_along_md_reads_the_label_source_runs(tiny_dipole_model, ti
     traj.append(positions_A=pos, dipole_eA=mu, time_fs=2.0 * np.arange(1, len(pos) + 1))
     assert evaluation.dipole_errors_along_md(tmp_path / "coarse.zarr", dip)[
         "methanol/300K"]["frames"] == 10  # frames 0, 12, ..., 108 of 120
+    # the model's dipoles of a series of frames do not depend on how many go into one call
+    one = evaluation.model_dipoles(dip, rows[0].numbers, pos)
+    np.testing.assert_allclose(one, mu, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(evaluation.model_dipoles(dip, rows[0].numbers, pos,
+                                                        batch_frames=7), one, rtol=0, atol=1e-12)
 
 
 def test_dipole_model_rotates_with_the_molecule(tiny_dipole_model, tiny_committee,
