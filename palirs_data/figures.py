@@ -20,9 +20,14 @@ from palirs_data.names import file_stem
 
 
 def _pyplot():
+    """pyplot on the Agg backend with matplotlib's default style, whatever was imported before:
+    mace-torch's ``mace.cli.visualise_train``, which loading a model can import, sets the
+    font size to 8 for the whole process, and a figure drawn after it came out with another
+    layout and other bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcdefaults()
     matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: editable in a paper
     import matplotlib.pyplot as plt
 

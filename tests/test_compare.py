@@ -336,17 +336,23 @@ def test_runs_started_from_the_same_seeds_are_resampled_as_pairs():
 
 def test_a_figure_saved_twice_gives_the_same_bytes(tmp_path):
     """A rerun that changes nothing must change no figure (and no hash in dvc.lock): the SVG
-    has no date and no random element ids, the PNG no timestamp."""
+    has no date and no random element ids, the PNG no timestamp, and a style another package
+    set before (loading a mace-torch model sets the font size) does not reach it."""
     from palirs_data.figures import convergence_figure
 
     rows = [{"runs": k, "produce_ps": 3.0 * k, "pcc": 0.9 + 0.01 * k, "pcc_ci": [0.8, 0.95],
              "wasserstein_cm1": 50.0 / k, "wasserstein_cm1_ci": [10.0, 90.0]}
             for k in (1, 2, 3)]
-    for run in ("a", "b"):
+    import matplotlib
+
+    for run in ("a", "b", "c"):
         (tmp_path / run).mkdir()
+        if run == "c":  # as mace-torch's visualise_train does when a model is loaded
+            matplotlib.rcParams.update({"font.size": 8})
         convergence_figure("methanol", rows, tmp_path / run / "c.png")
     for name in ("c.png", "c.svg"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
     assert b"<dc:date>" not in (tmp_path / "a" / "c.svg").read_bytes()
 
 
