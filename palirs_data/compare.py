@@ -159,9 +159,10 @@ def md_runs(store, ir: IrConfig, config: CompareConfig, dipoles: Callable = dipo
     for key in sorted(store.keys(), key=lambda k: (k.rsplit("/", 1)[0],
                                                    int(k.rsplit("/", 1)[1]))):
         traj = store[key]
-        if dipoles_of(traj) is None or traj.n_frames < 2 * depth:
+        stored = dipoles_of(traj)
+        if stored is None or traj.n_frames < 2 * depth:
             continue
-        series = dipoles(traj)
+        series = stored if dipoles is dipoles_of else dipoles(traj)
         attrs = traj.attrs
         grouped.setdefault((attrs["molecule"], float(attrs["temperature_K"])), []).append(
             (attrs.get("seed"), series))
