@@ -56,7 +56,7 @@ from palirs_data.config import LabelerConfig, load_params
 from palirs_data.ir import ml_ir
 from palirs_data.reference_md import reference_ir
 from palirs_data.spectra import bootstrap_weights, compare_spectra
-from palirs_data.trajectory import TrajectoryStore
+from palirs_data.trajectory import TrajectoryStore, dipoles_of
 
 Z = norm.ppf(0.975)
 
@@ -113,16 +113,32 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[6, 12])
     parser.add_argument("--draws", type=int, default=400)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--dipole-model", type=Path, default=None,
+                        help="put this dipole model on the stored ML trajectories instead of "
+                             "their recorded dipoles (runs drawn before the model changed; "
+                             "the committee and so the trajectories are the same)")
     args = parser.parse_args()
     if len(args.store) == 1:
         generate(args.store[0], args.runs, args.seed, args.params)
     p = load_params(args.params)
     window, step = tuple(p.compare.window_cm1), p.compare.step_cm1
+    if args.dipole_model is None:
+        ml_dipoles = dipoles_of
+    else:
+        from palirs_data.committee import load_model
+        from palirs_data.config import torch_dtype
+        from palirs_data.evaluation import model_dipoles
+
+        model = load_model(args.dipole_model, dtype=torch_dtype(p.ir.dtype))
+
+        def ml_dipoles(traj):
+            return model_dipoles(model, traj.numbers, traj.read("positions_A"))
     ml_all, ref_all = {}, {}
     for store in args.store:
-        for name, pooled in (("ir.zarr", ml_all), ("reference.zarr", ref_all)):
+        for name, pooled, along in (("ir.zarr", ml_all, ml_dipoles),
+                                    ("reference.zarr", ref_all, dipoles_of)):
             for key, runs in md_runs(TrajectoryStore(store / name, mode="r"), p.ir,
-                                     p.compare).items():
+                                     p.compare, dipoles=along).items():
                 pooled[key] = runs if key not in pooled else joined(pooled[key], runs)
     rng = np.random.default_rng(0)
     for key in sorted(ml_all):

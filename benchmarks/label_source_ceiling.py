@@ -73,6 +73,9 @@ def region_shares(x, y, lo, hi) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--method", default="xtb", choices=["xtb", "pyscf"])
+    parser.add_argument("--xtb-method", default="GFN2-xTB",
+                        choices=["GFN2-xTB", "GFN1-xTB", "IPEA1-xTB"],
+                        help="the tight-binding Hamiltonian when --method xtb")
     parser.add_argument("--molecules", nargs="+", default=DEFAULT)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--compare", type=Path, default=None,
@@ -82,13 +85,14 @@ def main() -> None:
 
     from palirs_data.compare import _window
     from palirs_data.experiment import experimental_spectra
-    from palirs_data.config import LabelerConfig, load_params
+    from palirs_data.config import LabelerConfig, XtbSettings, load_params
     from palirs_data.experiment import collect
     from palirs_data.labelers import make_labeler
     from palirs_data.spectra import compare_spectra
 
     params = load_params(args.params)
-    labeler = make_labeler(LabelerConfig(method=args.method))
+    labeler = make_labeler(LabelerConfig(method=args.method,
+                                         xtb=XtbSettings(method=args.xtb_method)))
     ref = {}
     if args.compare is not None:
         per = json.loads(args.compare.read_text())["molecules"]
@@ -98,7 +102,8 @@ def main() -> None:
         record = collect(args.molecules, params.experiment, Path(tmp) / "exp",
                          work_dir=Path(tmp) / "work")
         experiments = experimental_spectra(Path(tmp) / "exp", params.compare, params.ir)
-    print(f"label source {labeler.method}: double-harmonic spectrum vs experiment "
+    source = args.xtb_method if args.method == "xtb" else labeler.method
+    print(f"label source {source}: double-harmonic spectrum vs experiment "
           f"(line shape of {params.ir.max_correlation_fs:g} fs, friction "
           f"{params.ir.friction_fs:g} fs^-1)")
     print(f"{'molecule':<18} {'strongest band':>15} {'shares >2600/1800-2600/<1800':>29} "
