@@ -35,9 +35,10 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from palirs_data.committee import MolecularBatch, load_model, predict_dipoles
+from palirs_data.committee import load_model
 from palirs_data.compare import MdRuns, score
 from palirs_data.config import LabelerConfig, load_params
+from palirs_data.evaluation import model_dipoles
 from palirs_data.labelers import make_labeler
 from palirs_data.trajectory import TrajectoryStore, dipoles_of
 from palirs_data.units import DEBYE_EA
@@ -61,20 +62,6 @@ def read_runs(store: TrajectoryStore, depth: int, limit: int
             group.append((traj.attrs.get("seed"), np.asarray(traj.numbers),
                           traj.read("positions_A"), dipoles))
     return out
-
-
-def model_dipoles(model: torch.nn.Module, numbers: np.ndarray, positions: np.ndarray
-                  ) -> np.ndarray:
-    dtype = next(model.parameters()).dtype
-    z_table = [int(z) for z in model.atomic_numbers]
-    out = []
-    for start in range(0, len(positions), 500):
-        pos = positions[start:start + 500]
-        batch = MolecularBatch([numbers] * len(pos), z_table, dtype=dtype, device="cpu")
-        with torch.no_grad():
-            mu = predict_dipoles(model, batch, torch.as_tensor(pos.reshape(-1, 3), dtype=dtype))
-        out.append(mu.cpu().numpy())
-    return np.concatenate(out).astype(np.float64)
 
 
 def source_dipoles(labeler, numbers: np.ndarray, positions: np.ndarray) -> np.ndarray:
