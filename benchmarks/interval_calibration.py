@@ -37,6 +37,12 @@ and for all runs pooled their scores as ``compare`` scores them.
     # 2026-12-07, later: the lock of 91302cc (the MD's noise a function of seed and step, so
     # the pairs share it), 96 + 96 runs (seeds 7000, 8000 into /tmp/calnew_a, _b), then
     python benchmarks/interval_calibration.py --store /tmp/calnew_a /tmp/calnew_b --sizes 12 48 96
+    # 2026-12-07, last: the lock of f5d2a0c (the dipole model on 90 MD frames; the same
+    # committee, so the same trajectories): three more sets (seeds 9000, 10000, 11000 into
+    # /tmp/calnew_c, _d, _e), and the first two sets' ML dipoles redrawn with the new model:
+    python benchmarks/interval_calibration.py --store /tmp/calnew_a /tmp/calnew_b \
+        /tmp/calnew_c /tmp/calnew_d /tmp/calnew_e --sizes 12 48 96 240 \
+        --dipole-model data/models/dipole.model --redraw /tmp/calnew_a /tmp/calnew_b
 """
 
 from __future__ import annotations
@@ -117,6 +123,9 @@ def main() -> None:
                         help="put this dipole model on the stored ML trajectories instead of "
                              "their recorded dipoles (runs drawn before the model changed; "
                              "the committee and so the trajectories are the same)")
+    parser.add_argument("--redraw", type=Path, nargs="+", default=None,
+                        help="with --dipole-model: only these of --store (the others keep "
+                             "their recorded dipoles, drawn with that model already)")
     args = parser.parse_args()
     if len(args.store) == 1:
         generate(args.store[0], args.runs, args.seed, args.params)
@@ -135,7 +144,8 @@ def main() -> None:
             return model_dipoles(model, traj.numbers, traj.read("positions_A"))
     ml_all, ref_all = {}, {}
     for store in args.store:
-        for name, pooled, along in (("ir.zarr", ml_all, ml_dipoles),
+        redrawn = args.redraw is None or store in args.redraw
+        for name, pooled, along in (("ir.zarr", ml_all, ml_dipoles if redrawn else dipoles_of),
                                     ("reference.zarr", ref_all, dipoles_of)):
             for key, runs in md_runs(TrajectoryStore(store / name, mode="r"), p.ir,
                                      p.compare, dipoles=along).items():
@@ -149,7 +159,8 @@ def main() -> None:
         print(f"{key[0]} {key[1]:g} K: {n} paired runs, {ml.blocks[0].n_blocks} blocks each; "
               f"all {n}, as compare scores them: PCC {whole['pcc']:.4f} {whole['pcc_ci']}, "
               f"WD {whole['wasserstein_cm1']:.1f} {whole['wasserstein_cm1_ci']} cm-1, "
-              f"centroid shift {whole['centroid_shift_cm1']:+.1f} cm-1")
+              f"centroid shift {whole['centroid_shift_cm1']:+.1f} "
+              f"{whole.get('centroid_shift_cm1_ci')} cm-1")
         for k in args.sizes:
             sets = [list(range(i, i + k)) for i in range(0, n - k + 1, k)]
             if len(sets) < 2:
